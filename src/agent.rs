@@ -1,0 +1,499 @@
+//! One run of the agent, step by step: config -> lock -> store -> fetch ->
+//! parse into the store -> side tasks. Each step is owned by its module; this
+//! one only decides the order and what a result means for the next step.
+
+use crate::clock;
+use crate::config::Config;
+use crate::error::Result;
+use crate::fetch::{self, ProfileResponse};
+use crate::lock::RunLock;
+use crate::logs;
+use crate::profile;
+use crate::store::{Change, Diff, JobStore, ReplaceOptions, Replaced};
+use crate::{firewall, reporter, update};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Whether to check for software updates this run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpdateChoice {
+    /// As `[version] autoupdate` says.
+    #[default]
+    Config,
+    /// `--noupdate`
+    Never,
+    /// `--update`
+    Always,
+}
+
+/// What the command line asked for.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub debug: bool,
+    /// `-c`: the INI file, relative to the working directory.
+    pub config: Option<PathBuf>,
+    pub update: UpdateChoice,
+    pub recreate: bool,
+    pub dry_run: bool,
+}
+
+/// How a successful run ended; its `Display` is the run's summary line.
+#[derive(Debug)]
+pub enum Outcome {
+    /// 304: the stored profile is current.
+    NotModified { jobs: u64 },
+    /// 200 with the same records as stored: nothing written.
+    Unchanged { jobs: usize, bytes: u64 },
+    /// A new profile is stored.
+    Updated {
+        jobs: usize,
+        endpoints: usize,
+        bytes: u64,
+        diff: Diff,
+        millis: u128,
+    },
+    /// `--dry-run`: nothing written.
+    DryRun {
+        jobs: usize,
+        diff: Diff,
+        not_modified: bool,
+    },
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::NotModified { jobs } => {
+                write!(f, "profile unchanged (304); {jobs} jobs stored")
+            }
+            Outcome::Unchanged { jobs, bytes } => write!(
+                f,
+                "profile unchanged (same content, {bytes} bytes); {jobs} jobs stored, store not written"
+            ),
+            Outcome::Updated {
+                jobs,
+                endpoints,
+                bytes,
+                diff,
+                millis,
+            } => write!(
+                f,
+                "profile updated: {jobs} jobs ({diff}), {endpoints} endpoints, {bytes} bytes in {millis} ms"
+            ),
+            Outcome::DryRun {
+                not_modified: true, ..
+            } => write!(f, "dry run: profile unchanged (304); nothing written"),
+            Outcome::DryRun { jobs, diff, .. } => write!(
+                f,
+                "dry run: the profile of {jobs} jobs is valid and would change: {diff}; nothing written"
+            ),
+        }
+    }
+}
+
+/// Most job ids the debug log names one by one, per kind of change.
+const DIFF_LOG_LIMIT: u64 = 100;
+
+/// What a run did: the profile step's result, and the first configuration
+/// error a later step found (which turns a successful run's exit code to 2).
+#[derive(Debug)]
+pub struct Report {
+    pub profile: Result<Outcome>,
+    pub later_config_error: Option<crate::Error>,
+}
+
+impl Report {
+    /// PROTOCOL 7: the profile work's code, unless it succeeded and a later
+    /// step found a configuration error.
+    pub fn exit_code(&self) -> u8 {
+        match (&self.profile, &self.later_config_error) {
+            (Err(e), _) => e.exit_code(),
+            (Ok(_), Some(e)) => e.exit_code(),
+            (Ok(_), None) => crate::error::exit::OK,
+        }
+    }
+}
+
+/// Runs the agent for the install root `root`: the profile, then the update
+/// check, the firewall check and cncopreporter. The later steps run even when
+/// the profile step failed on the network (a blocked network is exactly when
+/// the firewall report matters), each failure logged without stopping the
+/// others. A configuration or lock failure before the profile stops the run.
+pub fn run(root: &Path, opts: &RunOptions) -> Report {
+    let early = |e| Report {
+        profile: Err(e),
+        later_config_error: None,
+    };
+    let cfg = match Config::load(root, opts.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return early(e),
+    };
+    log::debug!(
+        "cncopgetprofile {} ({}) for device {}, root {}, config {}",
+        env!("CARGO_PKG_VERSION"),
+        fetch::target_triple(),
+        cfg.device.id,
+        root.display(),
+        cfg.ini.path().display()
+    );
+    let config_dir = cfg.config_dir();
+    if let Err(e) = std::fs::create_dir_all(&config_dir) {
+        return early(crate::Error::Store(format!(
+            "cannot create {}: {}",
+            config_dir.display(),
+            crate::config::io_reason(&e)
+        )));
+    }
+    let _lock = match RunLock::acquire(&config_dir) {
+        Ok(l) => l,
+        Err(e) => return early(e),
+    };
+    let now = clock::now();
+    let removed = logs::remove_old(&cfg.logs_dir(), cfg.days_of_logs, now);
+    if removed > 0 {
+        log::debug!(
+            "removed {removed} log files older than {} days",
+            cfg.days_of_logs
+        );
+    }
+    let mut store = match JobStore::open(&cfg.store_path(), !opts.dry_run, now) {
+        Ok(s) => s,
+        Err(e) => return early(e),
+    };
+    let client = match fetch::Client::new(&cfg) {
+        Ok(c) => c,
+        Err(e) => return early(e),
+    };
+    let profile = profile_step(&cfg, opts, &mut store, &client, now);
+    if opts.dry_run {
+        return Report {
+            profile,
+            later_config_error: None,
+        };
+    }
+
+    let mut later_config_error = None;
+    let mut note = |step: &str, result: Result<()>| {
+        if let Err(e) = result {
+            log::error!("{step}: {e}");
+            if matches!(e, crate::Error::Config(_)) && later_config_error.is_none() {
+                later_config_error = Some(e);
+            }
+        }
+    };
+    note("update check", update_step(&cfg, opts, &client));
+    note(
+        "firewall check",
+        firewall_step(&cfg, &mut store, &client, now),
+    );
+    note("cncopreporter", reporter_step(&cfg, opts));
+    Report {
+        profile,
+        later_config_error,
+    }
+}
+
+/// Fetches the profile and, if it changed, makes it the store.
+fn profile_step(
+    cfg: &Config,
+    opts: &RunOptions,
+    store: &mut JobStore,
+    client: &fetch::Client,
+    now: u64,
+) -> Result<Outcome> {
+    let rebuild = opts.recreate || store.needs_rebuild();
+    if store.needs_rebuild() {
+        log::warn!(
+            "{} has another store schema; rebuilding it from a full download",
+            store.path().display()
+        );
+    }
+    let etag = if rebuild {
+        None
+    } else {
+        store.etag().map(str::to_string)
+    };
+
+    splay(cfg);
+    let started = Instant::now();
+    let (etag, mut body) = match client.profile(etag.as_deref())? {
+        ProfileResponse::NotModified => {
+            let jobs = store.meta().map_or(0, |m| m.jobs);
+            return Ok(if opts.dry_run {
+                Outcome::DryRun {
+                    jobs: jobs as usize,
+                    diff: Diff::default(),
+                    not_modified: true,
+                }
+            } else {
+                Outcome::NotModified { jobs }
+            });
+        }
+        ProfileResponse::Changed { etag, body } => (etag, body),
+    };
+
+    let mut logged = Diff::default();
+    let mut stdout = std::io::stdout().lock();
+    let mut on_change = |c: Change<'_>| {
+        if opts.dry_run {
+            let _ = match c {
+                Change::Added { id, name } => writeln!(stdout, "add     {id}  {name}"),
+                Change::Changed { id, name } => writeln!(stdout, "change  {id}  {name}"),
+                Change::Removed { id } => writeln!(stdout, "remove  {id}"),
+            };
+        } else {
+            log_change(&mut logged, c);
+        }
+    };
+    let replace = ReplaceOptions {
+        etag,
+        force: rebuild,
+        dry_run: opts.dry_run,
+        now,
+    };
+    let device = cfg.device.id.clone();
+    let replaced = store.replace(&replace, &mut on_change, |sink| {
+        profile::parse(&mut body, &device, sink)
+    })?;
+    let bytes = body.bytes_read();
+    log::debug!(
+        "read {bytes} bytes of profile in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(match replaced {
+        Replaced::Unchanged(s) => Outcome::Unchanged {
+            jobs: s.jobs,
+            bytes,
+        },
+        Replaced::Written(s, diff) => Outcome::Updated {
+            jobs: s.jobs,
+            endpoints: s.endpoints,
+            bytes,
+            diff,
+            millis: started.elapsed().as_millis(),
+        },
+        Replaced::DryRun(s, diff) => Outcome::DryRun {
+            jobs: s.jobs,
+            diff,
+            not_modified: false,
+        },
+    })
+}
+
+/// PROTOCOL 4: asks for the latest software and tells ccs3updater, by one
+/// UDP datagram, when it is newer than what is installed.
+fn update_step(cfg: &Config, opts: &RunOptions, client: &fetch::Client) -> Result<()> {
+    let ucfg = update::UpdateConfig::from_ini(&cfg.ini)?;
+    let (noupdate, forced) = (
+        opts.update == UpdateChoice::Never,
+        opts.update == UpdateChoice::Always,
+    );
+    if !update::should_check(ucfg.autoupdate, noupdate, forced) {
+        log::debug!("update check skipped (--noupdate, or autoupdate = Off without --update)");
+        return Ok(());
+    }
+    let platform = fetch::target_triple();
+    let (status, body) = client.get_small(
+        &update::latest_path(platform, &ucfg.installed),
+        update::MAX_ANSWER_BYTES as u64,
+    )?;
+    let software = match update::parse_answer(status, &body) {
+        Ok(Some(sw)) => sw,
+        Ok(None) => {
+            log::debug!("no software update (installed {})", ucfg.installed);
+            return Ok(());
+        }
+        Err(why) => {
+            log::warn!("update check: {why}; ignored");
+            return Ok(());
+        }
+    };
+    if !update::decide(&ucfg.installed, &software) {
+        log::debug!(
+            "software {} is not newer than installed {}",
+            software.version,
+            ucfg.installed
+        );
+        return Ok(());
+    }
+    let datagram = match update::datagram(&software, platform) {
+        Ok(d) => d,
+        Err(why) => {
+            log::warn!("update check: {why}; ignored");
+            return Ok(());
+        }
+    };
+    match update::notify(&ucfg.updater_host, ucfg.updater_port, &datagram) {
+        Ok(()) => log::info!(
+            "software {} is available; told ccs3updater at {}:{}",
+            software.version,
+            ucfg.updater_host,
+            ucfg.updater_port
+        ),
+        Err(why) => log::warn!(
+            "software {} is available but ccs3updater could not be told: {why}",
+            software.version
+        ),
+    }
+    Ok(())
+}
+
+/// PROTOCOL 5: probes the endpoints the stored profile needs, reports
+/// changes (and what an earlier run could not deliver), keeps the states.
+fn firewall_step(
+    cfg: &Config,
+    store: &mut JobStore,
+    client: &fetch::Client,
+    now: u64,
+) -> Result<()> {
+    let fcfg = firewall::FirewallConfig::from_ini(&cfg.ini)?;
+    if !fcfg.enabled {
+        log::debug!("firewall check off ([firewall] enabled = Off)");
+        return Ok(());
+    }
+    let Some(reader) = store.reader().filter(|_| store.meta().is_some()) else {
+        log::debug!("firewall check skipped: no profile stored yet");
+        return Ok(());
+    };
+    let endpoints = reader.endpoints()?;
+    let mut targets = Vec::new();
+    for job in reader.jobs()? {
+        let job = job?;
+        if let (true, Some(t)) = (job.enabled, &job.target) {
+            let t = (t.host.to_string(), t.port, String::from("tcp"));
+            if !targets.contains(&t) {
+                targets.push(t);
+            }
+        }
+    }
+    let keys = firewall::endpoints_to_check(
+        endpoints
+            .iter()
+            .map(|e| (e.host.as_str(), e.port, e.proto.as_str())),
+        targets,
+    );
+    let states: std::collections::HashMap<String, Vec<u8>> =
+        reader.firewall_entries()?.into_iter().collect();
+    let started = Instant::now();
+    let probes = firewall::probe_all(
+        &keys,
+        fcfg.probe_timeout,
+        fcfg.budget,
+        firewall::PROBE_THREADS,
+    );
+    let blocked = probes
+        .iter()
+        .filter(|p| matches!(p, firewall::Probe::Blocked { .. }))
+        .count();
+    let not_reached: Vec<String> = keys
+        .iter()
+        .zip(&probes)
+        .filter(|(_, p)| matches!(p, firewall::Probe::NotReached))
+        .map(|(k, _)| k.to_string())
+        .collect();
+    log::debug!(
+        "firewall: probed {} endpoints in {} ms, {blocked} blocked",
+        keys.len(),
+        started.elapsed().as_millis()
+    );
+    if !not_reached.is_empty() {
+        log::warn!(
+            "firewall: {} endpoints not probed within [firewall] budget: {}",
+            not_reached.len(),
+            not_reached.join(", ")
+        );
+    }
+    let mut planned = firewall::plan_all(
+        &keys,
+        &probes,
+        |k| {
+            states
+                .get(&k.store_key())
+                .and_then(|b| firewall::EndpointState::decode(b))
+        },
+        now,
+        fcfg.rereport,
+    );
+    let entries: Vec<_> = firewall::entries(&planned).cloned().collect();
+    let mut post_error = None;
+    if !entries.is_empty() {
+        let xml = firewall::report_xml(client.device(), now, &entries);
+        let path = format!("v3/devices/{}/firewall", client.device());
+        let accepted = match client.post_xml(&path, &xml) {
+            Ok(202) => true,
+            Ok(status) => {
+                log::warn!(
+                    "firewall report of {} endpoints answered {status}; kept for the next run",
+                    entries.len()
+                );
+                false
+            }
+            Err(e) => {
+                post_error = Some(e);
+                false
+            }
+        };
+        if accepted {
+            log::info!("firewall report of {} endpoints accepted", entries.len());
+        }
+        firewall::after_report(&mut planned, accepted, now);
+    }
+    let changes: Vec<(String, Option<Vec<u8>>)> = planned
+        .iter()
+        .filter_map(|p| {
+            p.state
+                .as_ref()
+                .map(|s| (p.key.store_key(), Some(s.encode())))
+        })
+        .collect();
+    store.write_firewall(&changes)?;
+    match post_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// PROTOCOL 6: runs cncopreporter; its result never changes the exit code.
+fn reporter_step(cfg: &Config, opts: &RunOptions) -> Result<()> {
+    let rcfg = reporter::ReporterConfig::from_ini(&cfg.ini, &cfg.root)?;
+    let outcome = reporter::run(&rcfg, cfg.ini.path(), opts.debug);
+    let line = outcome.describe(&rcfg);
+    match outcome {
+        reporter::Outcome::Exited(_) if outcome.is_success() => log::debug!("{line}"),
+        _ => log::warn!("{line}"),
+    }
+    Ok(())
+}
+
+/// Names the first `DIFF_LOG_LIMIT` changes of each kind in the debug log;
+/// the counts are in the summary line.
+fn log_change(logged: &mut Diff, c: Change<'_>) {
+    let (count, line) = match c {
+        Change::Added { id, name } => (&mut logged.added, format!("job {id} added: {name}")),
+        Change::Changed { id, name } => (&mut logged.changed, format!("job {id} changed: {name}")),
+        Change::Removed { id } => (&mut logged.removed, format!("job {id} removed")),
+    };
+    *count += 1;
+    if *count <= DIFF_LOG_LIMIT {
+        log::debug!("{line}");
+    } else if *count == DIFF_LOG_LIMIT + 1 {
+        log::debug!("(more changes of this kind are not listed; see the summary line)");
+    }
+}
+
+/// `[network] splay`: a random wait before the first request, so a fleet of
+/// appliances started by the same cron minute does not hit the network at
+/// once. Not when a person is at the terminal.
+fn splay(cfg: &Config) {
+    let max = cfg.network.splay;
+    if max.is_zero() || std::io::stdin().is_terminal() {
+        return;
+    }
+    let wait = max.mul_f64(fetch::random_unit());
+    log::debug!(
+        "splay: waiting {:.1} s before the first request",
+        wait.as_secs_f64()
+    );
+    std::thread::sleep(wait);
+}

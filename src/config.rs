@@ -1,0 +1,548 @@
+//! Configuration: where the install root is, reading `Config/cncop3.ini`
+//! (Python `configparser` syntax), and the typed settings of the core run.
+//!
+//! Sections other than `[device]`, `[network]` and `[defaults]` are read by
+//! the step that uses them (`Ini::section`), so that a bad key there fails
+//! that step only, not the profile work.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The environment variable that names the install root.
+pub const HOME_VAR: &str = "CNCOP_HOME";
+/// The INI file, relative to the install root, when `-c` is not given.
+pub const DEFAULT_INI: &str = "Config/cncop3.ini";
+
+/// The install root: `CNCOP_HOME` when set, else the parent of the folder the
+/// binary is in (the suite installs binaries in `<root>/bin`).
+pub fn install_root() -> Result<PathBuf> {
+    if let Some(home) = std::env::var_os(HOME_VAR).filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home));
+    }
+    let exe = std::env::current_exe().map_err(|e| {
+        Error::Config(format!(
+            "cannot find the install root: {HOME_VAR} is not set and the binary's own path is unknown ({e})"
+        ))
+    })?;
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "cannot find the install root from {}; set {HOME_VAR}",
+                exe.display()
+            ))
+        })
+}
+
+/// A secret value (device key): never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One parsed INI file, keys lower-cased as configparser does.
+#[derive(Clone)]
+pub struct Ini {
+    path: PathBuf,
+    // (section, key, value, line) in file order; small, so a Vec beats a map.
+    entries: Vec<(String, String, String, usize)>,
+    sections: Vec<String>,
+}
+
+/// Values may be secrets (`[device] key`): `Debug` shows only the shape.
+impl std::fmt::Debug for Ini {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ini")
+            .field("path", &self.path)
+            .field("sections", &self.sections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ini {
+    pub fn load(path: &Path) -> Result<Ini> {
+        let text = std::fs::read(path).map_err(|e| {
+            Error::Config(format!("cannot read {}: {}", path.display(), io_reason(&e)))
+        })?;
+        let text = String::from_utf8(text)
+            .map_err(|_| Error::Config(format!("{} is not UTF-8 text", path.display())))?;
+        Ini::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Ini> {
+        let mut ini = Ini {
+            path: path.to_path_buf(),
+            entries: Vec::new(),
+            sections: Vec::new(),
+        };
+        let mut section: Option<String> = None;
+        // Index in `entries` of the last key, for continuation lines.
+        let mut last: Option<usize> = None;
+        let err = |line: usize, what: &str| {
+            Error::Config(format!("{} line {line}: {what}", path.display()))
+        };
+        for (i, raw) in text.lines().enumerate() {
+            let line_no = i + 1;
+            let raw = if line_no == 1 {
+                raw.trim_start_matches('\u{feff}')
+            } else {
+                raw
+            };
+            let trimmed = raw.trim();
+            if trimmed.starts_with('#') || trimmed.starts_with(';') {
+                continue;
+            }
+            if trimmed.is_empty() {
+                // configparser keeps blank lines inside multi-line values only
+                // when followed by more indented text; a blank ends the value.
+                last = None;
+                continue;
+            }
+            let indented = raw.starts_with([' ', '\t']);
+            if let (true, Some(idx)) = (indented, last) {
+                let value = &mut ini.entries[idx].2;
+                value.push('\n');
+                value.push_str(trimmed);
+                continue;
+            }
+            if let Some(name) = trimmed.strip_prefix('[') {
+                let name = name
+                    .strip_suffix(']')
+                    .ok_or_else(|| err(line_no, "section header is missing its closing ']'"))?
+                    .trim();
+                if ini.sections.iter().any(|s| s == name) {
+                    return Err(err(line_no, &format!("section [{name}] appears twice")));
+                }
+                ini.sections.push(name.to_string());
+                section = Some(name.to_string());
+                last = None;
+                continue;
+            }
+            let Some(sec) = section.clone() else {
+                return Err(err(
+                    line_no,
+                    "a key before any [section] header (configparser needs a section first)",
+                ));
+            };
+            let split = trimmed
+                .find(['=', ':'])
+                .ok_or_else(|| err(line_no, "expected 'key = value'"))?;
+            let key = trimmed[..split].trim().to_ascii_lowercase();
+            let value = trimmed[split + 1..].trim().to_string();
+            if key.is_empty() {
+                return Err(err(line_no, "a value without a key"));
+            }
+            if ini
+                .entries
+                .iter()
+                .any(|(s, k, _, _)| *s == sec && *k == key)
+            {
+                return Err(err(
+                    line_no,
+                    &format!("key '{key}' appears twice in section [{sec}]"),
+                ));
+            }
+            ini.entries.push((sec, key, value, line_no));
+            last = Some(ini.entries.len() - 1);
+        }
+        Ok(ini)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn has_section(&self, name: &str) -> bool {
+        self.sections.iter().any(|s| s == name)
+    }
+
+    /// A view of one section; keys missing there fall back to `[DEFAULT]`, as
+    /// in configparser.
+    pub fn section<'a>(&'a self, name: &'a str) -> Section<'a> {
+        Section { ini: self, name }
+    }
+}
+
+/// One section of an `Ini`, with typed getters whose errors name file,
+/// section and key.
+#[derive(Clone, Copy)]
+pub struct Section<'a> {
+    ini: &'a Ini,
+    name: &'a str,
+}
+
+impl<'a> Section<'a> {
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        let find = |sec: &str| {
+            self.ini
+                .entries
+                .iter()
+                .find(|(s, k, _, _)| s == sec && k == key)
+                .map(|(_, _, v, _)| v.as_str())
+        };
+        find(self.name).or_else(|| find("DEFAULT"))
+    }
+
+    /// An error about `key` in this section, naming file, section and key.
+    pub fn error(&self, key: &str, problem: impl std::fmt::Display) -> Error {
+        Error::Config(format!(
+            "{} [{}] {key}: {problem}",
+            self.ini.path.display(),
+            self.name
+        ))
+    }
+
+    pub fn required(&self, key: &str) -> Result<&'a str> {
+        if !self.ini.has_section(self.name) {
+            return Err(Error::Config(format!(
+                "{}: section [{}] is missing (it needs '{key} = ...')",
+                self.ini.path.display(),
+                self.name
+            )));
+        }
+        match self.get(key) {
+            Some(v) if !v.is_empty() => Ok(v),
+            Some(_) => Err(self.error(key, "is empty")),
+            None => Err(self.error(key, "is missing")),
+        }
+    }
+
+    /// A value, or `None` when the key is absent or empty.
+    pub fn optional(&self, key: &str) -> Option<&'a str> {
+        self.get(key).filter(|v| !v.is_empty())
+    }
+
+    pub fn boolean(&self, key: &str, default: bool) -> Result<bool> {
+        match self.optional(key) {
+            None => Ok(default),
+            Some(v) => parse_bool(v).ok_or_else(|| {
+                self.error(
+                    key,
+                    format!("'{v}' is not a boolean (use On/Off, yes/no, true/false or 1/0)"),
+                )
+            }),
+        }
+    }
+
+    pub fn number<T>(&self, key: &str, default: T, range: std::ops::RangeInclusive<T>) -> Result<T>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        match self.optional(key) {
+            None => Ok(default),
+            Some(v) => match v.parse::<T>() {
+                Ok(n) if range.contains(&n) => Ok(n),
+                _ => Err(self.error(
+                    key,
+                    format!(
+                        "'{v}' is not a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                )),
+            },
+        }
+    }
+
+    /// A duration in whole seconds.
+    pub fn seconds(
+        &self,
+        key: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration> {
+        self.number(key, default, range).map(Duration::from_secs)
+    }
+
+    /// A path; relative ones are relative to the install root, never to the
+    /// working directory (cron starts us in `/`).
+    pub fn path(&self, key: &str, root: &Path) -> Option<PathBuf> {
+        self.optional(key).map(|v| root.join(v))
+    }
+}
+
+/// configparser's `getboolean` words.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" | "on" => Some(true),
+        "0" | "no" | "false" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// A short reason for an I/O error, without the "(os error N)" noise.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// `[device]`: who this appliance is.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: String,
+    pub key: Secret,
+}
+
+/// `[network]`: how to reach the cncop network.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// Base URL without a trailing slash.
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub proxy: Option<String>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub splay: Duration,
+    pub max_profile_bytes: u64,
+    pub allow_insecure_http: bool,
+}
+
+/// The settings of the core run: device, network, logs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    pub ini: Ini,
+    pub device: Device,
+    pub network: Network,
+    pub days_of_logs: u32,
+}
+
+pub const DEFAULT_MAX_PROFILE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl Config {
+    /// Reads and checks the INI. `ini_path` is `-c` (relative to the working
+    /// directory) or `None` for the default under the root.
+    pub fn load(root: &Path, ini_path: Option<&Path>) -> Result<Config> {
+        let path = match ini_path {
+            Some(p) => p.to_path_buf(),
+            None => root.join(DEFAULT_INI),
+        };
+        let ini = Ini::load(&path)?;
+        Config::from_ini(root, ini)
+    }
+
+    pub fn from_ini(root: &Path, ini: Ini) -> Result<Config> {
+        let dev = ini.section("device");
+        let id = dev.required("id")?;
+        if id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(dev.error(
+                "id",
+                format!("'{id}' is not a device id (1-64 of A-Z a-z 0-9 . _ -)"),
+            ));
+        }
+        let device = Device {
+            id: id.to_string(),
+            key: Secret(dev.required("key")?.to_string()),
+        };
+
+        let net = ini.section("network");
+        let allow_insecure_http = net.boolean("allow_insecure_http", false)?;
+        let url = net.required("url")?.trim_end_matches('/').to_string();
+        let scheme_ok =
+            url.starts_with("https://") || (allow_insecure_http && url.starts_with("http://"));
+        if !scheme_ok {
+            let why = if url.starts_with("http://") {
+                "plain http:// is refused; use https:// (allow_insecure_http = On is for lab tests only)"
+            } else {
+                "must start with https://"
+            };
+            return Err(net.error("url", format!("'{url}' {why}")));
+        }
+        let client_cert = net.path("client_cert", root);
+        let client_key = net.path("client_key", root);
+        if client_cert.is_some() != client_key.is_some() {
+            let missing = if client_cert.is_some() {
+                "client_key"
+            } else {
+                "client_cert"
+            };
+            return Err(net.error(
+                missing,
+                "is needed when the other of client_cert/client_key is set",
+            ));
+        }
+        let network = Network {
+            url,
+            ca_file: net.path("ca_file", root),
+            client_cert,
+            client_key,
+            proxy: net.optional("proxy").map(str::to_string),
+            connect_timeout: net.seconds("connect_timeout", 15, 1..=600)?,
+            read_timeout: net.seconds("read_timeout", 60, 1..=3600)?,
+            timeout: net.seconds("timeout", 300, 1..=86_400)?,
+            retries: net.number("retries", 3, 0..=10)?,
+            splay: net.seconds("splay", 0, 0..=86_400)?,
+            max_profile_bytes: net.number(
+                "max_profile_bytes",
+                DEFAULT_MAX_PROFILE_BYTES,
+                1024..=u64::from(u32::MAX),
+            )?,
+            allow_insecure_http,
+        };
+        let days_of_logs = ini
+            .section("defaults")
+            .number("days_of_logs", 90, 1..=3650)?;
+        Ok(Config {
+            root: root.to_path_buf(),
+            ini,
+            device,
+            network,
+            days_of_logs,
+        })
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.root.join("Config")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.config_dir().join("backupjobs.db")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("Spool").join("Logs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ini(text: &str) -> Result<Ini> {
+        Ini::parse(Path::new("/r/Config/cncop3.ini"), text)
+    }
+
+    const GOOD: &str = "\
+# sample
+[device]
+ID = NAS-00042
+key: s3cret=with=equals
+
+[network]
+url = https://cncop.example.net/cncop/
+ca_file = Config/ca.pem
+retries = 5
+allow_insecure_http = off
+";
+
+    #[test]
+    fn parses_configparser_syntax() {
+        let cfg = Config::from_ini(Path::new("/r"), ini(GOOD).unwrap()).unwrap();
+        assert_eq!(cfg.device.id, "NAS-00042");
+        assert_eq!(cfg.device.key.expose(), "s3cret=with=equals");
+        assert_eq!(cfg.network.url, "https://cncop.example.net/cncop");
+        assert_eq!(cfg.network.ca_file, Some(PathBuf::from("/r/Config/ca.pem")));
+        assert_eq!(cfg.network.retries, 5);
+        assert_eq!(cfg.network.max_profile_bytes, DEFAULT_MAX_PROFILE_BYTES);
+        assert_eq!(cfg.days_of_logs, 90);
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn continuation_lines_and_default_section() {
+        let i = ini("[DEFAULT]\nretries = 2\n[network]\nproxy = a\n  b\n").unwrap();
+        assert_eq!(i.section("network").get("proxy"), Some("a\nb"));
+        assert_eq!(i.section("network").get("retries"), Some("2"));
+    }
+
+    #[test]
+    fn errors_name_file_section_and_key() {
+        let e = Config::from_ini(Path::new("/r"), ini("[device]\nid = X\n").unwrap()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "configuration error: /r/Config/cncop3.ini [device] key: is missing"
+        );
+        let bad = GOOD.replace("retries = 5", "retries = lots");
+        let e = Config::from_ini(Path::new("/r"), ini(&bad).unwrap()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("[network] retries: 'lots' is not a whole number")
+        );
+        let e = Config::from_ini(Path::new("/r"), ini("[device]\nid = X\nkey = k\n").unwrap())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("section [network] is missing"),
+            "{e}"
+        );
+        let http = GOOD.replace("https://", "http://");
+        let e = Config::from_ini(Path::new("/r"), ini(&http).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("plain http:// is refused"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let e = ini("key = before section\n").unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+        let e = ini("[a]\nx = 1\nx = 2\n").unwrap_err();
+        assert!(
+            e.to_string().contains("line 3: key 'x' appears twice"),
+            "{e}"
+        );
+        let e = ini("[a]\njunk\n").unwrap_err();
+        assert!(
+            e.to_string().contains("line 2: expected 'key = value'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_sample_is_valid_and_documents_every_default() {
+        let sample = include_str!("../Config/cncop3.ini");
+        let cfg = Config::from_ini(Path::new("/r"), ini(sample).unwrap()).unwrap();
+        let net = &cfg.network;
+        assert_eq!(net.connect_timeout, Duration::from_secs(15));
+        assert_eq!(net.read_timeout, Duration::from_secs(60));
+        assert_eq!(net.timeout, Duration::from_secs(300));
+        assert_eq!(net.retries, 3);
+        assert_eq!(net.splay, Duration::ZERO);
+        assert_eq!(net.max_profile_bytes, DEFAULT_MAX_PROFILE_BYTES);
+        assert!(!net.allow_insecure_http);
+        assert_eq!(cfg.days_of_logs, 90);
+    }
+
+    #[test]
+    fn booleans_follow_configparser() {
+        for (v, b) in [
+            ("On", true),
+            ("off", false),
+            ("YES", true),
+            ("0", false),
+            ("true", true),
+        ] {
+            assert_eq!(parse_bool(v), Some(b));
+        }
+        assert_eq!(parse_bool("maybe"), None);
+    }
+}

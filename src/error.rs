@@ -1,0 +1,97 @@
+//! The agent's one error type, and the one place that maps errors to the exit
+//! codes of PROTOCOL section 7.
+//!
+//! Every message is one line a field technician can act on: it names the file,
+//! the INI section and key, the job id and field, or the URL involved, and
+//! never contains a secret.
+
+use std::fmt;
+
+/// Exit codes of PROTOCOL section 7.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const USAGE: u8 = 2;
+    pub const NETWORK: u8 = 3;
+    pub const AUTH: u8 = 4;
+    pub const PROFILE: u8 = 5;
+    pub const STORE: u8 = 6;
+    pub const LOCKED: u8 = 7;
+}
+
+#[derive(Debug)]
+pub enum Error {
+    /// Bad command line.
+    Usage(String),
+    /// A missing or bad configuration file, section, key or value, or a file
+    /// the configuration names that cannot be used.
+    Config(String),
+    /// The cncop network could not be reached, TLS failed, or it kept failing.
+    Network(String),
+    /// The network refused this device (401, 403, 404).
+    Auth(String),
+    /// The profile was refused: not well-formed, wrong shape, wrong device or
+    /// schema, over a limit.
+    Profile(String),
+    /// The local job store, lock or spool could not be read or written.
+    Store(String),
+    /// Another run holds the lock.
+    Locked(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) | Error::Config(_) => exit::USAGE,
+            Error::Network(_) => exit::NETWORK,
+            Error::Auth(_) => exit::AUTH,
+            Error::Profile(_) => exit::PROFILE,
+            Error::Store(_) => exit::STORE,
+            Error::Locked(_) => exit::LOCKED,
+        }
+    }
+
+    /// Turns an error met while reading the profile body back into the agent's
+    /// error: the body reader wraps its own refusals (such as an oversized
+    /// body) as `io::Error::other(Error)`; anything else is the network's.
+    pub fn from_body_read(err: std::io::Error) -> Error {
+        if err.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            if let Some(Ok(inner)) = err.into_inner().map(|b| b.downcast::<Error>()) {
+                return *inner;
+            }
+            return Error::Network("profile download failed".to_string());
+        }
+        Error::Network(format!("profile download interrupted: {err}"))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, msg) = match self {
+            Error::Usage(m) => ("usage", m),
+            Error::Config(m) => ("configuration error", m),
+            Error::Network(m) => ("network error", m),
+            Error::Auth(m) => ("refused by the cncop network", m),
+            Error::Profile(m) => ("profile rejected", m),
+            Error::Store(m) => ("job store error", m),
+            Error::Locked(m) => ("already running", m),
+        };
+        write!(f, "{what}: {msg}")
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_read_errors_keep_the_agent_error_inside() {
+        let io = std::io::Error::other(Error::Profile("larger than 10 bytes".into()));
+        assert_eq!(Error::from_body_read(io).exit_code(), exit::PROFILE);
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+        assert_eq!(Error::from_body_read(io).exit_code(), exit::NETWORK);
+    }
+}

@@ -1,0 +1,522 @@
+//! The profile's data model: one backup job, one firewall endpoint, the
+//! document header, and the limits of PROTOCOL section 2.1.
+//!
+//! Invariant kept here: a value of these types is always within the protocol
+//! limits. Scalar fields live in fixed-capacity `heapless` strings, so a job
+//! never allocates per field; repeated children (sources, excludes, emails,
+//! options) live in one reusable arena whose size the limits bound, so memory
+//! does not grow with the number of jobs in a profile.
+
+use heapless::String as HString;
+
+/// Bytes of a `path`, `pattern`, `pre`/`post` command or option `value`.
+pub const MAX_LONG: usize = 4096;
+/// Bytes of any other value.
+pub const MAX_VALUE: usize = 256;
+/// Bytes of a job `id`.
+pub const MAX_ID: usize = 64;
+/// Characters of a job `name` (UTF-8, so up to four bytes each).
+pub const MAX_NAME_CHARS: usize = 128;
+/// Bytes a name of `MAX_NAME_CHARS` characters can take.
+pub const MAX_NAME_BYTES: usize = MAX_NAME_CHARS * 4;
+/// Sources, excludes, emails or options per job (each counted separately).
+pub const MAX_CHILDREN: usize = 256;
+/// Jobs per profile.
+pub const MAX_JOBS: usize = 100_000;
+/// Element nesting depth, unknown elements included.
+pub const MAX_DEPTH: usize = 32;
+/// The only profile schema this agent speaks.
+pub const SCHEMA: &str = "3";
+
+pub type Id = HString<MAX_ID>;
+pub type Name = HString<MAX_NAME_BYTES>;
+pub type Value = HString<MAX_VALUE>;
+pub type LongValue = HString<MAX_LONG>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobType {
+    Ccs,
+    Cifs,
+    Ftp,
+    Ftps,
+    Mssql,
+    Sftp,
+    Rsync,
+    Wimg,
+}
+
+impl JobType {
+    pub const ALL: [JobType; 8] = [
+        JobType::Ccs,
+        JobType::Cifs,
+        JobType::Ftp,
+        JobType::Ftps,
+        JobType::Mssql,
+        JobType::Sftp,
+        JobType::Rsync,
+        JobType::Wimg,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobType::Ccs => "CCS",
+            JobType::Cifs => "CIFS",
+            JobType::Ftp => "FTP",
+            JobType::Ftps => "FTPS",
+            JobType::Mssql => "MSSQL",
+            JobType::Sftp => "SFTP",
+            JobType::Rsync => "RSYNC",
+            JobType::Wimg => "WIMG",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobType> {
+        JobType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Stable one-byte code used by the store's record format.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<JobType> {
+        JobType::ALL.get(usize::from(code)).copied()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmailWhen {
+    Always,
+    Error,
+    Never,
+}
+
+impl EmailWhen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmailWhen::Always => "always",
+            EmailWhen::Error => "error",
+            EmailWhen::Never => "never",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EmailWhen> {
+        [EmailWhen::Always, EmailWhen::Error, EmailWhen::Never]
+            .into_iter()
+            .find(|w| w.as_str() == s)
+    }
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<EmailWhen> {
+        [EmailWhen::Always, EmailWhen::Error, EmailWhen::Never]
+            .get(usize::from(code))
+            .copied()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    pub host: Value,
+    pub port: u16,
+    pub user: Option<Value>,
+}
+
+/// `credential/@password` is a secret: `Debug` never prints it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credential {
+    pub user: Value,
+    pub password: Value,
+}
+
+impl core::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Credential")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// The kinds of repeated child a job has, each kept in document order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildKind {
+    Source = 0,
+    Exclude = 1,
+    Email = 2,
+    Option = 3,
+}
+
+impl ChildKind {
+    pub const ALL: [ChildKind; 4] = [
+        ChildKind::Source,
+        ChildKind::Exclude,
+        ChildKind::Email,
+        ChildKind::Option,
+    ];
+
+    pub fn element(self) -> &'static str {
+        match self {
+            ChildKind::Source => "source",
+            ChildKind::Exclude => "exclude",
+            ChildKind::Email => "email",
+            ChildKind::Option => "option",
+        }
+    }
+
+    fn from_code(code: u8) -> Option<ChildKind> {
+        ChildKind::ALL.get(usize::from(code)).copied()
+    }
+}
+
+/// One repeated child. `Email` and `Option` have two parts; the others one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Child<'a> {
+    Source(&'a str),
+    Exclude(&'a str),
+    Email { to: &'a str, when: EmailWhen },
+    Option { name: &'a str, value: &'a str },
+}
+
+impl Child<'_> {
+    pub fn kind(&self) -> ChildKind {
+        match self {
+            Child::Source(_) => ChildKind::Source,
+            Child::Exclude(_) => ChildKind::Exclude,
+            Child::Email { .. } => ChildKind::Email,
+            Child::Option { .. } => ChildKind::Option,
+        }
+    }
+}
+
+/// The repeated children of one job, in document order, in one arena.
+///
+/// Arena format (also the tail of the store's record, so it must stay
+/// byte-order independent): per child, one kind byte, then one or two strings,
+/// each a little-endian `u16` length and UTF-8 bytes; an email's `when` is one
+/// byte after its address. Lengths fit `u16` because every string is at most
+/// `MAX_LONG` bytes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Children {
+    bytes: Vec<u8>,
+    counts: [u16; 4],
+}
+
+impl core::fmt::Debug for Children {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// A child could not be added: the job already has `MAX_CHILDREN` of its kind,
+/// or a string is longer than its limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildError {
+    TooMany(ChildKind),
+    TooLong { kind: ChildKind, limit: usize },
+}
+
+impl Children {
+    pub fn new() -> Children {
+        Children::default()
+    }
+
+    /// Empties the arena but keeps its capacity, so parsing the next job does
+    /// not allocate again.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.counts = [0; 4];
+    }
+
+    pub fn count(&self, kind: ChildKind) -> usize {
+        usize::from(self.counts[kind as usize])
+    }
+
+    pub fn push(&mut self, child: Child<'_>) -> Result<(), ChildError> {
+        let kind = child.kind();
+        if self.count(kind) >= MAX_CHILDREN {
+            return Err(ChildError::TooMany(kind));
+        }
+        let (first, second, when) = match child {
+            Child::Source(p) | Child::Exclude(p) => (p, None, None),
+            Child::Email { to, when } => (to, None, Some(when)),
+            Child::Option { name, value } => (name, Some(value), None),
+        };
+        let first_limit = match kind {
+            ChildKind::Source | ChildKind::Exclude => MAX_LONG,
+            ChildKind::Email | ChildKind::Option => MAX_VALUE,
+        };
+        if first.len() > first_limit {
+            return Err(ChildError::TooLong {
+                kind,
+                limit: first_limit,
+            });
+        }
+        if second.is_some_and(|v| v.len() > MAX_LONG) {
+            return Err(ChildError::TooLong {
+                kind,
+                limit: MAX_LONG,
+            });
+        }
+        self.bytes.push(kind as u8);
+        put_str(&mut self.bytes, first);
+        if let Some(v) = second {
+            put_str(&mut self.bytes, v);
+        }
+        if let Some(w) = when {
+            self.bytes.push(w.code());
+        }
+        self.counts[kind as usize] += 1;
+        Ok(())
+    }
+
+    /// The arena's bytes, for the store's record.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Rebuilds the arena from bytes written by `as_bytes`, checking every
+    /// length, code and limit; `None` if the bytes are not such an arena.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Children> {
+        let mut children = Children::new();
+        let mut rest = bytes;
+        while let Some((&code, tail)) = rest.split_first() {
+            rest = tail;
+            let kind = ChildKind::from_code(code)?;
+            let first = take_str(&mut rest)?;
+            let child = match kind {
+                ChildKind::Source => Child::Source(first),
+                ChildKind::Exclude => Child::Exclude(first),
+                ChildKind::Email => {
+                    let (&w, tail) = rest.split_first()?;
+                    rest = tail;
+                    Child::Email {
+                        to: first,
+                        when: EmailWhen::from_code(w)?,
+                    }
+                }
+                ChildKind::Option => Child::Option {
+                    name: first,
+                    value: take_str(&mut rest)?,
+                },
+            };
+            children.push(child).ok()?;
+        }
+        Some(children)
+    }
+
+    /// Every child in document order.
+    pub fn iter(&self) -> ChildIter<'_> {
+        ChildIter { rest: &self.bytes }
+    }
+
+    pub fn sources(&self) -> impl Iterator<Item = &str> {
+        self.iter().filter_map(|c| match c {
+            Child::Source(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    pub fn excludes(&self) -> impl Iterator<Item = &str> {
+        self.iter().filter_map(|c| match c {
+            Child::Exclude(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    pub fn emails(&self) -> impl Iterator<Item = (&str, EmailWhen)> {
+        self.iter().filter_map(|c| match c {
+            Child::Email { to, when } => Some((to, when)),
+            _ => None,
+        })
+    }
+
+    pub fn options(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.iter().filter_map(|c| match c {
+            Child::Option { name, value } => Some((name, value)),
+            _ => None,
+        })
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Callers check limits first; MAX_LONG < u16::MAX.
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
+}
+
+fn take_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+    let (len, tail) = rest.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_le_bytes(*len));
+    if tail.len() < len {
+        return None;
+    }
+    let (s, tail) = tail.split_at(len);
+    *rest = tail;
+    core::str::from_utf8(s).ok()
+}
+
+pub struct ChildIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for ChildIter<'a> {
+    type Item = Child<'a>;
+
+    fn next(&mut self) -> Option<Child<'a>> {
+        // The arena was written by `push` or checked by `from_bytes`, so a
+        // malformed entry cannot occur; stopping is the safe answer if it did.
+        let (&code, tail) = self.rest.split_first()?;
+        let mut rest = tail;
+        let first = take_str(&mut rest)?;
+        let child = match ChildKind::from_code(code)? {
+            ChildKind::Source => Child::Source(first),
+            ChildKind::Exclude => Child::Exclude(first),
+            ChildKind::Email => {
+                let (&w, tail) = rest.split_first()?;
+                rest = tail;
+                Child::Email {
+                    to: first,
+                    when: EmailWhen::from_code(w)?,
+                }
+            }
+            ChildKind::Option => Child::Option {
+                name: first,
+                value: take_str(&mut rest)?,
+            },
+        };
+        self.rest = rest;
+        Some(child)
+    }
+}
+
+/// One backup job of the profile, every field of PROTOCOL 2.1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub id: Id,
+    pub name: Name,
+    pub job_type: JobType,
+    pub enabled: bool,
+    pub schedule: Value,
+    pub retries: u8,
+    pub target: Option<Target>,
+    pub credential: Option<Credential>,
+    pub pre: Option<LongValue>,
+    pub post: Option<LongValue>,
+    pub children: Children,
+}
+
+impl Default for Job {
+    fn default() -> Job {
+        Job {
+            id: Id::new(),
+            name: Name::new(),
+            job_type: JobType::Ccs,
+            enabled: true,
+            schedule: Value::new(),
+            retries: 0,
+            target: None,
+            credential: None,
+            pre: None,
+            post: None,
+            children: Children::new(),
+        }
+    }
+}
+
+impl Job {
+    /// Resets every field to its default, keeping the arena's capacity.
+    pub fn clear(&mut self) {
+        self.id.clear();
+        self.name.clear();
+        self.job_type = JobType::Ccs;
+        self.enabled = true;
+        self.schedule.clear();
+        self.retries = 0;
+        self.target = None;
+        self.credential = None;
+        self.pre = None;
+        self.post = None;
+        self.children.clear();
+    }
+}
+
+/// One `firewall/endpoint` of the profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: Value,
+    pub port: u16,
+    pub proto: Value,
+    pub purpose: Value,
+}
+
+/// The root element's attributes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    pub device: Value,
+    pub generated: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_round_trip_through_bytes_in_document_order() {
+        let mut c = Children::new();
+        c.push(Child::Source("/share/A")).unwrap();
+        c.push(Child::Option {
+            name: "chunksize",
+            value: "10M",
+        })
+        .unwrap();
+        c.push(Child::Email {
+            to: "ops@example.com",
+            when: EmailWhen::Error,
+        })
+        .unwrap();
+        c.push(Child::Source("/share/HR & Payroll")).unwrap();
+        let back = Children::from_bytes(c.as_bytes()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(
+            back.sources().collect::<Vec<_>>(),
+            ["/share/A", "/share/HR & Payroll"]
+        );
+        assert_eq!(back.count(ChildKind::Source), 2);
+        assert_eq!(back.iter().count(), 4);
+    }
+
+    #[test]
+    fn children_refuse_more_than_the_limit_and_overlong_values() {
+        let mut c = Children::new();
+        for _ in 0..MAX_CHILDREN {
+            c.push(Child::Exclude("*.tmp")).unwrap();
+        }
+        assert_eq!(
+            c.push(Child::Exclude("*.bak")),
+            Err(ChildError::TooMany(ChildKind::Exclude))
+        );
+        let long = "x".repeat(MAX_LONG + 1);
+        assert!(matches!(
+            c.push(Child::Source(&long)),
+            Err(ChildError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn children_from_bytes_rejects_garbage() {
+        assert!(Children::from_bytes(&[9, 0, 0]).is_none());
+        assert!(Children::from_bytes(&[0, 5, 0, b'a']).is_none());
+        assert!(Children::from_bytes(&[2, 1, 0, b'a', 7]).is_none());
+    }
+
+    #[test]
+    fn credential_debug_hides_the_password() {
+        let mut cred = Credential::default();
+        cred.password.push_str("s3cr<t").unwrap();
+        assert!(!format!("{cred:?}").contains("s3cr"));
+    }
+}

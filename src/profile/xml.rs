@@ -1,0 +1,1522 @@
+//! Well-formed XML over a bounded window, for the profile parser.
+//!
+//! Owns: reading the body in chunks into one window buffer; cutting the window
+//! into complete markup units (a start tag with all its attributes, an end
+//! tag, a text run, a comment, a PI, a CDATA section); having xmlparser
+//! tokenize each complete unit; and every check xmlparser leaves to its
+//! caller: one root, matching end tags, nesting depth, duplicate attributes,
+//! references, characters, what may stand before and after the root, the XML
+//! declaration and its encoding, no DOCTYPE. Elements and unescaped,
+//! line-end-normalized text go to a `Handler`; this file knows nothing of the
+//! profile's shape.
+//!
+//! Why whole units: xmlparser assumes it sees the whole document. Handed a
+//! window that ends inside a token it errs (a tag cut short) or, for text,
+//! silently returns a shorter token. Each unit's end is found first, by its
+//! ASCII delimiter, which never occurs inside a UTF-8 sequence; so xmlparser
+//! only ever sees complete units, a UTF-8 sequence or `\r\n` split across
+//! reads is never looked at before its unit is complete, and the outcome
+//! (including which error, at which byte) does not depend on how the reads
+//! split the body.
+
+use super::job::MAX_DEPTH;
+use crate::error::{Error, Result};
+use std::fmt;
+use std::io::{ErrorKind, Read};
+use std::ops::Range;
+use xmlparser::{ElementEnd, StrSpan, StreamError, TextPos, Token, Tokenizer, XmlCharExt};
+
+/// Bytes asked of the body per read.
+pub const CHUNK: usize = 16 * 1024;
+/// The largest single markup unit accepted (a tag with all its attributes, a
+/// text run, a comment, a PI, a CDATA section). The window holds at most this
+/// plus one chunk, whatever the size of the body.
+pub const MAX_UNIT: usize = 256 * 1024;
+/// Attributes on one element. Bounds the per-tag scratch and the quadratic
+/// duplicate check.
+pub const MAX_ATTRIBUTES: usize = 256;
+/// Bytes of one element name. Bounds the stack of open element names at
+/// `MAX_DEPTH * MAX_NAME_LEN` bytes; no profile element comes near it.
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// The window's sizes; tests shrink them to drive the refill paths hard.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub chunk: usize,
+    pub max_unit: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        chunk: CHUNK,
+        max_unit: MAX_UNIT,
+    };
+}
+
+/// A start tag, its attribute values already unescaped and normalized.
+pub struct StartTag<'a> {
+    pub name: &'a str,
+    /// 1 for the root element.
+    pub depth: usize,
+    src: &'a str,
+    attrs: &'a [Attr],
+    values: &'a str,
+}
+
+impl<'a> StartTag<'a> {
+    /// The value of attribute `name` (matched as written, prefix included).
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.attrs
+            .iter()
+            .find(|a| sub(self.src, a.name.clone()) == name)
+            .map(|a| sub(self.values, a.value.clone()))
+    }
+
+    #[cfg(test)]
+    fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        self.attrs.iter().map(|a| {
+            (
+                sub(self.src, a.name.clone()),
+                sub(self.values, a.value.clone()),
+            )
+        })
+    }
+}
+
+/// Receives the document's elements and text in document order. Only what is
+/// inside the root is reported; the prolog and epilog are checked here.
+pub trait Handler {
+    fn start(&mut self, tag: &StartTag<'_>) -> Result<()>;
+    /// Also called right after `start` for an empty-element tag.
+    fn end(&mut self, name: &str, depth: usize) -> Result<()>;
+    /// Text and CDATA directly inside the element at `depth`, unescaped. One
+    /// element's text may arrive in several calls (around comments, CDATA).
+    fn text(&mut self, text: &str, depth: usize) -> Result<()>;
+}
+
+/// Reads a whole document from `body`, checking well-formedness and feeding
+/// `handler`. Returns the number of body bytes, only once the root element
+/// closed and the rest of the body was read to its end and checked.
+pub fn read<R: Read, H: Handler>(body: R, handler: &mut H, limits: Limits) -> Result<u64> {
+    // Tiny limits would make no unit fit at all; tests use small ones.
+    let chunk = limits.chunk.max(1);
+    let max_unit = limits.max_unit.max(16);
+    let mut input = Input {
+        body,
+        buf: Vec::with_capacity(max_unit.saturating_add(chunk)),
+        pos: 0,
+        base: 0,
+        line: 1,
+        eof: false,
+        chunk,
+    };
+    let mut doc = Doc {
+        handler,
+        phase: Phase::Start,
+        names: String::new(),
+        ends: Vec::with_capacity(MAX_DEPTH),
+        attrs: Vec::new(),
+        values: String::new(),
+        text: String::new(),
+    };
+    input.skip_bom()?;
+    loop {
+        let avail = input.buf.get(input.pos..).unwrap_or_default();
+        if avail.is_empty() {
+            if input.eof {
+                return doc.finish(input.total());
+            }
+            input.fill()?;
+            continue;
+        }
+        let view = avail.get(..max_unit).unwrap_or(avail);
+        let whole_rest = input.eof && avail.len() <= max_unit;
+        match scan(view, whole_rest) {
+            Scan::Unit(kind, len) => {
+                let raw = view.get(..len).unwrap_or(view);
+                doc.unit(kind, raw, input.at())?;
+                input.consume(len);
+            }
+            Scan::Partial(kind) => {
+                if avail.len() >= max_unit {
+                    return Err(input.at().wf(format!(
+                        "{} {kind} is larger than {max_unit} bytes, the largest markup accepted",
+                        kind.article()
+                    )));
+                }
+                if input.eof {
+                    let at = input.at();
+                    return Err(Error::Profile(format!(
+                        "profile is cut short at byte {}: it ends inside {} {kind} that starts at byte {} (line {})",
+                        input.total(),
+                        kind.article(),
+                        at.offset,
+                        at.line
+                    )));
+                }
+                input.fill()?;
+            }
+        }
+    }
+}
+
+/// The body and the window over it.
+struct Input<R> {
+    body: R,
+    /// The window: `buf[pos..]` is read but not yet consumed.
+    buf: Vec<u8>,
+    pos: usize,
+    /// Body offset of `buf[0]`.
+    base: u64,
+    /// Line of `buf[pos]`, counting `\n`.
+    line: u64,
+    eof: bool,
+    chunk: usize,
+}
+
+impl<R: Read> Input<R> {
+    /// Drops the consumed prefix and reads up to one more chunk.
+    fn fill(&mut self) -> Result<()> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.base += self.pos as u64;
+            self.pos = 0;
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + self.chunk, 0);
+        loop {
+            let Some(space) = self.buf.get_mut(old..) else {
+                return Ok(());
+            };
+            match self.body.read(space) {
+                Ok(n) => {
+                    self.buf.truncate(old + n.min(self.chunk));
+                    if n == 0 {
+                        self.eof = true;
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(Error::from_body_read(e));
+                }
+            }
+        }
+    }
+
+    /// A UTF-8 byte order mark may open the body; it is not part of the XML.
+    fn skip_bom(&mut self) -> Result<()> {
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
+        while self.buf.len() < BOM.len() && !self.eof && BOM.starts_with(&self.buf) {
+            self.fill()?;
+        }
+        if self.buf.starts_with(BOM) {
+            self.pos = BOM.len();
+        }
+        Ok(())
+    }
+
+    fn consume(&mut self, len: usize) {
+        let end = self.pos.saturating_add(len).min(self.buf.len());
+        let unit = self.buf.get(self.pos..end).unwrap_or_default();
+        self.line += unit.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.pos = end;
+    }
+
+    fn at(&self) -> At {
+        At {
+            offset: self.base + self.pos as u64,
+            line: self.line,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+}
+
+/// A position in the body, for messages. Bytes count from 0, lines from 1.
+#[derive(Clone, Copy, Debug)]
+struct At {
+    offset: u64,
+    line: u64,
+}
+
+impl At {
+    /// The position `idx` bytes into the unit `raw` that starts here.
+    fn within(self, raw: &[u8], idx: usize) -> At {
+        let idx = idx.min(raw.len());
+        let lines = raw
+            .get(..idx)
+            .unwrap_or_default()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        At {
+            offset: self.offset + idx as u64,
+            line: self.line + lines as u64,
+        }
+    }
+
+    fn wf(self, msg: impl fmt::Display) -> Error {
+        Error::Profile(format!(
+            "profile is not well-formed XML at byte {} (line {}): {msg}",
+            self.offset, self.line
+        ))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Text,
+    StartTag,
+    EndTag,
+    Comment,
+    Pi,
+    Cdata,
+    Doctype,
+    /// `<!` that starts neither a comment, a CDATA section nor a DOCTYPE.
+    Markup,
+}
+
+impl Kind {
+    fn article(self) -> &'static str {
+        match self {
+            Kind::EndTag => "an",
+            _ => "a",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Text => "text run",
+            Kind::StartTag => "tag",
+            Kind::EndTag => "end tag",
+            Kind::Comment => "comment",
+            Kind::Pi => "processing instruction",
+            Kind::Cdata => "CDATA section",
+            Kind::Doctype | Kind::Markup => "markup declaration",
+        })
+    }
+}
+
+enum Scan {
+    /// A complete unit of this many bytes opens the view.
+    Unit(Kind, usize),
+    /// The view holds only the beginning of a unit.
+    Partial(Kind),
+}
+
+/// Finds the unit that opens `view`. `whole_rest`: nothing follows the view,
+/// so text running to its end is complete.
+fn scan(view: &[u8], whole_rest: bool) -> Scan {
+    const OPENERS: [(&[u8], Kind); 3] = [
+        (b"<!--", Kind::Comment),
+        (b"<![CDATA[", Kind::Cdata),
+        (b"<!DOCTYPE", Kind::Doctype),
+    ];
+    if view.first() != Some(&b'<') {
+        return match view.iter().position(|&b| b == b'<') {
+            Some(i) => Scan::Unit(Kind::Text, i),
+            None if whole_rest => Scan::Unit(Kind::Text, view.len()),
+            None => Scan::Partial(Kind::Text),
+        };
+    }
+    match view.get(1) {
+        None => Scan::Partial(Kind::StartTag),
+        Some(b'/') => tag_end(view, Kind::EndTag),
+        Some(b'?') => delimited(view, 2, b"?>", Kind::Pi),
+        Some(b'!') => {
+            for (opener, kind) in OPENERS {
+                if view.starts_with(opener) {
+                    return match kind {
+                        Kind::Comment => delimited(view, opener.len(), b"-->", kind),
+                        Kind::Cdata => delimited(view, opener.len(), b"]]>", kind),
+                        _ => Scan::Unit(kind, opener.len()),
+                    };
+                }
+                if opener.starts_with(view) {
+                    return Scan::Partial(kind);
+                }
+            }
+            Scan::Unit(Kind::Markup, 2)
+        }
+        Some(_) => tag_end(view, Kind::StartTag),
+    }
+}
+
+/// The unit ends after the first `end` at or after `from`.
+fn delimited(view: &[u8], from: usize, end: &[u8], kind: Kind) -> Scan {
+    let hay = view.get(from..).unwrap_or_default();
+    match hay.windows(end.len()).position(|w| w == end) {
+        Some(i) => Scan::Unit(kind, from + i + end.len()),
+        None => Scan::Partial(kind),
+    }
+}
+
+/// A tag ends at the first `>` outside a quoted value. A `<` anywhere in it
+/// (even quoted: XML forbids `<` in attribute values) means the tag is
+/// malformed; the unit stops there so the error is reported where it is,
+/// not after reading on to some later `>`.
+fn tag_end(view: &[u8], kind: Kind) -> Scan {
+    let mut quote = None;
+    for (i, &b) in view.iter().enumerate().skip(1) {
+        match (quote, b) {
+            (_, b'<') => return Scan::Unit(kind, i),
+            (Some(q), _) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'>') => return Scan::Unit(kind, i + 1),
+            (None, b'"' | b'\'') if kind == Kind::StartTag => quote = Some(b),
+            (None, _) => {}
+        }
+    }
+    Scan::Partial(kind)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Nothing yet (but a BOM): the XML declaration may come.
+    Start,
+    /// Before the root element.
+    Prolog,
+    /// Inside the root element.
+    Root,
+    /// After the root element closed.
+    Epilog,
+}
+
+#[derive(Clone, Debug)]
+struct Attr {
+    /// In the unit's text.
+    name: Range<usize>,
+    /// In the unit's text until unescaped, then in `Doc::values`.
+    value: Range<usize>,
+}
+
+/// The document-level state: everything but the window.
+struct Doc<'h, H> {
+    handler: &'h mut H,
+    phase: Phase,
+    /// The open elements' names, one after the other; `ends` marks where each
+    /// ends. Bounded by `MAX_DEPTH` and `MAX_NAME_LEN`.
+    names: String,
+    ends: Vec<usize>,
+    attrs: Vec<Attr>,
+    /// Scratch for one start tag's unescaped attribute values.
+    values: String,
+    /// Scratch for one unit's unescaped text.
+    text: String,
+}
+
+impl<H: Handler> Doc<'_, H> {
+    fn unit(&mut self, kind: Kind, raw: &[u8], at: At) -> Result<()> {
+        let text = std::str::from_utf8(raw).map_err(|e| {
+            at.within(raw, e.valid_up_to())
+                .wf("invalid UTF-8 (a profile must be UTF-8)")
+        })?;
+        check_chars(raw, kind, at)?;
+        let first = self.phase == Phase::Start;
+        if first {
+            self.phase = Phase::Prolog;
+        }
+        match kind {
+            Kind::Text => self.text_unit(text, at),
+            Kind::StartTag => self.start_tag(text, at),
+            Kind::EndTag => self.end_tag(text, at),
+            Kind::Comment => match single(text, at)? {
+                Token::Comment { .. } => Ok(()),
+                _ => Err(at.wf("malformed comment")),
+            },
+            Kind::Pi => self.pi(text, at, first),
+            Kind::Cdata => self.cdata(text, at),
+            Kind::Doctype => {
+                Err(at.wf("DOCTYPEs are not allowed in a profile (no DTD, no entity declarations)"))
+            }
+            Kind::Markup => {
+                Err(at.wf("unexpected \"<!\": only comments and CDATA sections start with \"<!\""))
+            }
+        }
+    }
+
+    fn text_unit(&mut self, text: &str, at: At) -> Result<()> {
+        if self.phase != Phase::Root {
+            return match text.bytes().position(|b| !is_space(b)) {
+                None => Ok(()),
+                Some(i) => Err(at
+                    .within(text.as_bytes(), i)
+                    .wf(if self.phase == Phase::Epilog {
+                        "text after the root element"
+                    } else {
+                        "text before the root element"
+                    })),
+            };
+        }
+        // xmlparser's own check of the run (`]]>` is not allowed in text).
+        match single(text, at)? {
+            Token::Text { .. } => {}
+            _ => return Err(at.wf("malformed text")),
+        }
+        self.text.clear();
+        unescape(text, false, &mut self.text)
+            .map_err(|e| at.within(text.as_bytes(), e.at).wf(e.describe(text, false)))?;
+        self.handler.text(&self.text, self.ends.len())
+    }
+
+    fn cdata(&mut self, text: &str, at: At) -> Result<()> {
+        let inner = match single(text, at)? {
+            Token::Cdata { text, .. } => text.as_str(),
+            _ => return Err(at.wf("malformed CDATA section")),
+        };
+        if self.phase != Phase::Root {
+            return Err(at.wf("a CDATA section outside the root element"));
+        }
+        self.text.clear();
+        normalize_line_ends(inner, &mut self.text);
+        self.handler.text(&self.text, self.ends.len())
+    }
+
+    fn pi(&mut self, text: &str, at: At, first: bool) -> Result<()> {
+        let target_len = text
+            .bytes()
+            .skip(2)
+            .position(|b| is_space(b) || b == b'?')
+            .unwrap_or(text.len());
+        let target = sub(text, 2..2 + target_len);
+        if target == "xml" {
+            if first {
+                return declaration(text, at);
+            }
+            return Err(at.wf(
+                "an XML declaration (<?xml ...?>) is allowed only at the very start of the profile",
+            ));
+        }
+        if target.eq_ignore_ascii_case("xml") {
+            return Err(at.wf(format!(
+                "the processing instruction name \"{}\" is reserved",
+                Short(target)
+            )));
+        }
+        match single(text, at)? {
+            Token::ProcessingInstruction { .. } => Ok(()),
+            _ => Err(at.wf("malformed processing instruction")),
+        }
+    }
+
+    fn start_tag(&mut self, text: &str, at: At) -> Result<()> {
+        if !text.ends_with('>') {
+            return Err(at.wf(
+                "a start tag is not closed by \">\" before the next \"<\" (write \"<\" in a value as &lt;)",
+            ));
+        }
+        let mut tokens = Tokenizer::from_fragment(text, 0..text.len());
+        let name = match tokens.next() {
+            Some(Ok(Token::ElementStart { prefix, local, .. })) => qname(prefix, local),
+            Some(Err(e)) => return Err(xml_error(text, at, &e)),
+            _ => return Err(at.wf("malformed start tag")),
+        };
+        let name = sub(text, name);
+        if self.phase == Phase::Epilog {
+            return Err(at.wf(format!(
+                "a second root element <{}> after the root element closed",
+                Short(name)
+            )));
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(at.wf(format!(
+                "an element name is {} bytes, the limit is {MAX_NAME_LEN}",
+                name.len()
+            )));
+        }
+        if self.ends.len() >= MAX_DEPTH {
+            return Err(at.wf(format!(
+                "<{}> is nested {} elements deep, the limit is {MAX_DEPTH}",
+                Short(name),
+                self.ends.len() + 1
+            )));
+        }
+        self.attrs.clear();
+        let mut empty = None;
+        for token in tokens.by_ref() {
+            match token {
+                Ok(Token::Attribute {
+                    prefix,
+                    local,
+                    value,
+                    span,
+                }) => {
+                    let attr = qname(prefix, local);
+                    let attr_name = sub(text, attr.clone());
+                    let here = at.within(text.as_bytes(), span.start());
+                    if self.attrs.len() >= MAX_ATTRIBUTES {
+                        return Err(here.wf(format!(
+                            "<{}> has more than {MAX_ATTRIBUTES} attributes",
+                            Short(name)
+                        )));
+                    }
+                    if self
+                        .attrs
+                        .iter()
+                        .any(|a| sub(text, a.name.clone()) == attr_name)
+                    {
+                        return Err(here.wf(format!(
+                            "attribute {} appears twice on <{}>",
+                            Short(attr_name),
+                            Short(name)
+                        )));
+                    }
+                    self.attrs.push(Attr {
+                        name: attr,
+                        value: value.range(),
+                    });
+                }
+                Ok(Token::ElementEnd {
+                    end: ElementEnd::Open,
+                    ..
+                }) => {
+                    empty = Some(false);
+                    break;
+                }
+                Ok(Token::ElementEnd {
+                    end: ElementEnd::Empty,
+                    ..
+                }) => {
+                    empty = Some(true);
+                    break;
+                }
+                Ok(_) => return Err(at.wf("malformed start tag")),
+                Err(e) => return Err(xml_error(text, at, &e)),
+            }
+        }
+        let (Some(empty), None) = (empty, tokens.next()) else {
+            return Err(at.wf(format!("malformed start tag <{}>", Short(name))));
+        };
+        self.values.clear();
+        for attr in &mut self.attrs {
+            let start = self.values.len();
+            let raw = sub(text, attr.value.clone());
+            unescape(raw, true, &mut self.values).map_err(|e| {
+                // Only the attribute's name: its value may be a secret.
+                at.within(text.as_bytes(), attr.value.start + e.at)
+                    .wf(format!(
+                        "the value of attribute {} of <{}> has {}",
+                        Short(sub(text, attr.name.clone())),
+                        Short(name),
+                        e.describe(raw, true)
+                    ))
+            })?;
+            attr.value = start..self.values.len();
+        }
+        self.phase = Phase::Root;
+        self.names.push_str(name);
+        self.ends.push(self.names.len());
+        let depth = self.ends.len();
+        self.handler.start(&StartTag {
+            name,
+            depth,
+            src: text,
+            attrs: &self.attrs,
+            values: &self.values,
+        })?;
+        if empty {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    fn end_tag(&mut self, text: &str, at: At) -> Result<()> {
+        let mut tokens = Tokenizer::from_fragment(text, 0..text.len());
+        let name = match tokens.next() {
+            Some(Ok(Token::ElementEnd {
+                end: ElementEnd::Close(prefix, local),
+                ..
+            })) => sub(text, qname(prefix, local)),
+            Some(Err(e)) => return Err(xml_error(text, at, &e)),
+            _ => return Err(at.wf("malformed end tag")),
+        };
+        if tokens.next().is_some() {
+            return Err(at.wf(format!("malformed end tag </{}>", Short(name))));
+        }
+        let Some(&end) = self.ends.last() else {
+            return Err(at.wf(format!("end tag </{}> without a start tag", Short(name))));
+        };
+        let start = self.open_start();
+        let open = sub(&self.names, start..end);
+        if open != name {
+            return Err(at.wf(format!(
+                "end tag </{}> does not match <{}>",
+                Short(name),
+                Short(open)
+            )));
+        }
+        self.close()
+    }
+
+    /// Where the innermost open element's name starts in `names`.
+    fn open_start(&self) -> usize {
+        self.ends
+            .len()
+            .checked_sub(2)
+            .and_then(|i| self.ends.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Closes the innermost open element.
+    fn close(&mut self) -> Result<()> {
+        let depth = self.ends.len();
+        let start = self.open_start();
+        let result = self
+            .handler
+            .end(sub(&self.names, start..self.names.len()), depth);
+        self.ends.pop();
+        self.names.truncate(start);
+        if self.ends.is_empty() {
+            self.phase = Phase::Epilog;
+        }
+        result
+    }
+
+    fn finish(&self, total: u64) -> Result<u64> {
+        match self.phase {
+            Phase::Epilog => Ok(total),
+            Phase::Root => {
+                let start = self.open_start();
+                Err(Error::Profile(format!(
+                    "profile is cut short at byte {total}: <{}> (depth {}) is not closed",
+                    Short(sub(&self.names, start..self.names.len())),
+                    self.ends.len()
+                )))
+            }
+            Phase::Start | Phase::Prolog if total == 0 => {
+                Err(Error::Profile("profile is empty".to_string()))
+            }
+            Phase::Start | Phase::Prolog => Err(Error::Profile(format!(
+                "profile has no root element (it ends at byte {total})"
+            ))),
+        }
+    }
+}
+
+/// Tokenizes a unit that is one token.
+fn single<'t>(text: &'t str, at: At) -> Result<Token<'t>> {
+    let mut tokens = Tokenizer::from_fragment(text, 0..text.len());
+    match (tokens.next(), tokens.next()) {
+        (Some(Ok(token)), None) => Ok(token),
+        (Some(Err(e)), _) => Err(xml_error(text, at, &e)),
+        _ => Err(at.wf("malformed markup")),
+    }
+}
+
+/// Refuses the characters XML 1.0 does not allow. The unit is valid UTF-8, so
+/// only C0 controls and U+FFFE/U+FFFF need looking for (no surrogates).
+fn check_chars(raw: &[u8], kind: Kind, at: At) -> Result<()> {
+    for (i, &b) in raw.iter().enumerate() {
+        let bad = if b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r') {
+            Some(u32::from(b))
+        } else if b == 0xEF && raw.get(i + 1) == Some(&0xBF) {
+            match raw.get(i + 2) {
+                Some(0xBE) => Some(0xFFFE),
+                Some(0xBF) => Some(0xFFFF),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if let Some(c) = bad {
+            let here = at.within(raw, i);
+            // A tag may hold a secret; do not print even one of its characters.
+            return Err(if kind == Kind::StartTag {
+                here.wf(
+                    "a character that XML does not allow (a control character, U+FFFE or U+FFFF)",
+                )
+            } else {
+                here.wf(format!("character U+{c:04X} is not allowed in XML"))
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks `<?xml ...?>` (XML 1.0 section 2.8) and that it declares UTF-8.
+fn declaration(text: &str, at: At) -> Result<()> {
+    const NAMES: [&str; 3] = ["version", "encoding", "standalone"];
+    let d = text.as_bytes();
+    let bad = |i: usize, what: &str| {
+        at.within(d, i)
+            .wf(format!("malformed XML declaration: {what}"))
+    };
+    let skip_spaces = |i: &mut usize| {
+        while d.get(*i).copied().is_some_and(is_space) {
+            *i += 1;
+        }
+    };
+    let mut i = "<?xml".len();
+    let mut next = 0;
+    loop {
+        let before = i;
+        skip_spaces(&mut i);
+        if d.get(i..) == Some(b"?>") {
+            break;
+        }
+        if i == before {
+            return Err(bad(i, "expected whitespace"));
+        }
+        let name_len = d
+            .get(i..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|b| b.is_ascii_alphabetic())
+            .count();
+        let name = sub(text, i..i + name_len);
+        let slot = NAMES.iter().position(|n| *n == name);
+        match slot {
+            Some(s) if s >= next && (next > 0 || s == 0) => next = s + 1,
+            _ if next == 0 => return Err(bad(i, "expected version")),
+            _ => return Err(bad(i, "expected encoding, standalone or \"?>\"")),
+        }
+        i += name_len;
+        skip_spaces(&mut i);
+        if d.get(i) != Some(&b'=') {
+            return Err(bad(i, "expected \"=\""));
+        }
+        i += 1;
+        skip_spaces(&mut i);
+        let Some(&quote) = d.get(i).filter(|q| matches!(q, b'"' | b'\'')) else {
+            return Err(bad(i, "expected a quote"));
+        };
+        i += 1;
+        let Some(len) = d
+            .get(i..)
+            .unwrap_or_default()
+            .iter()
+            .position(|&b| b == quote)
+        else {
+            return Err(bad(i, "the value is not closed"));
+        };
+        let value = sub(text, i..i + len);
+        let ok = match slot {
+            Some(0) => value
+                .strip_prefix("1.")
+                .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())),
+            Some(1) => {
+                let name_ok = value
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic())
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                if name_ok && !value.eq_ignore_ascii_case("UTF-8") {
+                    return Err(Error::Profile(format!(
+                        "profile declares encoding \"{}\" at byte {}; only UTF-8 is accepted",
+                        Short(value),
+                        at.within(d, i).offset
+                    )));
+                }
+                name_ok
+            }
+            _ => value == "yes" || value == "no",
+        };
+        if !ok {
+            return Err(bad(i, &format!("bad {name} value")));
+        }
+        i += len + 1;
+    }
+    if next == 0 {
+        return Err(bad(i, "the version is missing"));
+    }
+    Ok(())
+}
+
+/// Appends `raw` to `out` with references replaced and line ends normalized
+/// as XML does: `\r\n` and lone `\r` become `\n`; in an attribute value (`attr`)
+/// every literal tab, `\n` and `\r\n` becomes one space. Characters written as
+/// references are kept as they are.
+fn unescape(raw: &str, attr: bool, out: &mut String) -> std::result::Result<(), RefError> {
+    let bytes = raw.as_bytes();
+    let line_end = if attr { ' ' } else { '\n' };
+    let mut run = 0;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let (replacement, len) = match b {
+            b'&' => reference(raw, i)?,
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => (line_end, 2),
+            b'\r' => (line_end, 1),
+            b'\n' | b'\t' if attr => (' ', 1),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.push_str(sub(raw, run..i));
+        out.push(replacement);
+        i += len;
+        run = i;
+    }
+    out.push_str(sub(raw, run..raw.len()));
+    Ok(())
+}
+
+fn normalize_line_ends(raw: &str, out: &mut String) {
+    let mut rest = raw;
+    while let Some(i) = rest.find('\r') {
+        out.push_str(sub(rest, 0..i));
+        out.push('\n');
+        let skip = if rest.as_bytes().get(i + 1) == Some(&b'\n') {
+            2
+        } else {
+            1
+        };
+        rest = rest.get(i + skip..).unwrap_or_default();
+    }
+    out.push_str(rest);
+}
+
+/// The reference starting with the `&` at `raw[at]`: its character and length.
+fn reference(raw: &str, at: usize) -> std::result::Result<(char, usize), RefError> {
+    let fail = |kind| RefError { at, kind };
+    let Some(len) = raw.get(at + 1..).and_then(|rest| rest.find(';')) else {
+        return Err(fail(RefKind::Unterminated));
+    };
+    let name = sub(raw, at + 1..at + 1 + len);
+    let total = len + 2;
+    let number = |digits: &str, radix: u32| {
+        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+            return Err(fail(RefKind::Malformed(total)));
+        }
+        u32::from_str_radix(digits, radix)
+            .ok()
+            .filter(|&n| is_xml_char(n))
+            .and_then(char::from_u32)
+            .ok_or(fail(RefKind::NotAChar(total)))
+    };
+    let c = if let Some(hex) = name.strip_prefix("#x") {
+        number(hex, 16)?
+    } else if let Some(dec) = name.strip_prefix('#') {
+        number(dec, 10)?
+    } else {
+        match name {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            _ if is_name(name) => return Err(fail(RefKind::Undefined(total))),
+            _ => return Err(fail(RefKind::Unterminated)),
+        }
+    };
+    Ok((c, total))
+}
+
+struct RefError {
+    /// Of the `&`, in the unescaped string.
+    at: usize,
+    kind: RefKind,
+}
+
+/// What is wrong with a reference; the number is the reference's length.
+enum RefKind {
+    Unterminated,
+    Malformed(usize),
+    Undefined(usize),
+    NotAChar(usize),
+}
+
+impl RefError {
+    /// In an attribute value (`attr`) the reference itself is not shown: the
+    /// value may be a secret. `src` is the string `at` indexes.
+    fn describe(&self, src: &str, attr: bool) -> String {
+        const DEFINED: &str = "only &amp; &lt; &gt; &quot; &apos; are defined";
+        let shown = |len: usize| {
+            if attr {
+                String::new()
+            } else {
+                format!(" {}", Short(sub(src, self.at..self.at + len)))
+            }
+        };
+        match self.kind {
+            RefKind::Unterminated => {
+                "a \"&\" that does not start a reference (write \"&\" as &amp;)".to_string()
+            }
+            RefKind::Malformed(len) => format!("a malformed character reference{}", shown(len)),
+            RefKind::Undefined(len) => {
+                format!("an undefined entity reference{} ({DEFINED})", shown(len))
+            }
+            RefKind::NotAChar(len) => format!(
+                "a reference{} to a character that XML does not allow",
+                shown(len)
+            ),
+        }
+    }
+}
+
+/// XML 1.0 `Char`.
+fn is_xml_char(c: u32) -> bool {
+    matches!(c, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+}
+
+fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_xml_name_start()) && chars.all(|c| c.is_xml_name())
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The name as written, prefix included.
+fn qname(prefix: StrSpan<'_>, local: StrSpan<'_>) -> Range<usize> {
+    if prefix.is_empty() {
+        local.range()
+    } else {
+        prefix.start()..local.end()
+    }
+}
+
+/// `s[r]`, or "" where that is not a slice of `s` (never, for ranges found
+/// by the code above, but input must not be able to cause a panic).
+fn sub(s: &str, r: Range<usize>) -> &str {
+    s.get(r).unwrap_or_default()
+}
+
+/// A name in a message, cut to a readable length.
+pub struct Short<'a>(pub &'a str);
+
+impl fmt::Display for Short<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 64;
+        match self.0.char_indices().nth(MAX) {
+            Some((i, _)) => write!(f, "{}...", sub(self.0, 0..i)),
+            None => f.write_str(self.0),
+        }
+    }
+}
+
+/// An xmlparser error as a message, positioned in the body. Its `Display`
+/// cannot be used: it counts rows within the unit, and it prints the
+/// offending character, which may be part of a secret.
+fn xml_error(text: &str, at: At, e: &xmlparser::Error) -> Error {
+    use xmlparser::Error as X;
+    let (what, cause) = match e {
+        X::InvalidDeclaration(c, _) => ("XML declaration", Some(c)),
+        X::InvalidComment(c, _) => ("comment", Some(c)),
+        X::InvalidPI(c, _) => ("processing instruction", Some(c)),
+        X::InvalidDoctype(c, _) | X::InvalidEntity(c, _) => ("DOCTYPE", Some(c)),
+        X::InvalidElement(c, _) => ("tag", Some(c)),
+        X::InvalidAttribute(c, _) => ("attribute", Some(c)),
+        X::InvalidCdata(c, _) => ("CDATA section", Some(c)),
+        X::InvalidCharData(c, _) => ("text", Some(c)),
+        X::UnknownToken(_) => ("markup", None),
+    };
+    let msg = match cause {
+        Some(cause) => format!("malformed {what}: {}", describe(cause)),
+        None => "unexpected markup".to_string(),
+    };
+    at.within(text.as_bytes(), index_of(text, e.pos())).wf(msg)
+}
+
+fn describe(cause: &StreamError) -> String {
+    match cause {
+        StreamError::UnexpectedEndOfStream => "it ends too early".to_string(),
+        StreamError::InvalidName => "not a valid XML name".to_string(),
+        StreamError::NonXmlChar(..) => "a character that XML does not allow".to_string(),
+        StreamError::InvalidChar(_, expected, _) => format!("expected {:?}", char::from(*expected)),
+        StreamError::InvalidCharMultiple(_, expected, _) => {
+            let all: Vec<String> = expected
+                .iter()
+                .map(|&b| format!("{:?}", char::from(b)))
+                .collect();
+            format!("expected one of {}", all.join(" "))
+        }
+        StreamError::InvalidQuote(..) => "expected a quote".to_string(),
+        StreamError::InvalidSpace(..) => "expected whitespace".to_string(),
+        StreamError::InvalidString(expected, _) => format!("expected \"{expected}\""),
+        StreamError::InvalidReference => "invalid reference".to_string(),
+        StreamError::InvalidExternalID => "invalid external id".to_string(),
+        StreamError::InvalidCommentData => "\"--\" is not allowed inside a comment".to_string(),
+        StreamError::InvalidCommentEnd => "a comment must not end with \"-\"".to_string(),
+        StreamError::InvalidCharacterData => "\"]]>\" is not allowed in text".to_string(),
+    }
+}
+
+/// The byte index in `text` of xmlparser's row and column (both from 1,
+/// rows counting `\n`, columns counting characters).
+fn index_of(text: &str, pos: TextPos) -> usize {
+    let mut start = 0;
+    for _ in 1..pos.row {
+        match text.get(start..).and_then(|t| t.find('\n')) {
+            Some(i) => start += i + 1,
+            None => break,
+        }
+    }
+    let line = text.get(start..).unwrap_or_default();
+    let col = usize::try_from(pos.col)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1);
+    start + line.char_indices().nth(col).map_or(line.len(), |(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records every event as one line.
+    #[derive(Default)]
+    struct Events(Vec<String>);
+
+    impl Handler for Events {
+        fn start(&mut self, tag: &StartTag<'_>) -> Result<()> {
+            let attrs: Vec<String> = tag
+                .attributes()
+                .map(|(n, v)| format!(" {n}={v:?}"))
+                .collect();
+            self.0.push(format!(
+                "start {} {}{}",
+                tag.depth,
+                tag.name,
+                attrs.concat()
+            ));
+            Ok(())
+        }
+        fn end(&mut self, name: &str, depth: usize) -> Result<()> {
+            self.0.push(format!("end {depth} {name}"));
+            Ok(())
+        }
+        fn text(&mut self, text: &str, depth: usize) -> Result<()> {
+            self.0.push(format!("text {depth} {text:?}"));
+            Ok(())
+        }
+    }
+
+    fn events_with(doc: &[u8], limits: Limits) -> std::result::Result<Vec<String>, String> {
+        let mut events = Events::default();
+        match read(doc, &mut events, limits) {
+            Ok(n) => {
+                assert_eq!(n, doc.len() as u64);
+                Ok(events.0)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn events(doc: &[u8]) -> std::result::Result<Vec<String>, String> {
+        events_with(doc, Limits::DEFAULT)
+    }
+
+    fn error(doc: &[u8]) -> String {
+        match events(doc) {
+            Ok(ev) => panic!("accepted {:?}: {ev:?}", String::from_utf8_lossy(doc)),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn text_and_attribute_values_are_unescaped_and_line_ends_normalized() {
+        let doc = b"<r a=\"x&amp;y&#9;z&#xA;w\tq\r\nr\rs\" b='&quot;&apos;'>t &lt;&gt;&quot;&apos;&#65;&#x1F600;&#0000065;\r\nA\rB\n</r>";
+        assert_eq!(
+            events(doc).unwrap(),
+            [
+                "start 1 r a=\"x&y\\tz\\nw q r s\" b=\"\\\"'\"",
+                "text 1 \"t <>\\\"'A\u{1F600}A\\nA\\nB\\n\"",
+                "end 1 r",
+            ]
+        );
+    }
+
+    #[test]
+    fn cdata_is_text_without_references_but_with_line_ends_normalized() {
+        let doc = b"<r>a<![CDATA[ &amp; <b>\r\nc\r]]>\r</r>";
+        assert_eq!(
+            events(doc).unwrap(),
+            [
+                "start 1 r",
+                "text 1 \"a\"",
+                "text 1 \" &amp; <b>\\nc\\n\"",
+                "text 1 \"\\n\"",
+                "end 1 r",
+            ]
+        );
+    }
+
+    #[test]
+    fn prolog_and_epilog_may_hold_comments_pis_and_whitespace() {
+        let doc = "\u{FEFF}<?xml version='1.0' encoding='utf-8' standalone='yes' ?>\r\n<!-- c -->\n<?pi data?>\n<p:r xmlns:p=\"urn:x\"><p:c/></p:r >\n<!-- after --><?pi?>\n  ";
+        assert_eq!(
+            events(doc.as_bytes()).unwrap(),
+            [
+                "start 1 p:r xmlns:p=\"urn:x\"",
+                "start 2 p:c",
+                "end 2 p:c",
+                "end 1 p:r"
+            ]
+        );
+        // Any whitespace separates the declaration's parts.
+        assert!(events(b"<?xml\tversion=\"1.0\"\nencoding=\"UTF-8\"?><r/>").is_ok());
+        assert!(events(b"<?xml-stylesheet href=\"a\"?><r/>").is_ok());
+    }
+
+    #[test]
+    fn messages_name_the_byte_and_line() {
+        assert_eq!(
+            error(b"<r>\n<a>\n</b></r>"),
+            "profile rejected: profile is not well-formed XML at byte 8 (line 3): end tag </b> does not match <a>"
+        );
+        assert_eq!(
+            error(b"<r>\n  &foo;</r>"),
+            "profile rejected: profile is not well-formed XML at byte 6 (line 2): an undefined entity reference &foo; (only &amp; &lt; &gt; &quot; &apos; are defined)"
+        );
+        // xmlparser's own errors are placed in the body, not in the unit.
+        assert_eq!(
+            error(b"<r>\n\n<a b=1/></r>"),
+            "profile rejected: profile is not well-formed XML at byte 7 (line 3): malformed attribute: expected a quote"
+        );
+    }
+
+    #[test]
+    fn malformed_documents_are_refused() {
+        let nested = format!(
+            "{}{}",
+            "<a>".repeat(MAX_DEPTH + 1),
+            "</a>".repeat(MAX_DEPTH + 1)
+        );
+        let many_attrs = format!(
+            "<r {}/>",
+            (0..=MAX_ATTRIBUTES)
+                .map(|i| format!("a{i}=\"\" "))
+                .collect::<String>()
+        );
+        let long_name = format!("<r><{0}/></r>", "n".repeat(MAX_NAME_LEN + 1));
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"".to_vec(), "profile is empty"),
+            (b"\xEF\xBB\xBF \n".to_vec(), "has no root element"),
+            (b"<!-- only a comment -->".to_vec(), "has no root element"),
+            (
+                b"<r>".to_vec(),
+                "cut short at byte 3: <r> (depth 1) is not closed",
+            ),
+            (
+                b"<r><a>text".to_vec(),
+                "cut short at byte 10: <a> (depth 2)",
+            ),
+            (
+                b"<r><a b=\"1\"".to_vec(),
+                "cut short at byte 11: it ends inside a tag that starts at byte 3",
+            ),
+            (b"<r><!-- x".to_vec(), "inside a comment"),
+            (b"<r><![CDATA[x".to_vec(), "inside a CDATA section"),
+            (b"<r><?p x".to_vec(), "inside a processing instruction"),
+            (b"<r></r".to_vec(), "inside an end tag"),
+            (b"<r><".to_vec(), "cut short"),
+            (b"<r/><r/>".to_vec(), "a second root element <r>"),
+            (
+                b"<r/>x".to_vec(),
+                "at byte 4 (line 1): text after the root element",
+            ),
+            (b"<r/>&amp;".to_vec(), "text after the root element"),
+            (
+                b"<r/><![CDATA[]]>".to_vec(),
+                "CDATA section outside the root element",
+            ),
+            (
+                b" x<r/>".to_vec(),
+                "at byte 1 (line 1): text before the root element",
+            ),
+            (b"</r>".to_vec(), "end tag </r> without a start tag"),
+            (b"<r></s>".to_vec(), "end tag </s> does not match <r>"),
+            (
+                b"<r><a></r></a>".to_vec(),
+                "end tag </r> does not match <a>",
+            ),
+            (
+                b"<r a=\"1\" a=\"2\"/>".to_vec(),
+                "attribute a appears twice on <r>",
+            ),
+            (
+                b"<r p:a=\"1\" p:a='2'/>".to_vec(),
+                "attribute p:a appears twice",
+            ),
+            (many_attrs.into_bytes(), "has more than 256 attributes"),
+            (
+                long_name.into_bytes(),
+                "an element name is 1025 bytes, the limit is 1024",
+            ),
+            (
+                nested.into_bytes(),
+                "<a> is nested 33 elements deep, the limit is 32",
+            ),
+            (b"<!DOCTYPE r><r/>".to_vec(), "DOCTYPEs are not allowed"),
+            (b"<r><!DOCTYPE r></r>".to_vec(), "DOCTYPEs are not allowed"),
+            (b"<r><!ELEMENT r></r>".to_vec(), "unexpected \"<!\""),
+            (
+                b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><r/>".to_vec(),
+                "declares encoding \"ISO-8859-1\" at byte 30; only UTF-8 is accepted",
+            ),
+            (
+                b" <?xml version=\"1.0\"?><r/>".to_vec(),
+                "allowed only at the very start",
+            ),
+            (
+                b"<r><?xml version=\"1.0\"?></r>".to_vec(),
+                "allowed only at the very start",
+            ),
+            (
+                b"<?xml version=\"1.0\"?><?xml version=\"1.0\"?><r/>".to_vec(),
+                "allowed only at the very start",
+            ),
+            (
+                b"<?XML version=\"1.0\"?><r/>".to_vec(),
+                "name \"XML\" is reserved",
+            ),
+            (
+                b"<?xml encoding=\"UTF-8\"?><r/>".to_vec(),
+                "malformed XML declaration: expected version",
+            ),
+            (b"<?xml?><r/>".to_vec(), "the version is missing"),
+            (b"<?xml version=\"2.0\"?><r/>".to_vec(), "bad version value"),
+            (
+                b"<?xml version=\"1.0\" standalone=\"maybe\"?><r/>".to_vec(),
+                "bad standalone value",
+            ),
+            (
+                b"<?xml version=\"1.0\"encoding=\"UTF-8\"?><r/>".to_vec(),
+                "expected whitespace",
+            ),
+            (b"<r>\xFF</r>".to_vec(), "at byte 3 (line 1): invalid UTF-8"),
+            (
+                b"<r>\xC3(</r>".to_vec(),
+                "at byte 3 (line 1): invalid UTF-8",
+            ),
+            (b"<r>\xC0\x80</r>".to_vec(), "invalid UTF-8"),
+            (b"<r>\xED\xA0\x80</r>".to_vec(), "invalid UTF-8"),
+            (
+                b"<r>ab\xE5\x86</r>".to_vec(),
+                "at byte 5 (line 1): invalid UTF-8",
+            ),
+            (b"<r>\xE5\x86".to_vec(), "invalid UTF-8"),
+            (
+                b"<r>a\0</r>".to_vec(),
+                "at byte 4 (line 1): character U+0000 is not allowed",
+            ),
+            (b"<r>\x1B</r>".to_vec(), "character U+001B is not allowed"),
+            (
+                "<r>\u{FFFF}</r>".as_bytes().to_vec(),
+                "character U+FFFF is not allowed",
+            ),
+            (
+                "<r>\u{FFFE}</r>".as_bytes().to_vec(),
+                "character U+FFFE is not allowed",
+            ),
+            (b"<r><!-- \x01 --></r>".to_vec(), "character U+0001"),
+            (
+                b"<r a=\"\x01\"/>".to_vec(),
+                "a character that XML does not allow",
+            ),
+            (
+                b"<r>&#0;</r>".to_vec(),
+                "reference &#0; to a character that XML does not allow",
+            ),
+            (b"<r>&#x0;</r>".to_vec(), "&#x0;"),
+            (
+                b"<r>&#xD800;</r>".to_vec(),
+                "&#xD800; to a character that XML does not allow",
+            ),
+            (
+                b"<r>&#57343;</r>".to_vec(),
+                "&#57343; to a character that XML does not allow",
+            ),
+            (
+                b"<r>&#xFFFE;</r>".to_vec(),
+                "&#xFFFE; to a character that XML does not allow",
+            ),
+            (
+                b"<r>&#xFFFF;</r>".to_vec(),
+                "&#xFFFF; to a character that XML does not allow",
+            ),
+            (
+                b"<r>&#x110000;</r>".to_vec(),
+                "&#x110000; to a character that XML does not allow",
+            ),
+            (
+                b"<r>&#99999999999999;</r>".to_vec(),
+                "to a character that XML does not allow",
+            ),
+            (
+                b"<r>&#8;</r>".to_vec(),
+                "to a character that XML does not allow",
+            ),
+            (
+                b"<r>&#x;</r>".to_vec(),
+                "a malformed character reference &#x;",
+            ),
+            (b"<r>&#X41;</r>".to_vec(), "a malformed character reference"),
+            (b"<r>&#12a;</r>".to_vec(), "a malformed character reference"),
+            (
+                b"<r>&foo;</r>".to_vec(),
+                "an undefined entity reference &foo;",
+            ),
+            (
+                b"<r>&AMP;</r>".to_vec(),
+                "an undefined entity reference &AMP;",
+            ),
+            (
+                b"<r>a & b</r>".to_vec(),
+                "a \"&\" that does not start a reference",
+            ),
+            (
+                b"<r>a &amp</r>".to_vec(),
+                "a \"&\" that does not start a reference",
+            ),
+            (
+                b"<r a=\"&foo;\"/>".to_vec(),
+                "the value of attribute a of <r> has an undefined entity reference (",
+            ),
+            (
+                b"<r a=\"&#0;\"/>".to_vec(),
+                "has a reference to a character that XML does not allow",
+            ),
+            (b"<r>]]></r>".to_vec(), "\"]]>\" is not allowed in text"),
+            (
+                b"<r><!-- a -- b --></r>".to_vec(),
+                "\"--\" is not allowed inside a comment",
+            ),
+            (b"<r><!-- a ---></r>".to_vec(), "must not end with \"-\""),
+            (
+                b"<r a=\"<\"/>".to_vec(),
+                "not closed by \">\" before the next \"<\"",
+            ),
+            (
+                b"<r><a b=\"1\"<c/></a></r>".to_vec(),
+                "not closed by \">\" before the next \"<\"",
+            ),
+            (
+                b"<r a=1/>".to_vec(),
+                "malformed attribute: expected a quote",
+            ),
+            (b"<r a/>".to_vec(), "malformed attribute"),
+            (
+                b"<r a=\"1\"b=\"2\"/>".to_vec(),
+                "malformed attribute: expected whitespace",
+            ),
+            (b"<1r/>".to_vec(), "malformed tag: not a valid XML name"),
+            (b"<r></r x>".to_vec(), "malformed tag"),
+            (b"<r><??></r>".to_vec(), "malformed processing instruction"),
+        ];
+        for (doc, expected) in cases {
+            let err = error(&doc);
+            assert!(
+                err.contains(expected),
+                "{:?}: {err:?} does not contain {expected:?}",
+                String::from_utf8_lossy(&doc)
+            );
+            assert!(!err.contains('\n'), "{err:?} is not one line");
+        }
+    }
+
+    #[test]
+    fn limits_that_are_reached_exactly_are_accepted() {
+        let nested = format!("{}{}", "<a>".repeat(MAX_DEPTH), "</a>".repeat(MAX_DEPTH));
+        assert!(events(nested.as_bytes()).is_ok());
+        let many_attrs = format!(
+            "<r {}/>",
+            (0..MAX_ATTRIBUTES)
+                .map(|i| format!("a{i}=\"\" "))
+                .collect::<String>()
+        );
+        assert!(events(many_attrs.as_bytes()).is_ok());
+        let long_name = format!("<r><{0}/></r>", "n".repeat(MAX_NAME_LEN));
+        assert!(events(long_name.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_unit_larger_than_the_window_cap_is_refused_by_offset() {
+        let limits = Limits {
+            chunk: 5,
+            max_unit: 64,
+        };
+        // A tag of exactly the cap fits; one byte more does not.
+        let fits = format!("<r><a v=\"{}\"/></r>", "x".repeat(64 - 9));
+        assert!(events_with(fits.as_bytes(), limits).is_ok());
+        let too_big = format!("<r><a v=\"{}\"/></r>", "x".repeat(64 - 8));
+        assert_eq!(
+            events_with(too_big.as_bytes(), limits).unwrap_err(),
+            "profile rejected: profile is not well-formed XML at byte 3 (line 1): a tag is larger than 64 bytes, the largest markup accepted"
+        );
+        let text = format!("<r>{}</r>", "t".repeat(65));
+        assert!(
+            events_with(text.as_bytes(), limits)
+                .unwrap_err()
+                .contains("a text run is larger than 64 bytes")
+        );
+        let comment = format!("<r><!--{}--></r>", "c".repeat(65));
+        assert!(
+            events_with(comment.as_bytes(), limits)
+                .unwrap_err()
+                .contains("a comment is larger than 64 bytes")
+        );
+        // Text that runs to the end of the body is bounded too.
+        let tail = format!("<r/>{}", " ".repeat(200));
+        assert!(
+            events_with(tail.as_bytes(), limits)
+                .unwrap_err()
+                .contains("at byte 4 (line 1): a text run is larger than 64 bytes")
+        );
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_chunk_size() {
+        let doc = "\u{FEFF}<?xml version=\"1.0\"?>\r\n<r a=\"写真\r\n&amp;\">Résumés &#x263A;\r\n<![CDATA[x\r\ny]]><!-- c --><?p?><b c='d'/>\r</r>\r\n";
+        let whole = events(doc.as_bytes()).unwrap();
+        for chunk in 1..40 {
+            let limits = Limits {
+                chunk,
+                max_unit: 64,
+            };
+            assert_eq!(
+                events_with(doc.as_bytes(), limits).unwrap(),
+                whole,
+                "chunk {chunk}"
+            );
+        }
+        let bad = "<r>写真\r\n<a>Résumés</a>\r\n<b>&#xD800;</b></r>";
+        let whole = events(bad.as_bytes()).unwrap_err();
+        assert!(whole.contains("at byte 32 (line 3)"), "{whole}");
+        for chunk in 1..40 {
+            let limits = Limits {
+                chunk,
+                max_unit: 64,
+            };
+            assert_eq!(events_with(bad.as_bytes(), limits).unwrap_err(), whole);
+        }
+    }
+
+    #[test]
+    fn an_invalid_byte_in_an_attribute_is_reported_where_it_is() {
+        // The unit is whole before it is decoded, so the error is the byte,
+        // never a UTF-8 sequence that merely straddles two reads.
+        let doc = b"<r a=\"\xE5\x86\x99\xE7\x9C\x9F\xFF\"/>";
+        for chunk in 1..12 {
+            let limits = Limits {
+                chunk,
+                max_unit: 64,
+            };
+            assert_eq!(
+                events_with(doc, limits).unwrap_err(),
+                "profile rejected: profile is not well-formed XML at byte 12 (line 1): invalid UTF-8 (a profile must be UTF-8)"
+            );
+        }
+    }
+
+    #[test]
+    fn attribute_errors_do_not_show_the_value() {
+        let err = error(b"<c password=\"hunter&secret;2\"/>");
+        assert!(!err.contains("secret"), "{err}");
+        assert!(!err.contains("hunter"), "{err}");
+        let err = error(b"<c password=\"hunter\x012\"/>");
+        assert!(!err.contains("U+0001"), "{err}");
+        let err = error(b"<c password=\"hun\"ter\"/>");
+        assert!(!err.contains("ter"), "{err}");
+    }
+}

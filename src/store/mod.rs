@@ -1,0 +1,522 @@
+//! The local job store `Config/backupjobs.db` (PROTOCOL section 3).
+//!
+//! Invariants kept here:
+//! - The live file is only ever replaced whole: a new profile is written into
+//!   a fresh file beside it (`backupjobs.db.new`), committed, and renamed over
+//!   the old one. A kill at any moment leaves the old file or the new one,
+//!   never a mix, and readers holding the old file keep a consistent view.
+//! - An unchanged profile (304, or a 200 whose records hash the same) never
+//!   touches the live file: not its bytes, not its mtime (flash wear).
+//! - Files are created with mode 0600: the store holds credentials.
+
+pub mod reader;
+pub mod record;
+mod tables;
+
+pub use reader::{Jobs, StoreReader};
+pub use tables::{STORE_SCHEMA, StoreMeta};
+
+use crate::error::{Error, Result};
+use crate::profile::{Endpoint, Header, Job, ProfileSink, Summary};
+use reader::{OpenError, storage_error};
+use redb::ReadableTable;
+use std::path::{Path, PathBuf};
+use tables::{ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META};
+
+/// redb's default cache is 1 GiB; the agent's memory budget is a few MiB.
+/// Dirty pages beyond this spill to the new file before commit.
+const WRITE_CACHE_BYTES: usize = 512 * 1024;
+
+/// One job-level difference between the stored profile and a new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change<'a> {
+    Added { id: &'a str, name: &'a str },
+    Changed { id: &'a str, name: &'a str },
+    Removed { id: &'a str },
+}
+
+/// Counts of job-level differences.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    pub unchanged: u64,
+}
+
+impl std::fmt::Display for Diff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} added, {} changed, {} removed, {} unchanged",
+            self.added, self.changed, self.removed, self.unchanged
+        )
+    }
+}
+
+/// How a profile replacement ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replaced {
+    /// Same records as the store: nothing was written.
+    Unchanged(Summary),
+    /// The new profile is the store now.
+    Written(Summary, Diff),
+    /// A dry run: the profile is valid, nothing was written.
+    DryRun(Summary, Diff),
+}
+
+/// What to do with a valid new profile.
+#[derive(Clone, Debug, Default)]
+pub struct ReplaceOptions {
+    pub etag: Option<String>,
+    /// Write even when the content is unchanged (`--recreate`, schema change).
+    pub force: bool,
+    pub dry_run: bool,
+    /// Unix time the profile is accepted at.
+    pub now: u64,
+}
+
+/// The job store of one run.
+pub struct JobStore {
+    path: PathBuf,
+    current: Option<StoreReader>,
+    meta: Option<StoreMeta>,
+}
+
+fn io_error(path: &Path, what: &str, e: &std::io::Error) -> Error {
+    storage_error(path, what, crate::config::io_reason(e))
+}
+
+impl JobStore {
+    /// Opens the store at `path` for a run. A damaged file is moved aside to
+    /// `backupjobs.db.corrupt-<UTC time>` (logged as an error) and the run
+    /// starts from an empty store; with `may_write` false (dry runs) it is
+    /// left in place and treated as empty.
+    pub fn open(path: &Path, may_write: bool, now: u64) -> Result<JobStore> {
+        let mut attempt = StoreReader::open_checked(path);
+        if matches!(attempt, Err(OpenError::NeedsRepair)) && may_write {
+            log::warn!("{} was not closed cleanly; repairing it", path.display());
+            attempt = repair(path).and_then(|()| StoreReader::open_checked(path));
+        }
+        let current = match attempt {
+            Ok(r) => r,
+            Err(OpenError::Failed(e)) => return Err(e),
+            Err(OpenError::NeedsRepair) => {
+                log::warn!(
+                    "{} needs a repair; a dry run treats it as empty",
+                    path.display()
+                );
+                None
+            }
+            Err(OpenError::Corrupt(why)) if may_write => {
+                let aside = aside_path(path, now);
+                std::fs::rename(path, &aside)
+                    .map_err(|e| io_error(path, "damaged and cannot be moved aside", &e))?;
+                sync_dir(path);
+                log::error!(
+                    "{} was damaged ({why}); moved it to {} and rebuilding from a full download",
+                    path.display(),
+                    aside.display()
+                );
+                None
+            }
+            Err(OpenError::Corrupt(why)) => {
+                log::warn!(
+                    "{} is damaged ({why}); a dry run treats it as empty",
+                    path.display()
+                );
+                None
+            }
+        };
+        let meta = match &current {
+            Some(r) => r.meta()?,
+            None => None,
+        };
+        Ok(JobStore {
+            path: path.to_path_buf(),
+            current,
+            meta,
+        })
+    }
+
+    /// What the store holds; `None` if no profile was ever accepted.
+    pub fn meta(&self) -> Option<&StoreMeta> {
+        self.meta.as_ref()
+    }
+
+    /// The ETag to send as `If-None-Match`: only for a store of this schema.
+    pub fn etag(&self) -> Option<&str> {
+        self.meta
+            .as_ref()
+            .filter(|m| m.schema == STORE_SCHEMA)
+            .and_then(|m| m.etag.as_deref())
+    }
+
+    /// True when the store is of another schema and must be rebuilt.
+    pub fn needs_rebuild(&self) -> bool {
+        self.meta.as_ref().is_some_and(|m| m.schema != STORE_SCHEMA)
+    }
+
+    pub fn reader(&self) -> Option<&StoreReader> {
+        self.current.as_ref()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Streams a new profile into a fresh file via `parse` (which drives the
+    /// sink), then, if it is complete and differs from the store (or `force`),
+    /// makes it the store. Any error leaves the live file as it was.
+    /// `on_change` hears every job-level difference as it is found.
+    pub fn replace(
+        &mut self,
+        opts: &ReplaceOptions,
+        on_change: &mut dyn FnMut(Change<'_>),
+        parse: impl FnOnce(&mut StoreSink<'_>) -> Result<Summary>,
+    ) -> Result<Replaced> {
+        let suffix = if opts.dry_run { "dryrun" } else { "new" };
+        let tmp = self.path.with_extension(format!("db.{suffix}"));
+        let result = self.write_new(&tmp, opts, on_change, parse);
+        let keep = matches!(result, Ok(Replaced::Written(..)));
+        if !keep {
+            // Best effort: a leftover is removed by the next run anyway.
+            let _ = std::fs::remove_file(&tmp);
+            return result;
+        }
+        // The reader of the old file must go before the rename: afterwards
+        // it would read a file that is no longer the store.
+        self.current = None;
+        std::fs::rename(&tmp, &self.path)
+            .map_err(|e| io_error(&self.path, "cannot replace the store", &e))?;
+        sync_dir(&self.path);
+        self.reopen()?;
+        result
+    }
+
+    fn reopen(&mut self) -> Result<()> {
+        self.current = match StoreReader::open_checked(&self.path) {
+            Ok(r) => r,
+            Err(OpenError::Failed(e)) => return Err(e),
+            Err(_) => {
+                return Err(Error::Store(format!(
+                    "{} cannot be read back after it was written",
+                    self.path.display()
+                )));
+            }
+        };
+        self.meta = match &self.current {
+            Some(r) => r.meta()?,
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// Applies firewall state changes (`None` removes an entry) in one
+    /// transaction on the live file. redb's commit is atomic, so a kill leaves
+    /// the old states or the new ones; the next open repairs the file if the
+    /// kill came mid-commit. Nothing to change: the file is not opened for
+    /// writing at all.
+    pub fn write_firewall(&mut self, changes: &[(String, Option<Vec<u8>>)]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if self.meta.is_none() {
+            return Err(Error::Store(format!(
+                "{}: no profile has been accepted yet; firewall state is not kept",
+                self.path.display()
+            )));
+        }
+        // redb lets one process hold a file either read-only or writable.
+        self.current = None;
+        let result = (|| {
+            let db = redb::Builder::new()
+                .set_cache_size(WRITE_CACHE_BYTES)
+                .open(&self.path)
+                .map_err(|e| storage_error(&self.path, "cannot open for writing", e))?;
+            let txn = db.begin_write().map_err(|e| write_err(&self.path, e))?;
+            {
+                let mut table = txn
+                    .open_table(FIREWALL)
+                    .map_err(|e| write_err(&self.path, e))?;
+                for (key, value) in changes {
+                    match value {
+                        Some(v) => table.insert(key.as_str(), v.as_slice()).map(drop),
+                        None => table.remove(key.as_str()).map(drop),
+                    }
+                    .map_err(|e| write_err(&self.path, e))?;
+                }
+            }
+            txn.commit().map_err(|e| write_err(&self.path, e))
+        })();
+        self.reopen()?;
+        result
+    }
+
+    fn write_new(
+        &self,
+        tmp: &Path,
+        opts: &ReplaceOptions,
+        on_change: &mut dyn FnMut(Change<'_>),
+        parse: impl FnOnce(&mut StoreSink<'_>) -> Result<Summary>,
+    ) -> Result<Replaced> {
+        match std::fs::remove_file(tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_error(tmp, "cannot remove a leftover temporary file", &e));
+            }
+            _ => {}
+        }
+        let file = create_private(tmp)?;
+        let db = redb::Builder::new()
+            .set_cache_size(WRITE_CACHE_BYTES)
+            .create_with_backend(
+                redb::backends::FileBackend::new(file)
+                    .map_err(|e| storage_error(tmp, "cannot create", e))?,
+            )
+            .map_err(|e| storage_error(tmp, "cannot create", e))?;
+        let txn = db.begin_write().map_err(|e| write_err(tmp, e))?;
+        let werr = |e: redb::TableError| write_err(tmp, e);
+        let (old_ids, old_jobs) = match &self.current {
+            Some(r) if !self.needs_rebuild() => (r.table(JOB_IDS)?, r.table(JOBS)?),
+            _ => (None, None),
+        };
+        let (summary, digest, header, mut diff) = {
+            let mut sink = StoreSink {
+                path: tmp,
+                jobs: txn.open_table(JOBS).map_err(werr)?,
+                ids: txn.open_table(JOB_IDS).map_err(werr)?,
+                endpoints: txn.open_table(ENDPOINTS).map_err(werr)?,
+                old_ids,
+                old_jobs,
+                digest: ring::digest::Context::new(&ring::digest::SHA256),
+                buf: Vec::new(),
+                old_buf: Vec::new(),
+                next_job: 0,
+                next_endpoint: 0,
+                header: None,
+                diff: Diff::default(),
+                on_change,
+            };
+            let summary = parse(&mut sink)?;
+            let removed = sink.find_removed()?;
+            sink.diff.removed = removed;
+            let digest = sink.digest.clone().finish();
+            (summary, digest, sink.header.take(), sink.diff)
+        };
+        let mut digest_bytes = [0u8; 32];
+        digest_bytes.copy_from_slice(digest.as_ref());
+        if self.meta.is_none() {
+            diff.removed = 0;
+        }
+        let unchanged = !opts.force
+            && self
+                .meta
+                .as_ref()
+                .is_some_and(|m| m.schema == STORE_SCHEMA && m.digest == digest_bytes);
+        if unchanged {
+            return Ok(Replaced::Unchanged(summary));
+        }
+        if opts.dry_run {
+            return Ok(Replaced::DryRun(summary, diff));
+        }
+        let header = header.unwrap_or_default();
+        let meta = StoreMeta {
+            schema: STORE_SCHEMA,
+            device: header.device.to_string(),
+            etag: opts.etag.clone(),
+            generated: header.generated.to_string(),
+            accepted: opts.now,
+            digest: digest_bytes,
+            jobs: summary.jobs as u64,
+            endpoints: summary.endpoints as u64,
+        };
+        {
+            let mut table = txn.open_table(META).map_err(werr)?;
+            meta.write(&mut table).map_err(|e| write_err(tmp, e))?;
+            // Firewall state is per endpoint, not per profile: carry it over.
+            let mut fw = txn.open_table(FIREWALL).map_err(werr)?;
+            if let Some(r) = &self.current {
+                for (k, v) in r.firewall_entries()? {
+                    fw.insert(k.as_str(), v.as_slice())
+                        .map_err(|e| write_err(tmp, e))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| write_err(tmp, e))?;
+        drop(db);
+        Ok(Replaced::Written(summary, diff))
+    }
+}
+
+/// redb repairs a file that was not closed cleanly when it is opened for
+/// writing; the repair is its own crash-safe commit.
+fn repair(path: &Path) -> std::result::Result<(), OpenError> {
+    reader::guarded(|| {
+        redb::Builder::new()
+            .set_cache_size(WRITE_CACHE_BYTES)
+            .open(path)
+            .map(drop)
+            .map_err(|e| OpenError::Corrupt(e.to_string()))
+    })
+}
+
+fn aside_path(path: &Path, now: u64) -> PathBuf {
+    let stamp = crate::clock::rfc3339(now).replace([':', '-'], "");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".corrupt-{stamp}"));
+    path.with_file_name(name)
+}
+
+/// Creates `path` anew with mode 0600.
+pub(crate) fn create_private(path: &Path) -> Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)
+        .map_err(|e| io_error(path, "cannot create", &e))
+}
+
+/// Makes a rename in `path`'s folder durable. Best effort: some file
+/// systems refuse to fsync a directory, and the rename itself is atomic.
+fn sync_dir(path: &Path) {
+    if let Some(Ok(d)) = path.parent().map(std::fs::File::open) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Receives the parsed profile and writes it into the new store file.
+pub struct StoreSink<'a> {
+    path: &'a Path,
+    jobs: redb::Table<'a, u32, &'static [u8]>,
+    ids: redb::Table<'a, &'static str, u32>,
+    endpoints: redb::Table<'a, u32, &'static [u8]>,
+    old_ids: Option<redb::ReadOnlyTable<&'static str, u32>>,
+    old_jobs: Option<redb::ReadOnlyTable<u32, &'static [u8]>>,
+    digest: ring::digest::Context,
+    buf: Vec<u8>,
+    old_buf: Vec<u8>,
+    next_job: u32,
+    next_endpoint: u32,
+    header: Option<Header>,
+    diff: Diff,
+    on_change: &'a mut dyn FnMut(Change<'_>),
+}
+
+/// A failed write into the new store file; a full disk gets its own words
+/// because it is the common case on small appliances.
+fn write_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    let text = e.to_string();
+    if text.contains("No space left") || text.contains("File too large") {
+        return Error::Store(format!(
+            "{}: the disk is full ({text}); free space on it (the old store is kept)",
+            path.display()
+        ));
+    }
+    storage_error(path, "cannot write", text)
+}
+
+impl StoreSink<'_> {
+    fn old_record(&mut self, id: &str) -> Result<bool> {
+        let (Some(ids), Some(jobs)) = (&self.old_ids, &self.old_jobs) else {
+            return Ok(false);
+        };
+        let read =
+            |e: redb::StorageError| Error::Store(format!("cannot read the current store: {e}"));
+        let Some(seq) = ids.get(id).map_err(read)? else {
+            return Ok(false);
+        };
+        let Some(rec) = jobs.get(seq.value()).map_err(read)? else {
+            return Ok(false);
+        };
+        self.old_buf.clear();
+        self.old_buf.extend_from_slice(rec.value());
+        Ok(true)
+    }
+
+    /// Old ids that the new profile does not have.
+    fn find_removed(&mut self) -> Result<u64> {
+        let Some(old_ids) = &self.old_ids else {
+            return Ok(0);
+        };
+        let read =
+            |e: redb::StorageError| Error::Store(format!("cannot read the current store: {e}"));
+        let mut removed = 0;
+        for entry in old_ids.iter().map_err(read)? {
+            let (id, _) = entry.map_err(read)?;
+            let id = id.value();
+            if self.ids.get(id).map_err(read)?.is_none() {
+                removed += 1;
+                (self.on_change)(Change::Removed { id });
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl ProfileSink for StoreSink<'_> {
+    fn header(&mut self, header: &Header) -> Result<()> {
+        self.header = Some(header.clone());
+        Ok(())
+    }
+
+    fn endpoint(&mut self, endpoint: &Endpoint) -> Result<()> {
+        let path = self.path;
+        record::encode_endpoint(endpoint, &mut self.buf);
+        self.digest.update(b"E");
+        self.digest.update(&(self.buf.len() as u32).to_le_bytes());
+        self.digest.update(&self.buf);
+        let seq = self.next_endpoint;
+        self.endpoints
+            .insert(seq, self.buf.as_slice())
+            .map_err(|e| write_err(path, e))?;
+        self.next_endpoint += 1;
+        Ok(())
+    }
+
+    fn job(&mut self, job: &Job) -> Result<()> {
+        let path = self.path;
+        let seq = self.next_job;
+        if self
+            .ids
+            .insert(job.id.as_str(), seq)
+            .map_err(|e| write_err(path, e))?
+            .is_some()
+        {
+            return Err(Error::Profile(format!(
+                "job \"{}\" appears more than once; job ids must be unique",
+                job.id
+            )));
+        }
+        record::encode_job(job, &mut self.buf);
+        self.digest.update(b"J");
+        self.digest.update(&(self.buf.len() as u32).to_le_bytes());
+        self.digest.update(&self.buf);
+        self.jobs
+            .insert(seq, self.buf.as_slice())
+            .map_err(|e| write_err(path, e))?;
+        self.next_job += 1;
+        let change = if self.old_record(&job.id)? {
+            if self.old_buf == self.buf {
+                self.diff.unchanged += 1;
+                None
+            } else {
+                self.diff.changed += 1;
+                Some(Change::Changed {
+                    id: &job.id,
+                    name: &job.name,
+                })
+            }
+        } else {
+            self.diff.added += 1;
+            Some(Change::Added {
+                id: &job.id,
+                name: &job.name,
+            })
+        };
+        if let Some(c) = change {
+            (self.on_change)(c);
+        }
+        Ok(())
+    }
+}

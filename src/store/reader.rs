@@ -1,0 +1,265 @@
+//! The read API of `Config/backupjobs.db`, for `--list` and for the suite's
+//! other Rust programs, so none of them needs to know redb or the record
+//! format.
+//!
+//! Opening is read-only and never modifies the file: reading the store of an
+//! unchanged run must not wear the flash.
+
+use super::record;
+use super::tables::{ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META, StoreMeta};
+use crate::error::{Error, Result};
+use crate::profile::{Endpoint, Job};
+use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use std::path::{Path, PathBuf};
+
+/// Cache for reads: enough for the B-tree's upper levels; records are read once.
+const READ_CACHE_BYTES: usize = 256 * 1024;
+
+/// Why a store file could not be opened.
+pub enum OpenError {
+    /// The file is not a store this agent can read (damaged, truncated,
+    /// another format, unreadable record): move it aside and rebuild.
+    Corrupt(String),
+    /// The file was not closed cleanly by a writer (redb needs its repair).
+    NeedsRepair,
+    /// Reading failed for a reason the file is not to blame for
+    /// (permissions, I/O): keep the file and stop.
+    Failed(Error),
+}
+
+/// An open, read-only job store.
+pub struct StoreReader {
+    path: PathBuf,
+    db: ReadOnlyDatabase,
+}
+
+impl std::fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreReader")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+pub(super) fn storage_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Store(format!("{}: {what}: {e}", path.display()))
+}
+
+/// redb reports "not a database" as InvalidData and damage as Corrupted;
+/// both mean the file, not the machine, is at fault.
+fn classify(path: &Path, e: redb::DatabaseError) -> OpenError {
+    use redb::{DatabaseError as D, StorageError as S};
+    match e {
+        D::RepairAborted => OpenError::NeedsRepair,
+        D::Storage(S::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
+            OpenError::Corrupt(io.to_string())
+        }
+        D::Storage(S::Io(io)) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            OpenError::Corrupt("the file is truncated".to_string())
+        }
+        D::Storage(S::Io(io)) => OpenError::Failed(Error::Store(format!(
+            "cannot read {}: {}",
+            path.display(),
+            crate::config::io_reason(&io)
+        ))),
+        D::Storage(S::Corrupted(m)) => OpenError::Corrupt(m),
+        D::UpgradeRequired(v) => {
+            OpenError::Corrupt(format!("written in an old redb file format ({v})"))
+        }
+        D::DatabaseAlreadyOpen => OpenError::Failed(Error::Store(format!(
+            "{} is open for writing by another program",
+            path.display()
+        ))),
+        other => OpenError::Corrupt(other.to_string()),
+    }
+}
+
+/// Runs `f`, turning a panic inside redb (its debug builds assert on damaged
+/// pages) into a corrupt-store error rather than a crash. The panic message
+/// is silenced: the caller reports the damage in its own words.
+pub(super) fn guarded<T>(
+    f: impl FnOnce() -> std::result::Result<T, OpenError>,
+) -> std::result::Result<T, OpenError> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(previous);
+    result.unwrap_or_else(|_| {
+        Err(OpenError::Corrupt(
+            "redb could not read the file".to_string(),
+        ))
+    })
+}
+
+impl StoreReader {
+    /// Opens the store at `path`; `Ok(None)` when there is no file.
+    pub fn open(path: &Path) -> Result<Option<StoreReader>> {
+        match StoreReader::open_checked(path) {
+            Ok(r) => Ok(r),
+            Err(OpenError::Failed(e)) => Err(e),
+            Err(OpenError::Corrupt(m)) => Err(Error::Store(format!(
+                "{} is damaged ({m}); the next run of cncopgetprofile moves it aside and rebuilds it",
+                path.display()
+            ))),
+            Err(OpenError::NeedsRepair) => Err(Error::Store(format!(
+                "{} was not closed cleanly; the next run of cncopgetprofile repairs it",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Opens and reads the meta table, so that a file that opens but cannot
+    /// be read is reported as corrupt here rather than half-way through a run.
+    pub(super) fn open_checked(path: &Path) -> std::result::Result<Option<StoreReader>, OpenError> {
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(OpenError::Failed(storage_error(
+                    path,
+                    "cannot read",
+                    crate::config::io_reason(&e),
+                )));
+            }
+            Ok(_) => {}
+        }
+        guarded(|| {
+            let db = redb::Builder::new()
+                .set_cache_size(READ_CACHE_BYTES)
+                .open_read_only(path)
+                .map_err(|e| classify(path, e))?;
+            let reader = StoreReader {
+                path: path.to_path_buf(),
+                db,
+            };
+            reader
+                .meta()
+                .map_err(|e| OpenError::Corrupt(e.to_string()))?;
+            Ok(Some(reader))
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn read_txn(&self) -> Result<redb::ReadTransaction> {
+        self.db
+            .begin_read()
+            .map_err(|e| storage_error(&self.path, "cannot read", e))
+    }
+
+    /// The store's meta data; `None` if no profile was ever accepted.
+    pub fn meta(&self) -> Result<Option<StoreMeta>> {
+        let txn = self.read_txn()?;
+        let table = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(storage_error(&self.path, "cannot read the meta table", e)),
+        };
+        StoreMeta::read(&table).map_err(|m| storage_error(&self.path, "damaged meta table", m))
+    }
+
+    pub(super) fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: redb::TableDefinition<K, V>,
+    ) -> Result<Option<redb::ReadOnlyTable<K, V>>> {
+        match self.read_txn()?.open_table(def) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(storage_error(&self.path, "cannot open a table", e)),
+        }
+    }
+
+    /// Every job, in the order of the profile document.
+    pub fn jobs(&self) -> Result<Jobs> {
+        let range = match self.table(JOBS)? {
+            Some(t) => Some(
+                t.range_owned::<u32>(..)
+                    .map_err(|e| storage_error(&self.path, "cannot read jobs", e))?,
+            ),
+            None => None,
+        };
+        Ok(Jobs {
+            path: self.path.clone(),
+            range,
+        })
+    }
+
+    /// One job by id.
+    pub fn job(&self, id: &str) -> Result<Option<Job>> {
+        let (Some(ids), Some(jobs)) = (self.table(JOB_IDS)?, self.table(JOBS)?) else {
+            return Ok(None);
+        };
+        let read = |e| storage_error(&self.path, "cannot read jobs", e);
+        let Some(seq) = ids.get(id).map_err(read)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = jobs.get(seq.value()).map_err(read)? else {
+            return Err(storage_error(&self.path, "damaged job index", id));
+        };
+        record::decode_job(bytes.value())
+            .map(Some)
+            .ok_or_else(|| storage_error(&self.path, "damaged job record", id))
+    }
+
+    /// The number of jobs stored.
+    pub fn job_count(&self) -> Result<u64> {
+        match self.table(JOBS)? {
+            Some(t) => t
+                .len()
+                .map_err(|e| storage_error(&self.path, "cannot read jobs", e)),
+            None => Ok(0),
+        }
+    }
+
+    /// The profile's firewall endpoints, in document order.
+    pub fn endpoints(&self) -> Result<Vec<Endpoint>> {
+        let Some(t) = self.table(ENDPOINTS)? else {
+            return Ok(Vec::new());
+        };
+        let read = |e| storage_error(&self.path, "cannot read endpoints", e);
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(read)? {
+            let (_, v) = entry.map_err(read)?;
+            out.push(
+                record::decode_endpoint(v.value())
+                    .ok_or_else(|| storage_error(&self.path, "damaged endpoint record", ""))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Raw firewall state entries (key, value), for the firewall step.
+    pub fn firewall_entries(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let Some(t) = self.table(FIREWALL)? else {
+            return Ok(Vec::new());
+        };
+        let read = |e| storage_error(&self.path, "cannot read firewall state", e);
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(read)? {
+            let (k, v) = entry.map_err(read)?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// Iterator over the stored jobs in document order.
+pub struct Jobs {
+    path: PathBuf,
+    range: Option<redb::OwnedRange<u32, &'static [u8]>>,
+}
+
+impl Iterator for Jobs {
+    type Item = Result<Job>;
+
+    fn next(&mut self) -> Option<Result<Job>> {
+        let entry = self.range.as_mut()?.next()?;
+        Some(match entry {
+            Ok((k, v)) => record::decode_job(v.value()).ok_or_else(|| {
+                storage_error(&self.path, "damaged job record", format!("#{}", k.value()))
+            }),
+            Err(e) => Err(storage_error(&self.path, "cannot read jobs", e)),
+        })
+    }
+}

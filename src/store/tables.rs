@@ -1,0 +1,110 @@
+//! The store's tables and its meta record.
+//!
+//! Layout (bump `STORE_SCHEMA` on any change; an agent that finds another
+//! schema rebuilds the store from a full download):
+//! - `meta`: `&str -> &[u8]`, the facts below, integers little-endian;
+//! - `jobs`: document position (`u32`) -> job record (`record.rs`), so a read
+//!   in key order is the profile's order;
+//! - `job_ids`: job id -> document position, for lookups and for refusing
+//!   duplicate ids without holding a set in memory;
+//! - `endpoints`: document position -> endpoint record;
+//! - `firewall`: endpoint key -> state record (owned by the firewall step).
+
+use redb::{ReadableTable, TableDefinition};
+
+pub const STORE_SCHEMA: u32 = 1;
+
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub const JOBS: TableDefinition<u32, &[u8]> = TableDefinition::new("jobs");
+pub const JOB_IDS: TableDefinition<&str, u32> = TableDefinition::new("job_ids");
+pub const ENDPOINTS: TableDefinition<u32, &[u8]> = TableDefinition::new("endpoints");
+pub const FIREWALL: TableDefinition<&str, &[u8]> = TableDefinition::new("firewall");
+
+/// What the store knows about the profile it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreMeta {
+    pub schema: u32,
+    pub device: String,
+    /// The server's ETag of the stored profile, if it sent one.
+    pub etag: Option<String>,
+    /// The profile's `generated` attribute, as sent.
+    pub generated: String,
+    /// When this agent accepted the profile (Unix seconds, UTC).
+    pub accepted: u64,
+    /// SHA-256 over the stored records, to tell a 200 with unchanged content.
+    pub digest: [u8; 32],
+    pub jobs: u64,
+    pub endpoints: u64,
+}
+
+impl StoreMeta {
+    pub(super) fn read(
+        table: &impl ReadableTable<&'static str, &'static [u8]>,
+    ) -> Result<Option<StoreMeta>, String> {
+        let get = |key: &str| -> Result<Option<Vec<u8>>, String> {
+            table
+                .get(key)
+                .map(|v| v.map(|g| g.value().to_vec()))
+                .map_err(|e| e.to_string())
+        };
+        let Some(schema) = get("schema")? else {
+            return Ok(None);
+        };
+        let schema = u32::from_le_bytes(schema.try_into().map_err(|_| "schema")?);
+        let text = |key: &str| -> Result<Option<String>, String> {
+            get(key)?
+                .map(|v| String::from_utf8(v).map_err(|_| key.to_string()))
+                .transpose()
+        };
+        let u64_of = |key: &str| -> Result<u64, String> {
+            let v = get(key)?.ok_or(key)?;
+            Ok(u64::from_le_bytes(
+                v.try_into().map_err(|_| key.to_string())?,
+            ))
+        };
+        // A store of another schema is only ever asked for its schema: its
+        // other entries may have another layout.
+        if schema != STORE_SCHEMA {
+            return Ok(Some(StoreMeta {
+                schema,
+                device: String::new(),
+                etag: None,
+                generated: String::new(),
+                accepted: 0,
+                digest: [0; 32],
+                jobs: 0,
+                endpoints: 0,
+            }));
+        }
+        Ok(Some(StoreMeta {
+            schema,
+            device: text("device")?.unwrap_or_default(),
+            etag: text("etag")?,
+            generated: text("generated")?.unwrap_or_default(),
+            accepted: u64_of("accepted")?,
+            digest: get("digest")?
+                .ok_or("digest")?
+                .try_into()
+                .map_err(|_| "digest")?,
+            jobs: u64_of("jobs")?,
+            endpoints: u64_of("endpoints")?,
+        }))
+    }
+
+    pub(super) fn write(
+        &self,
+        table: &mut redb::Table<&str, &[u8]>,
+    ) -> Result<(), redb::StorageError> {
+        table.insert("schema", self.schema.to_le_bytes().as_slice())?;
+        table.insert("device", self.device.as_bytes())?;
+        if let Some(etag) = &self.etag {
+            table.insert("etag", etag.as_bytes())?;
+        }
+        table.insert("generated", self.generated.as_bytes())?;
+        table.insert("accepted", self.accepted.to_le_bytes().as_slice())?;
+        table.insert("digest", self.digest.as_slice())?;
+        table.insert("jobs", self.jobs.to_le_bytes().as_slice())?;
+        table.insert("endpoints", self.endpoints.to_le_bytes().as_slice())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! The agent's command line and configuration errors (PROTOCOL section 7:
+//! exit code 2, and messages that name the file, section and key).
+
+mod common;
+
+use common::*;
+use std::process::Output;
+
+fn stdout_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn err_lines(o: &Output) -> Vec<String> {
+    stderr_of(o)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status.code(),
+        stdout_of(o),
+        stderr_of(o)
+    )
+}
+
+#[track_caller]
+fn assert_exit(o: &Output, want: i32, what: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(want),
+        "{what}: expected exit code {want}\n{}",
+        show(o)
+    );
+}
+
+/// A configuration error: exit 2, nothing on stdout, one line on stderr
+/// holding every one of `names`; the network is not contacted, no store.
+#[track_caller]
+fn assert_config_error(inst: &Install, net: Option<&TestNetwork>, names: &[&str]) -> String {
+    let o = inst.run(&[]);
+    assert_exit(&o, 2, "configuration error");
+    assert!(o.stdout.is_empty(), "nothing on stdout\n{}", show(&o));
+    let lines = err_lines(&o);
+    assert_eq!(lines.len(), 1, "one line on stderr\n{}", show(&o));
+    for n in names {
+        assert!(lines[0].contains(n), "the error names {n:?}: {}", lines[0]);
+    }
+    if let Some(net) = net {
+        assert_eq!(net.connections(), 0, "a bad configuration contacts nobody");
+    }
+    assert!(!inst.db_path().exists(), "no store is written");
+    lines[0].clone()
+}
+
+#[test]
+fn missing_ini_file_exits_2_naming_it() {
+    let inst = Install::new();
+    assert_config_error(&inst, None, &["Config/cncop3.ini"]);
+}
+
+#[test]
+fn ini_given_with_c_that_does_not_exist_exits_2_naming_it() {
+    let net = net_with_profile(NetOptions::default(), small_profile(DEVICE_ID, &[]));
+    let inst = Install::new();
+    inst.setup(&net, "");
+    let missing = inst.path("elsewhere/other.ini");
+    let o = inst.run(&["-c", missing.to_str().unwrap()]);
+    assert_exit(&o, 2, "-c with a missing file");
+    assert!(
+        stderr_of(&o).contains(missing.to_str().unwrap()),
+        "names the file\n{}",
+        show(&o)
+    );
+    assert_eq!(net.connections(), 0);
+}
+
+#[test]
+fn missing_device_key_exits_2_naming_file_section_key() {
+    let net = standard_net(NetOptions::default());
+    let inst = Install::new();
+    inst.setup(&net, "[device]\n-key");
+    assert_config_error(&inst, Some(&net), &["cncop3.ini", "[device]", "key"]);
+}
+
+#[test]
+fn non_numeric_retries_exits_2_naming_file_section_key() {
+    let net = standard_net(NetOptions::default());
+    let inst = Install::new();
+    inst.setup(&net, "[network]\nretries = lots");
+    assert_config_error(
+        &inst,
+        Some(&net),
+        &["cncop3.ini", "[network]", "retries", "lots"],
+    );
+}
+
+#[test]
+fn plain_http_url_without_allow_insecure_http_exits_2() {
+    let net = standard_net(NetOptions::default());
+    let inst = Install::new();
+    let url = format!("http://127.0.0.1:{}/cncop", net.port());
+    inst.setup(&net, &format!("[network]\nurl = {url}"));
+    let line = assert_config_error(&inst, Some(&net), &["cncop3.ini", "[network]", "url"]);
+    assert!(
+        line.contains("http://") || line.contains("https"),
+        "says the scheme is the problem: {line}"
+    );
+}
+
+#[test]
+fn unknown_flag_exits_2_with_usage() {
+    let inst = Install::new();
+    let o = inst.run(&["--frobnicate"]);
+    assert_exit(&o, 2, "unknown flag");
+    assert!(o.stdout.is_empty(), "{}", show(&o));
+    let lines = err_lines(&o);
+    assert!(lines.len() >= 2, "a message and a usage line\n{}", show(&o));
+    assert!(
+        lines.iter().any(|l| l.contains("--frobnicate")),
+        "names the unknown flag\n{}",
+        show(&o)
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("usage:")),
+        "a line starting 'usage:'\n{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn help_flags_print_help_on_stdout_and_exit_0() {
+    let inst = Install::new();
+    for flag in ["-?", "-h", "--help"] {
+        let o = inst.run(&[flag]);
+        assert_exit(&o, 0, flag);
+        let out = stdout_of(&o);
+        assert!(
+            out.to_ascii_lowercase().contains("usage"),
+            "{flag}: help on stdout\n{}",
+            show(&o)
+        );
+        for opt in [
+            "--recreate",
+            "--noupdate",
+            "--update",
+            "--dry-run",
+            "--list",
+        ] {
+            assert!(out.contains(opt), "{flag}: help lists {opt}\n{out}");
+        }
+        assert!(
+            o.stderr.is_empty(),
+            "{flag}: nothing on stderr\n{}",
+            show(&o)
+        );
+    }
+    assert!(!inst.db_path().exists());
+}
+
+#[test]
+fn noupdate_with_update_exits_2() {
+    let net = net_with_profile(NetOptions::default(), small_profile(DEVICE_ID, &[]));
+    let inst = Install::new();
+    inst.setup(&net, "");
+    let o = inst.run(&["--noupdate", "--update"]);
+    assert_exit(&o, 2, "--noupdate --update");
+    let err = stderr_of(&o);
+    assert!(
+        err.contains("--noupdate") && err.contains("--update"),
+        "names both flags\n{}",
+        show(&o)
+    );
+    assert!(o.stdout.is_empty(), "{}", show(&o));
+    assert_eq!(net.connections(), 0, "nothing is done");
+    assert!(!inst.db_path().exists());
+}
+
+#[test]
+fn json_without_list_exits_2() {
+    let inst = Install::new();
+    let o = inst.run(&["--json"]);
+    assert_exit(&o, 2, "--json alone");
+    assert!(
+        err_lines(&o).iter().any(|l| l.starts_with("usage:")),
+        "{}",
+        show(&o)
+    );
+}

@@ -1,0 +1,1526 @@
+//! End-to-end tests of the `cncopgetprofile` binary against the local cncop
+//! network (real TLS on 127.0.0.1, real files, the real binary): PROTOCOL
+//! sections 1 (identity, transport), 2 (the profile request), 3 (the job
+//! store) and 7 (install root, logs, exit codes).
+//!
+//! Every test has its own install root and its own network, so they run in
+//! parallel. No test asserts on timing.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn stdout_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Non-empty stderr lines.
+fn err_lines(o: &Output) -> Vec<String> {
+    stderr_of(o)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status.code(),
+        stdout_of(o),
+        stderr_of(o)
+    )
+}
+
+#[track_caller]
+fn assert_exit(o: &Output, want: i32, what: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(want),
+        "{what}: expected exit code {want}\n{}",
+        show(o)
+    );
+}
+
+#[track_caller]
+fn assert_stdout_empty(o: &Output, what: &str) {
+    assert!(
+        o.stdout.is_empty(),
+        "{what}: stdout must be empty (cron mails any output)\n{}",
+        show(o)
+    );
+}
+
+/// Runs the agent with `args`; expects exit 0 and an empty stdout.
+#[track_caller]
+fn run_ok(inst: &Install, args: &[&str]) -> Output {
+    let o = inst.run(args);
+    let what = format!("cncopgetprofile {}", args.join(" "));
+    assert_exit(&o, 0, &what);
+    assert_stdout_empty(&o, &what);
+    o
+}
+
+/// `--list`: exit 0, the listing.
+#[track_caller]
+fn list(inst: &Install) -> String {
+    let o = inst.run(&["--list"]);
+    assert_exit(&o, 0, "--list");
+    stdout_of(&o)
+}
+
+/// `--list --json`: exit 0, the JSON.
+#[track_caller]
+fn list_json(inst: &Install) -> (String, Output) {
+    let o = inst.run(&["--list", "--json"]);
+    assert_exit(&o, 0, "--list --json");
+    (stdout_of(&o), o)
+}
+
+/// The job ids of a `--list` listing: the first column of the rows under
+/// the `ID ...` header.
+fn listed_ids(listing: &str) -> BTreeSet<String> {
+    let mut rows = false;
+    let mut ids = BTreeSet::new();
+    for line in listing.lines() {
+        if rows {
+            if let Some(id) = line.split_whitespace().next() {
+                ids.insert(id.to_string());
+            }
+        } else if line.split_whitespace().next() == Some("ID") {
+            rows = true;
+        }
+    }
+    ids
+}
+
+/// The row of job `id` in a `--list` listing.
+fn listed_row<'a>(listing: &'a str, id: &str) -> Option<&'a str> {
+    listing
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+}
+
+fn set(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+/// The ids `tools/genprofile` gives `n` jobs: 1000, 1001, ...
+fn gen_ids(n: usize) -> BTreeSet<String> {
+    (0..n).map(|i| (1000 + i).to_string()).collect()
+}
+
+/// A fresh install root with a do-nothing `bin/cncopreporter`, as on a real
+/// appliance (a missing reporter is a warning on every run, PROTOCOL 6).
+fn new_install() -> Install {
+    let inst = Install::new();
+    let reporter = inst.path("bin/cncopreporter");
+    std::fs::write(&reporter, "#!/bin/sh\nexit 0\n").expect("write the stub reporter");
+    std::fs::set_permissions(&reporter, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the stub reporter");
+    inst
+}
+
+/// A network serving `profile` (under its content ETag) and an install set
+/// up for it (INI merged with `extra_ini`), after one successful run.
+fn first_run(profile: Vec<u8>, extra_ini: &str) -> (Install, TestNetwork) {
+    let net = net_with_profile(NetOptions::default(), profile);
+    let inst = new_install();
+    inst.setup(&net, extra_ini);
+    run_ok(&inst, &[]);
+    assert!(inst.db_path().exists(), "the first run wrote no store");
+    (inst, net)
+}
+
+fn two_jobs() -> Vec<u8> {
+    small_profile(DEVICE_ID, &[("1001", "CCS"), ("1002", "MSSQL")])
+}
+
+/// What a user can see of the store file.
+struct Snap {
+    bytes: Vec<u8>,
+    mtime: SystemTime,
+    ino: u64,
+}
+
+fn snap(inst: &Install) -> Snap {
+    let meta = std::fs::metadata(inst.db_path()).expect("the store exists");
+    Snap {
+        bytes: inst.db_bytes().expect("read the store"),
+        mtime: meta.modified().expect("mtime"),
+        ino: meta.ino(),
+    }
+}
+
+/// A modification time far in the past, so that any write shows.
+const AGED: Duration = Duration::from_secs(1_000_000_000);
+
+/// Sets the store's mtime to `AGED` (without writing to it).
+fn age_store(inst: &Install) {
+    let f = File::options()
+        .write(true)
+        .open(inst.db_path())
+        .expect("open the store");
+    f.set_modified(UNIX_EPOCH + AGED).expect("set mtime");
+}
+
+#[track_caller]
+fn assert_store_untouched(before: &Snap, inst: &Install, what: &str) {
+    let now = snap(inst);
+    assert!(
+        now.bytes == before.bytes,
+        "{what}: the store's bytes changed ({} bytes before, {} now)",
+        before.bytes.len(),
+        now.bytes.len()
+    );
+    assert_eq!(now.mtime, before.mtime, "{what}: the store's mtime changed");
+    assert_eq!(
+        now.ino, before.ino,
+        "{what}: the store file was replaced (new inode)"
+    );
+}
+
+/// The store's mode bits.
+fn store_mode(inst: &Install) -> u32 {
+    std::fs::metadata(inst.db_path())
+        .expect("the store exists")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Files in `Config/` whose name starts with `prefix`.
+fn config_files(inst: &Install, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(inst.path("Config"))
+        .expect("read Config/")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `YYYYMMDD` (UTC) of `t`.
+fn day_stamp(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}")
+}
+
+/// The day's log files that may hold a run that happened between `before`
+/// and now (two names if the run crossed midnight UTC).
+fn todays_logs(inst: &Install, before: SystemTime) -> Vec<PathBuf> {
+    let mut names = vec![
+        format!("gp{}.log", day_stamp(before)),
+        format!("gp{}.log", day_stamp(SystemTime::now())),
+    ];
+    names.dedup();
+    names
+        .into_iter()
+        .map(|n| inst.path("Spool/Logs").join(n))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+fn read_all(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| String::from_utf8_lossy(&std::fs::read(p).expect("read log")).into_owned())
+        .collect()
+}
+
+/// Values of every `attr="..."` in `xml`, XML-unescaped.
+fn attr_values(xml: &[u8], attr: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(xml);
+    let needle = format!(" {attr}=\"");
+    let mut out = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(p) = rest.find(&needle) {
+        rest = &rest[p + needle.len()..];
+        let end = rest.find('"').expect("closing quote");
+        out.push(xml_unescape(&rest[..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// A minimal JSON syntax check (RFC 8259 grammar, no semantics).
+fn check_json(s: &str) -> Result<(), String> {
+    fn ws(b: &[u8], i: &mut usize) {
+        while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\n' | b'\r') {
+            *i += 1;
+        }
+    }
+    fn lit(b: &[u8], i: &mut usize, word: &[u8]) -> Result<(), String> {
+        if b[*i..].starts_with(word) {
+            *i += word.len();
+            Ok(())
+        } else {
+            Err(format!("bad literal at byte {i}"))
+        }
+    }
+    fn string(b: &[u8], i: &mut usize) -> Result<(), String> {
+        *i += 1; // opening quote
+        while *i < b.len() {
+            match b[*i] {
+                b'"' => {
+                    *i += 1;
+                    return Ok(());
+                }
+                b'\\' => {
+                    *i += 1;
+                    match b.get(*i) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => *i += 1,
+                        Some(b'u') => {
+                            let hex = b.get(*i + 1..*i + 5).ok_or("short \\u escape")?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(format!("bad \\u escape at byte {i}"));
+                            }
+                            *i += 5;
+                        }
+                        _ => return Err(format!("bad escape at byte {i}")),
+                    }
+                }
+                c if c < 0x20 => return Err(format!("control character in a string at byte {i}")),
+                _ => *i += 1,
+            }
+        }
+        Err("unterminated string".into())
+    }
+    fn number(b: &[u8], i: &mut usize) -> Result<(), String> {
+        let start = *i;
+        if b.get(*i) == Some(&b'-') {
+            *i += 1;
+        }
+        let digits = |i: &mut usize| {
+            let s = *i;
+            while *i < b.len() && b[*i].is_ascii_digit() {
+                *i += 1;
+            }
+            *i > s
+        };
+        if !digits(i) {
+            return Err(format!("bad number at byte {start}"));
+        }
+        if b.get(*i) == Some(&b'.') {
+            *i += 1;
+            if !digits(i) {
+                return Err(format!("bad number at byte {start}"));
+            }
+        }
+        if matches!(b.get(*i), Some(b'e' | b'E')) {
+            *i += 1;
+            if matches!(b.get(*i), Some(b'+' | b'-')) {
+                *i += 1;
+            }
+            if !digits(i) {
+                return Err(format!("bad number at byte {start}"));
+            }
+        }
+        Ok(())
+    }
+    fn value(b: &[u8], i: &mut usize, depth: usize) -> Result<(), String> {
+        if depth > 64 {
+            return Err("nested too deep".into());
+        }
+        ws(b, i);
+        match b.get(*i) {
+            Some(b'{') => {
+                *i += 1;
+                ws(b, i);
+                if b.get(*i) == Some(&b'}') {
+                    *i += 1;
+                    return Ok(());
+                }
+                loop {
+                    ws(b, i);
+                    if b.get(*i) != Some(&b'"') {
+                        return Err(format!("expected a key at byte {i}"));
+                    }
+                    string(b, i)?;
+                    ws(b, i);
+                    if b.get(*i) != Some(&b':') {
+                        return Err(format!("expected ':' at byte {i}"));
+                    }
+                    *i += 1;
+                    value(b, i, depth + 1)?;
+                    ws(b, i);
+                    match b.get(*i) {
+                        Some(b',') => *i += 1,
+                        Some(b'}') => {
+                            *i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(format!("expected ',' or '}}' at byte {i}")),
+                    }
+                }
+            }
+            Some(b'[') => {
+                *i += 1;
+                ws(b, i);
+                if b.get(*i) == Some(&b']') {
+                    *i += 1;
+                    return Ok(());
+                }
+                loop {
+                    value(b, i, depth + 1)?;
+                    ws(b, i);
+                    match b.get(*i) {
+                        Some(b',') => *i += 1,
+                        Some(b']') => {
+                            *i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(format!("expected ',' or ']' at byte {i}")),
+                    }
+                }
+            }
+            Some(b'"') => string(b, i),
+            Some(b't') => lit(b, i, b"true"),
+            Some(b'f') => lit(b, i, b"false"),
+            Some(b'n') => lit(b, i, b"null"),
+            Some(b'-' | b'0'..=b'9') => number(b, i),
+            _ => Err(format!("expected a value at byte {i}")),
+        }
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    value(b, &mut i, 0)?;
+    ws(b, &mut i);
+    if i != b.len() {
+        return Err(format!("trailing data at byte {i}"));
+    }
+    Ok(())
+}
+
+/// Starts the agent in the background (as [`Install::run`] would), its
+/// stderr captured in a temp file.
+fn spawn_agent(inst: &Install, args: &[&str]) -> (Child, File) {
+    let err = tempfile::tempfile().expect("temp file");
+    let child = Command::new(AGENT)
+        .args(args)
+        .env("CNCOP_HOME", inst.root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err.try_clone().expect("dup"))
+        .spawn()
+        .expect("start the agent");
+    (child, err)
+}
+
+/// Waits (bounded, not measured) until `cond` holds.
+#[track_caller]
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < end, "gave up waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits (bounded) for `child` to exit.
+fn wait_child(child: &mut Child, what: &str) -> ExitStatus {
+    let end = Instant::now() + RUN_LIMIT;
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {RUN_LIMIT:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn read_file_all(f: &mut File) -> String {
+    use std::io::{Read, Seek};
+    let mut s = Vec::new();
+    f.rewind().expect("rewind");
+    f.read_to_end(&mut s).expect("read");
+    String::from_utf8_lossy(&s).into_owned()
+}
+
+/// The stored profile's ETag as the network sent it.
+fn served_etag(net: &TestNetwork) -> String {
+    net.etag(DEVICE_ID).expect("the network has an ETag")
+}
+
+fn status_fault(code: u16, retry_after: Option<&str>) -> Fault {
+    Fault::Status {
+        code,
+        retry_after: retry_after.map(str::to_string),
+        body: format!("status {code} from the test").into_bytes(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. First run, listing
+// ---------------------------------------------------------------------------
+
+#[test]
+fn first_run_is_silent_and_stores_every_job_privately() {
+    let profile = profile_xml(DEVICE_ID, 50);
+    let passwords = attr_values(&profile, "password");
+    assert!(
+        !passwords.is_empty() && passwords.iter().all(|p| p.starts_with("pw<&>")),
+        "genprofile gave no credentials: {passwords:?}"
+    );
+    let net = net_with_profile(NetOptions::default(), profile);
+    let inst = new_install();
+    inst.setup(&net, "");
+
+    let run = run_ok(&inst, &[]);
+    assert!(
+        inst.db_path().is_file(),
+        "Config/backupjobs.db was not written"
+    );
+    assert_eq!(
+        store_mode(&inst),
+        0o600,
+        "the store holds credentials and must be mode 0600"
+    );
+    let statuses: Vec<u16> = net.profile_requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200], "one profile request, answered 200");
+
+    let listing = list(&inst);
+    assert_eq!(
+        listed_ids(&listing),
+        gen_ids(50),
+        "--list must show every job of the profile:\n{listing}"
+    );
+    let etag = served_etag(&net);
+    assert!(
+        listing.contains(&etag),
+        "--list must show the ETag {etag}:\n{listing}"
+    );
+    assert!(
+        listing.contains("2026-11-27T07:00:00Z"),
+        "--list must show the profile's generated time:\n{listing}"
+    );
+
+    let (json, json_run) = list_json(&inst);
+    if let Err(e) = check_json(json.trim_end()) {
+        panic!("--list --json is not valid JSON: {e}\n{json}");
+    }
+    assert!(json.starts_with('{'), "JSON output starts with {{: {json}");
+    assert!(json.contains("\"jobs\":["), "JSON has a jobs array: {json}");
+    for id in gen_ids(50) {
+        assert!(
+            json.contains(&format!("\"id\":\"{id}\"")),
+            "JSON lacks job {id}"
+        );
+    }
+    assert_eq!(
+        json.matches("\"password\":\"***\"").count(),
+        passwords.len(),
+        "every credential's password must show as \"***\" in the JSON"
+    );
+
+    for (what, o) in [
+        ("the run", &run),
+        ("--list --json", &json_run),
+        ("--list", &inst.run(&["--list"])),
+    ] {
+        let all = format!("{}{}", stdout_of(o), stderr_of(o));
+        for pw in &passwords {
+            assert!(
+                !all.contains(pw.as_str()) && !all.contains(&xml_escape(pw)),
+                "{what} printed a job password"
+            );
+        }
+        assert!(!all.contains(DEVICE_KEY), "{what} printed the device key");
+    }
+}
+
+#[test]
+fn list_before_any_profile_says_so() {
+    let inst = new_install();
+    let o = inst.run(&["--list"]);
+    assert_exit(&o, 0, "--list on an empty install");
+    let text = stdout_of(&o);
+    assert!(listed_ids(&text).is_empty(), "no jobs listed: {text}");
+    let (json, _) = list_json(&inst);
+    if let Err(e) = check_json(json.trim_end()) {
+        panic!("--list --json is not valid JSON: {e}\n{json}");
+    }
+    assert!(json.contains("\"jobs\":[]"), "no jobs in the JSON: {json}");
+}
+
+// ---------------------------------------------------------------------------
+// 2, 3. Unchanged profiles write nothing
+// ---------------------------------------------------------------------------
+
+#[test]
+fn second_run_sends_the_etag_gets_304_and_writes_nothing() {
+    let (inst, net) = first_run(profile_xml(DEVICE_ID, 50), "");
+    let etag = served_etag(&net);
+    let first = &net.profile_requests()[0];
+    assert_eq!(
+        first.header("if-none-match"),
+        None,
+        "a fresh store must not send If-None-Match"
+    );
+    age_store(&inst);
+    let before = snap(&inst);
+
+    run_ok(&inst, &[]);
+    let reqs = net.profile_requests();
+    assert_eq!(reqs.len(), 2, "one profile request per run");
+    assert_eq!(
+        reqs[1].header("if-none-match"),
+        Some(etag.as_str()),
+        "the second run must send If-None-Match with the stored ETag"
+    );
+    assert_eq!(reqs[1].status, 304);
+    assert_store_untouched(&before, &inst, "after a 304");
+    assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+}
+
+#[test]
+fn same_content_under_another_etag_writes_nothing() {
+    let profile = profile_xml(DEVICE_ID, 50);
+    let (inst, net) = first_run(profile.clone(), "");
+    age_store(&inst);
+    let before = snap(&inst);
+
+    net.set_profile(DEVICE_ID, profile.clone(), Some("\"another-etag\"".into()));
+    run_ok(&inst, &[]);
+    assert_eq!(net.profile_requests().last().unwrap().status, 200);
+    assert_store_untouched(&before, &inst, "after a 200 with the same content");
+
+    net.set_profile(DEVICE_ID, profile, None);
+    run_ok(&inst, &[]);
+    assert_eq!(net.profile_requests().last().unwrap().status, 200);
+    assert_store_untouched(
+        &before,
+        &inst,
+        "after a 200 with the same content and no ETag",
+    );
+    assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+}
+
+// ---------------------------------------------------------------------------
+// 4. A changed profile, and --dry-run
+// ---------------------------------------------------------------------------
+
+#[test]
+fn changed_profile_dry_run_then_update() {
+    let v1 = small_profile(
+        DEVICE_ID,
+        &[("1001", "CCS"), ("1002", "MSSQL"), ("1003", "FTP")],
+    );
+    let (inst, net) = first_run(v1, "");
+    let v1_etag = served_etag(&net);
+    // 1001 unchanged, 1002 changed (type), 1003 removed, 1004 added.
+    let v2 = small_profile_generated(
+        DEVICE_ID,
+        "2026-11-28T07:00:00Z",
+        &[("1001", "CCS"), ("1002", "SFTP"), ("1004", "RSYNC")],
+    );
+    let v2_etag = etag_for(&v2);
+    net.set_profile(DEVICE_ID, v2, Some(v2_etag.clone()));
+    age_store(&inst);
+    let before = snap(&inst);
+
+    let dry = inst.run(&["--dry-run"]);
+    assert_exit(&dry, 0, "--dry-run");
+    let text = stdout_of(&dry);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let (last, changes) = lines.split_last().expect("--dry-run printed nothing");
+    assert!(
+        last.starts_with("dry run:"),
+        "the last line of --dry-run must start with 'dry run:'\n{text}"
+    );
+    let got: BTreeSet<&str> = changes.iter().copied().collect();
+    let want: BTreeSet<&str> = [
+        "add     1004  Job 1004",
+        "change  1002  Job 1002",
+        "remove  1003",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want, "--dry-run change lines\n{text}");
+    assert_eq!(changes.len(), 3, "one line per change\n{text}");
+    assert_store_untouched(&before, &inst, "after --dry-run");
+    assert_eq!(
+        config_files(&inst, "backupjobs.db."),
+        Vec::<PathBuf>::new(),
+        "--dry-run must leave no files beside the store"
+    );
+    let listing = list(&inst);
+    assert_eq!(listed_ids(&listing), set(&["1001", "1002", "1003"]));
+    assert!(
+        listing.contains(&v1_etag),
+        "after --dry-run the old ETag stays"
+    );
+
+    run_ok(&inst, &[]);
+    let listing = list(&inst);
+    assert_eq!(
+        listed_ids(&listing),
+        set(&["1001", "1002", "1004"]),
+        "--list after the update:\n{listing}"
+    );
+    let row = listed_row(&listing, "1002").expect("job 1002 listed");
+    assert!(
+        row.split_whitespace().nth(1) == Some("SFTP"),
+        "job 1002 must now be SFTP: {row}"
+    );
+    assert!(
+        listing.contains(&v2_etag),
+        "--list shows the new ETag:\n{listing}"
+    );
+    assert!(
+        listing.contains("2026-11-28T07:00:00Z"),
+        "--list shows the new generated time:\n{listing}"
+    );
+    assert_eq!(store_mode(&inst), 0o600, "the new store is mode 0600 too");
+}
+
+#[test]
+fn empty_jobs_profile_empties_the_store() {
+    let (inst, net) = first_run(two_jobs(), "");
+    let empty = small_profile(DEVICE_ID, &[]);
+    net.set_profile(DEVICE_ID, empty.clone(), Some(etag_for(&empty)));
+    run_ok(&inst, &[]);
+    let listing = list(&inst);
+    assert!(
+        listed_ids(&listing).is_empty(),
+        "a profile with <jobs/> empty must empty the store:\n{listing}"
+    );
+    assert!(listing.contains(&etag_for(&empty)), "{listing}");
+}
+
+// ---------------------------------------------------------------------------
+// 5. Every status of PROTOCOL section 2
+// ---------------------------------------------------------------------------
+
+/// A first run, then a run that `setup` makes fail: expects exit `code`,
+/// one stderr line, the store byte-identical; returns that line.
+fn refused_run(code: i32, extra_ini: &str, setup: impl FnOnce(&TestNetwork)) -> String {
+    let (inst, net) = first_run(two_jobs(), "");
+    // A success would now change the store.
+    let v2 = small_profile(DEVICE_ID, &[("2001", "CCS")]);
+    net.set_profile(DEVICE_ID, v2.clone(), Some(etag_for(&v2)));
+    if !extra_ini.is_empty() {
+        inst.setup(&net, extra_ini);
+    }
+    setup(&net);
+    age_store(&inst);
+    let before = snap(&inst);
+    let o = inst.run(&[]);
+    assert_exit(&o, code, "refused run");
+    assert_stdout_empty(&o, "refused run");
+    assert_store_untouched(&before, &inst, "after a refused run");
+    assert_eq!(
+        listed_ids(&list(&inst)),
+        set(&["1001", "1002"]),
+        "the old jobs stay"
+    );
+    let lines = err_lines(&o);
+    assert_eq!(
+        lines.len(),
+        1,
+        "a refusal is one line on stderr\n{}",
+        show(&o)
+    );
+    lines.into_iter().next().unwrap()
+}
+
+#[test]
+fn status_401_wrong_key_exits_4_and_keeps_the_store() {
+    let line = refused_run(4, "[device]\nkey = not-the-right-key", |_| {});
+    assert!(line.contains("401"), "names the status: {line}");
+    assert!(
+        line.contains("key"),
+        "tells to check the device key: {line}"
+    );
+    assert!(!line.contains("not-the-right-key"), "no secret: {line}");
+}
+
+#[test]
+fn status_403_disabled_device_exits_4() {
+    let line = refused_run(4, "", |net| net.set_device_disabled(DEVICE_ID, true));
+    assert!(line.contains("403"), "names the status: {line}");
+    assert!(
+        line.contains("disabled"),
+        "says the device is disabled: {line}"
+    );
+}
+
+#[test]
+fn status_404_unknown_device_exits_4() {
+    let line = refused_run(4, "", |net| net.remove_device(DEVICE_ID));
+    assert!(line.contains("404"), "names the status: {line}");
+    assert!(
+        line.contains("regist") || line.contains("[device] id"),
+        "tells to check registration / [device] id: {line}"
+    );
+}
+
+/// One transient answer with `Retry-After: 1`, then the profile.
+fn transient_then_success(code: u16) {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    net.push_fault("/profile", status_fault(code, Some("1")));
+    let inst = new_install();
+    inst.setup(&net, "");
+    let o = run_ok(&inst, &[]);
+    let statuses: Vec<u16> = net.profile_requests().iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [code, 200],
+        "one retry after {code}\n{}",
+        show(&o)
+    );
+    assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+}
+
+#[test]
+fn status_429_with_retry_after_is_retried() {
+    transient_then_success(429);
+}
+
+#[test]
+fn status_503_with_retry_after_is_retried() {
+    transient_then_success(503);
+}
+
+#[test]
+fn status_500_past_the_retries_exits_3_and_keeps_the_store() {
+    let (inst, net) = first_run(two_jobs(), "");
+    let v2 = small_profile(DEVICE_ID, &[("2001", "CCS")]);
+    net.set_profile(DEVICE_ID, v2.clone(), Some(etag_for(&v2)));
+    // retries = 1: two attempts; a third 500 is queued in case it tries more.
+    for _ in 0..3 {
+        net.push_fault("/profile", status_fault(500, None));
+    }
+    age_store(&inst);
+    let before = snap(&inst);
+    let o = inst.run(&[]);
+    assert_exit(&o, 3, "500 on every attempt");
+    assert_stdout_empty(&o, "500 on every attempt");
+    assert_store_untouched(&before, &inst, "after repeated 500");
+    let statuses: Vec<u16> = net.profile_requests()[1..]
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [500, 500], "1 try + retries = 1");
+    let lines = err_lines(&o);
+    let last = lines.last().expect("an error on stderr");
+    assert!(last.contains("500"), "the final error names 500: {last}");
+    assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+}
+
+// ---------------------------------------------------------------------------
+// 6. Rejected profiles keep the old store
+// ---------------------------------------------------------------------------
+
+/// A first run with two jobs, then `bad` is served: expects exit 5, the store
+/// byte-identical, the old jobs listed; returns stderr.
+fn assert_rejected(bad: Vec<u8>, extra_ini: &str) -> String {
+    let (inst, net) = first_run(two_jobs(), extra_ini);
+    net.set_profile(DEVICE_ID, bad.clone(), Some(etag_for(&bad)));
+    age_store(&inst);
+    let before = snap(&inst);
+    let o = inst.run(&[]);
+    assert_exit(&o, 5, "rejected profile");
+    assert_stdout_empty(&o, "rejected profile");
+    assert_store_untouched(&before, &inst, "after a rejected profile");
+    assert_eq!(
+        listed_ids(&list(&inst)),
+        set(&["1001", "1002"]),
+        "the old jobs stay"
+    );
+    assert_eq!(
+        net.profile_requests().last().unwrap().status,
+        200,
+        "the profile was served"
+    );
+    let err = stderr_of(&o);
+    assert!(
+        !err.trim().is_empty(),
+        "a rejection is reported on stderr\n{}",
+        show(&o)
+    );
+    err
+}
+
+fn profile_with_jobs_xml(schema: &str, device: &str, jobs_xml: &str) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <profile schema=\"{schema}\" device=\"{device}\" generated=\"2026-11-27T07:00:00Z\">\n\
+         <jobs>\n{jobs_xml}</jobs>\n</profile>\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn rejects_a_profile_cut_short() {
+    let mut body = profile_xml(DEVICE_ID, 50);
+    body.truncate(body.len() / 2);
+    assert_rejected(body, "");
+}
+
+#[test]
+fn rejects_a_profile_for_another_device() {
+    let err = assert_rejected(small_profile("NAS-99999", &[("3001", "CCS")]), "");
+    assert!(
+        err.contains("NAS-99999"),
+        "names the profile's device: {err}"
+    );
+}
+
+#[test]
+fn rejects_schema_4_naming_both_versions() {
+    let body = profile_with_jobs_xml(
+        "4",
+        DEVICE_ID,
+        "<job id=\"3001\" name=\"J\" type=\"CCS\"/>\n",
+    );
+    let err = assert_rejected(body, "");
+    let line = err
+        .lines()
+        .find(|l| l.contains("schema"))
+        .unwrap_or_else(|| panic!("no line names the schema: {err}"));
+    assert!(
+        line.contains('4') && line.contains('3'),
+        "names both versions (4 and 3): {line}"
+    );
+}
+
+#[test]
+fn rejects_a_job_over_a_limit_naming_job_and_field() {
+    let long = format!("/share/{}", "a".repeat(5000));
+    let jobs = format!(
+        "<job id=\"1001\" name=\"Ok\" type=\"CCS\"><source path=\"/ok\"/></job>\n\
+         <job id=\"big-7\" name=\"Big\" type=\"CCS\"><source path=\"{long}\"/></job>\n"
+    );
+    let err = assert_rejected(profile_with_jobs_xml("3", DEVICE_ID, &jobs), "");
+    assert!(err.contains("big-7"), "names the job id: {err}");
+    assert!(
+        err.contains("source") && err.contains("path"),
+        "names the field (source path): {err}"
+    );
+}
+
+#[test]
+fn rejects_duplicate_job_ids() {
+    let body = small_profile(
+        DEVICE_ID,
+        &[("1001", "CCS"), ("5005", "FTP"), ("5005", "FTP")],
+    );
+    let err = assert_rejected(body, "");
+    assert!(err.contains("5005"), "names the duplicate id: {err}");
+}
+
+#[test]
+fn rejects_a_doctype() {
+    let good = String::from_utf8(small_profile(DEVICE_ID, &[("3001", "CCS")])).unwrap();
+    let (decl, rest) = good.split_once('\n').unwrap();
+    let body = format!("{decl}\n<!DOCTYPE profile [<!ENTITY x \"xxxxxxxxxx\">]>\n{rest}");
+    let err = assert_rejected(body.into_bytes(), "");
+    assert!(
+        err.to_ascii_lowercase().contains("doctype"),
+        "says why (DOCTYPE): {err}"
+    );
+}
+
+#[test]
+fn rejects_a_profile_over_max_profile_bytes() {
+    let big = profile_xml(DEVICE_ID, 50);
+    assert!(big.len() > 4 * 2048, "the profile is well over the limit");
+    assert!(two_jobs().len() < 2048, "the first profile fits the limit");
+    let err = assert_rejected(big, "[network]\nmax_profile_bytes = 2048");
+    assert!(
+        err.contains("max_profile_bytes"),
+        "names the setting: {err}"
+    );
+}
+
+#[test]
+fn rejects_an_oversized_profile_sent_without_gzip_too() {
+    // Same as above with an identity body: the limit holds either way.
+    let big = profile_xml(DEVICE_ID, 50);
+    let (inst, net) = first_run(two_jobs(), "[network]\nmax_profile_bytes = 2048");
+    net.set_gzip(false);
+    net.set_profile(DEVICE_ID, big.clone(), Some(etag_for(&big)));
+    age_store(&inst);
+    let before = snap(&inst);
+    let o = inst.run(&[]);
+    assert_exit(&o, 5, "oversized identity body");
+    assert_store_untouched(&before, &inst, "after an oversized body");
+}
+
+// ---------------------------------------------------------------------------
+// 7. --recreate
+// ---------------------------------------------------------------------------
+
+#[test]
+fn recreate_fetches_in_full_and_rewrites_the_store() {
+    let (inst, net) = first_run(profile_xml(DEVICE_ID, 50), "");
+    age_store(&inst);
+    let before = snap(&inst);
+
+    run_ok(&inst, &["--recreate"]);
+    let req = net.profile_requests().pop().unwrap();
+    assert_eq!(
+        req.header("if-none-match"),
+        None,
+        "--recreate must not send If-None-Match"
+    );
+    assert_eq!(req.status, 200);
+    let after = snap(&inst);
+    assert!(
+        after.mtime != before.mtime || after.ino != before.ino,
+        "--recreate must rewrite the store even when the content is unchanged"
+    );
+    assert_eq!(store_mode(&inst), 0o600);
+    assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+
+    // And the next ordinary run is a 304 again.
+    run_ok(&inst, &[]);
+    let req = net.profile_requests().pop().unwrap();
+    assert_eq!(
+        req.header("if-none-match"),
+        Some(served_etag(&net).as_str())
+    );
+    assert_eq!(req.status, 304);
+}
+
+// ---------------------------------------------------------------------------
+// 8. A corrupt store is moved aside and rebuilt
+// ---------------------------------------------------------------------------
+
+fn corrupt_store_is_rebuilt(damage: impl FnOnce(&[u8]) -> Vec<u8>) {
+    let (inst, net) = first_run(profile_xml(DEVICE_ID, 50), "");
+    let real = inst.db_bytes().unwrap();
+    let bad = damage(&real);
+    std::fs::write(inst.db_path(), &bad).unwrap();
+
+    let o = inst.run(&[]);
+    assert_exit(&o, 0, "run over a corrupt store");
+    assert_stdout_empty(&o, "run over a corrupt store");
+    let aside = config_files(&inst, "backupjobs.db.corrupt-");
+    assert_eq!(
+        aside.len(),
+        1,
+        "one Config/backupjobs.db.corrupt-* file\n{}",
+        show(&o)
+    );
+    assert!(
+        std::fs::read(&aside[0]).unwrap() == bad,
+        "the corrupt file keeps the damaged bytes"
+    );
+    let req = net.profile_requests().pop().unwrap();
+    assert_eq!(
+        req.header("if-none-match"),
+        None,
+        "a rebuilt store starts from a full download"
+    );
+    assert_eq!(req.status, 200);
+    assert_eq!(
+        listed_ids(&list(&inst)),
+        gen_ids(50),
+        "the store is rebuilt"
+    );
+    assert_eq!(store_mode(&inst), 0o600);
+    let err = stderr_of(&o);
+    assert!(
+        err.contains("backupjobs.db"),
+        "the damage is reported on stderr, naming the file\n{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn corrupt_store_of_random_bytes_is_moved_aside_and_rebuilt() {
+    corrupt_store_is_rebuilt(|_| {
+        let hex = random_hex(2 * 8192);
+        (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    });
+}
+
+#[test]
+fn truncated_store_is_moved_aside_and_rebuilt() {
+    corrupt_store_is_rebuilt(|real| real[..real.len() / 3].to_vec());
+}
+
+// ---------------------------------------------------------------------------
+// 9. The lock
+// ---------------------------------------------------------------------------
+
+#[test]
+fn second_run_while_one_is_running_exits_7() {
+    let (inst, mut net) = first_run(two_jobs(), "");
+    let v1 = inst.db_bytes().unwrap();
+    let v2 = profile_xml(DEVICE_ID, 50);
+    net.set_profile(DEVICE_ID, v2.clone(), Some(etag_for(&v2)));
+    net.push_fault(
+        "/profile",
+        Fault::Stall {
+            after_bytes: 200,
+            for_: Duration::from_secs(300),
+        },
+    );
+    let (mut first, mut first_err) = spawn_agent(&inst, &[]);
+    wait_until("the first run's profile request", || {
+        net.profile_requests()
+            .iter()
+            .any(|r| r.fault == Some("Stall"))
+    });
+
+    let second = inst.run(&[]);
+    assert_exit(&second, 7, "a run while another holds the lock");
+    assert_stdout_empty(&second, "locked run");
+    assert_eq!(
+        err_lines(&second).len(),
+        1,
+        "one line on stderr\n{}",
+        show(&second)
+    );
+    assert_eq!(
+        net.profile_requests().len(),
+        2,
+        "the locked run must not contact the network"
+    );
+
+    // End the first run by taking its network away.
+    net.stop();
+    let st = wait_child(&mut first, "the first run");
+    assert!(
+        !st.success(),
+        "the interrupted run cannot succeed: {st:?}\n{}",
+        read_file_all(&mut first_err)
+    );
+    assert!(
+        inst.db_bytes().unwrap() == v1,
+        "an interrupted download keeps the old store"
+    );
+
+    // The lock is free again.
+    let net2 = net_with_profile(NetOptions::default(), v2);
+    inst.setup(&net2, "");
+    run_ok(&inst, &[]);
+    assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+}
+
+#[test]
+fn a_killed_run_leaves_no_stale_lock() {
+    let (inst, net) = first_run(two_jobs(), "");
+    let v1 = inst.db_bytes().unwrap();
+    let v2 = profile_xml(DEVICE_ID, 50);
+    net.set_profile(DEVICE_ID, v2.clone(), Some(etag_for(&v2)));
+    net.push_fault(
+        "/profile",
+        Fault::Stall {
+            after_bytes: 200,
+            for_: Duration::from_secs(300),
+        },
+    );
+    let (mut agent, _err) = spawn_agent(&inst, &[]);
+    wait_until("the run's profile request", || {
+        net.profile_requests()
+            .iter()
+            .any(|r| r.fault == Some("Stall"))
+    });
+    agent.kill().expect("SIGKILL the agent");
+    let _ = agent.wait();
+
+    assert!(
+        inst.db_bytes().unwrap() == v1,
+        "a run killed mid-download leaves the old store"
+    );
+    assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+    run_ok(&inst, &[]);
+    assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+}
+
+// ---------------------------------------------------------------------------
+// 10, 11. Logs and secrets
+// ---------------------------------------------------------------------------
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn debug_logs_keep_no_secrets() {
+    let started = SystemTime::now();
+    let profile = profile_xml(DEVICE_ID, 50);
+    let passwords = attr_values(&profile, "password");
+    assert!(!passwords.is_empty());
+    let (inst, net) = {
+        let net = net_with_profile(NetOptions::default(), profile);
+        let inst = new_install();
+        inst.setup(&net, "");
+        (inst, net)
+    };
+    let wrong_key = "wr0ng-k3y-for-the-401-test";
+    let mut outputs = Vec::new();
+
+    let o = inst.run(&["-d"]);
+    assert_exit(&o, 0, "-d first run");
+    assert_stdout_empty(&o, "-d first run");
+    outputs.push(o);
+    outputs.push(inst.run(&["--list"]));
+    outputs.push(inst.run(&["--list", "--json"]));
+    // A 401 with the right key, then the wrong key.
+    net.push_fault("/profile", status_fault(401, None));
+    let o = inst.run(&["-d"]);
+    assert_exit(&o, 4, "-d run answered 401");
+    outputs.push(o);
+    inst.setup(&net, &format!("[device]\nkey = {wrong_key}"));
+    let o = inst.run(&["-d"]);
+    assert_exit(&o, 4, "-d run with a wrong key");
+    outputs.push(o);
+    assert_eq!(
+        net.profile_requests()
+            .iter()
+            .map(|r| r.status)
+            .collect::<Vec<_>>(),
+        [200, 401, 401]
+    );
+
+    let mut secrets: Vec<(String, String)> = vec![
+        ("the device key".into(), DEVICE_KEY.into()),
+        ("the wrong device key".into(), wrong_key.into()),
+        (
+            "the Basic credentials".into(),
+            base64_encode(format!("{DEVICE_ID}:{DEVICE_KEY}").as_bytes()),
+        ),
+        (
+            "the wrong Basic credentials".into(),
+            base64_encode(format!("{DEVICE_ID}:{wrong_key}").as_bytes()),
+        ),
+    ];
+    for pw in &passwords {
+        secrets.push(("a job password".into(), pw.clone()));
+        secrets.push(("a job password (escaped)".into(), xml_escape(pw)));
+    }
+    let mut places: Vec<(String, String)> = Vec::new();
+    for (i, o) in outputs.iter().enumerate() {
+        places.push((format!("stdout of run {i}"), stdout_of(o)));
+        places.push((format!("stderr of run {i}"), stderr_of(o)));
+    }
+    let spool = files_under(&inst.path("Spool"));
+    assert!(!spool.is_empty(), "-d wrote no log file");
+    for p in &spool {
+        places.push((
+            p.display().to_string(),
+            String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned(),
+        ));
+    }
+    for (where_, text) in &places {
+        for (what, secret) in &secrets {
+            assert!(!text.contains(secret.as_str()), "{where_} contains {what}");
+        }
+    }
+
+    let logs = todays_logs(&inst, started);
+    assert!(
+        !logs.is_empty(),
+        "no Spool/Logs/gp<YYYYMMDD>.log for today; files: {spool:?}"
+    );
+    let log = read_all(&logs);
+    let profile_path = format!("/v3/devices/{DEVICE_ID}/profile");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&profile_path) && l.contains("200")),
+        "the -d log names the request and its status 200:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&profile_path) && l.contains("401")),
+        "the -d log names the request and its status 401:\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("50 jobs")),
+        "the -d log holds the run's summary (50 jobs):\n{log}"
+    );
+}
+
+#[test]
+fn without_debug_one_summary_line_per_run() {
+    let started = SystemTime::now();
+    let (inst, net) = first_run(two_jobs(), "");
+    run_ok(&inst, &[]);
+    let logs = todays_logs(&inst, started);
+    assert!(!logs.is_empty(), "no day log file: {:?}", inst.log_files());
+    let log = read_all(&logs);
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 2, "two runs, two summary lines:\n{log}");
+    assert!(
+        lines.iter().all(|l| l.contains("profile")),
+        "each summary line mentions the profile:\n{log}"
+    );
+
+    // A warning (a retried 503) goes to stderr, not to the log file.
+    net.push_fault("/profile", status_fault(503, Some("1")));
+    let o = run_ok(&inst, &[]);
+    assert!(
+        stderr_of(&o).contains("503"),
+        "the retry warning is on stderr\n{}",
+        show(&o)
+    );
+    let log = read_all(&todays_logs(&inst, started));
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 3, "one more summary line:\n{log}");
+    assert!(
+        !log.contains("503"),
+        "without -d the warning is not in the log file:\n{log}"
+    );
+
+    // An error: on stderr, and the run still leaves one summary line.
+    net.set_device_disabled(DEVICE_ID, true);
+    let o = inst.run(&[]);
+    assert_exit(&o, 4, "disabled device");
+    assert!(stderr_of(&o).contains("403"), "{}", show(&o));
+    let log = read_all(&todays_logs(&inst, started));
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "one summary line for the failed run:\n{log}"
+    );
+}
+
+#[test]
+fn old_logs_are_removed_recent_ones_kept() {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    let inst = new_install();
+    inst.setup(&net, "");
+    let logs = inst.path("Spool/Logs");
+    let recent = format!(
+        "gp{}.log",
+        day_stamp(SystemTime::now() - Duration::from_secs(5 * 86_400))
+    );
+    std::fs::write(logs.join("gp20000101.log"), "very old\n").unwrap();
+    std::fs::write(logs.join(&recent), "recent\n").unwrap();
+    std::fs::write(logs.join("notes.txt"), "not a log\n").unwrap();
+
+    run_ok(&inst, &[]);
+    assert!(
+        !logs.join("gp20000101.log").exists(),
+        "a log from 2000 is removed (days_of_logs = 90)"
+    );
+    assert_eq!(
+        std::fs::read_to_string(logs.join(&recent)).unwrap(),
+        "recent\n",
+        "a 5-day-old log is kept untouched"
+    );
+    assert!(logs.join("notes.txt").exists(), "other files are kept");
+
+    // days_of_logs = 3: the 5-day-old one goes too, today's stays.
+    inst.setup(&net, "[defaults]\ndays_of_logs = 3");
+    run_ok(&inst, &[]);
+    assert!(
+        !logs.join(&recent).exists(),
+        "with days_of_logs = 3 a 5-day-old log is removed"
+    );
+    assert!(
+        !todays_logs(&inst, SystemTime::now() - Duration::from_secs(60)).is_empty(),
+        "today's log is kept"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 13. cron and installed layouts
+// ---------------------------------------------------------------------------
+
+#[test]
+fn runs_as_busybox_cron_would() {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    let inst = new_install();
+    inst.setup(&net, "");
+    let o = inst.run_cron_like(&[]);
+    assert_exit(&o, 0, "cron-like run");
+    assert_stdout_empty(&o, "cron-like run");
+    assert!(
+        inst.db_path().is_file(),
+        "the store is written under the root"
+    );
+    assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+    assert!(
+        !inst.log_files().is_empty(),
+        "the summary is logged under the root's Spool/Logs"
+    );
+}
+
+#[test]
+fn runs_from_root_bin_without_cncop_home() {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    let inst = new_install();
+    inst.setup(&net, "");
+    let o = inst.run_installed_copy(&[]);
+    assert_exit(&o, 0, "installed copy");
+    assert_stdout_empty(&o, "installed copy");
+    assert!(
+        inst.db_path().is_file(),
+        "the store is written under the root"
+    );
+    assert!(!inst.log_files().is_empty(), "logged under the root");
+    let o = inst.run_installed_copy(&["--list"]);
+    assert_exit(&o, 0, "installed copy --list");
+    assert_eq!(listed_ids(&stdout_of(&o)), set(&["1001", "1002"]));
+}
+
+// ---------------------------------------------------------------------------
+// 14. Request headers, one connection
+// ---------------------------------------------------------------------------
+
+#[test]
+fn requests_identify_the_agent() {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    let inst = new_install();
+    inst.setup(&net, "");
+    run_ok(&inst, &[]);
+    run_ok(&inst, &[]);
+
+    let reqs = net.requests();
+    assert_eq!(reqs.len(), 2, "one request per run: {reqs:?}");
+    let ua = format!(
+        "cncopgetprofile/{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        env!("CNCOP_TARGET")
+    );
+    let auth = basic_auth(DEVICE_ID, DEVICE_KEY);
+    for r in &reqs {
+        assert!(r.tls, "over TLS");
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, profile_path(DEVICE_ID));
+        assert_eq!(r.header("user-agent"), Some(ua.as_str()), "User-Agent");
+        assert_eq!(r.header("accept"), Some("application/xml"), "Accept");
+        assert_eq!(
+            r.header("authorization"),
+            Some(auth.as_str()),
+            "HTTP Basic with the device id and key"
+        );
+    }
+}
+
+#[test]
+fn a_retried_request_reuses_the_connection() {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    // Two requests in one run: a 503 (keep-alive, with a body) then the profile.
+    net.push_fault("/profile", status_fault(503, Some("1")));
+    let inst = new_install();
+    inst.setup(&net, "");
+    run_ok(&inst, &[]);
+
+    let reqs = net.requests();
+    let seen: Vec<(u64, u16)> = reqs.iter().map(|r| (r.conn, r.status)).collect();
+    assert_eq!(reqs.len(), 2, "503 then 200: {seen:?}");
+    assert!(
+        reqs.iter().all(|r| r.header("connection").is_none()),
+        "the agent does not ask to close"
+    );
+    assert_eq!(
+        reqs[0].conn, reqs[1].conn,
+        "all requests of one run on one keep-alive connection (conn, status): {seen:?}"
+    );
+    assert_eq!(net.connections(), 1, "one connection for the run");
+}
+
+#[test]
+fn profile_and_update_check_share_one_connection() {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    let inst = new_install();
+    inst.setup(&net, "");
+    // --update: the update check runs after the profile (204: no update).
+    run_ok(&inst, &["--update"]);
+
+    let reqs = net.requests();
+    let seen: Vec<(u64, String, u16)> = reqs
+        .iter()
+        .map(|r| (r.conn, r.path.clone(), r.status))
+        .collect();
+    assert!(reqs.len() >= 2, "profile and update check: {seen:?}");
+    assert!(
+        reqs.iter().all(|r| r.conn == reqs[0].conn),
+        "all requests of one run on one keep-alive connection: {seen:?}"
+    );
+    assert_eq!(net.connections(), 1, "one connection for the run: {seen:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 16. Plain http for the lab
+// ---------------------------------------------------------------------------
+
+#[test]
+fn plain_http_with_allow_insecure_http_works_and_warns_every_run() {
+    let net = net_with_profile(
+        NetOptions {
+            plain_http: true,
+            ..NetOptions::default()
+        },
+        two_jobs(),
+    );
+    let inst = new_install();
+    inst.setup(&net, "");
+    assert!(
+        std::fs::read_to_string(inst.ini_path())
+            .unwrap()
+            .contains("allow_insecure_http = On")
+    );
+    for run in ["first", "second"] {
+        let o = run_ok(&inst, &[]);
+        let err = stderr_of(&o).to_ascii_lowercase();
+        assert!(
+            err.contains("insecure") || err.contains("without tls"),
+            "the {run} run warns about plain http on stderr\n{}",
+            show(&o)
+        );
+    }
+    let statuses: Vec<u16> = net.profile_requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 304]);
+    assert!(net.requests().iter().all(|r| !r.tls));
+    assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+}

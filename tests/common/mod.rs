@@ -1,0 +1,680 @@
+//! Harness for end-to-end tests of the `cncopgetprofile` binary: a throwaway
+//! install root, the local cncop network (`tests/localnet/net.rs`), profile
+//! makers, and a raw HTTPS client for testing the network itself.
+//!
+//! Each test crate uses a subset of this module, hence `allow(dead_code)`.
+#![allow(dead_code)]
+
+#[path = "../localnet/net.rs"]
+pub mod net;
+
+#[allow(unused_imports)]
+pub use net::{
+    DEFAULT_BASE_PATH, DEFAULT_DEVICE, Fault, Leaf, NetOptions, Pki, Recorded, ServerCert,
+    TestNetwork, TlsVersions, base64_decode, crc32, etag_for, http_date, random_hex,
+};
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The agent binary under test.
+pub const AGENT: &str = env!("CARGO_BIN_EXE_cncopgetprofile");
+/// `tools/genprofile` of the shared folder.
+pub const GENPROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tools/genprofile");
+
+/// Device id and key that [`Install::ini_for`] writes and [`standard_net`]
+/// registers.
+pub const DEVICE_ID: &str = DEFAULT_DEVICE;
+pub const DEVICE_KEY: &str = "k3y-0f-NAS-00042-for-tests";
+
+/// A network with [`DEVICE_ID`]/[`DEVICE_KEY`] registered (no profile yet).
+pub fn standard_net(opts: NetOptions) -> TestNetwork {
+    let net = TestNetwork::start(opts);
+    net.add_device(DEVICE_ID, DEVICE_KEY);
+    net
+}
+
+/// A network with the standard device and `profile` served under its
+/// content ETag ([`etag_for`]).
+pub fn net_with_profile(opts: NetOptions, profile: Vec<u8>) -> TestNetwork {
+    let net = standard_net(opts);
+    let etag = etag_for(&profile);
+    net.set_profile(DEVICE_ID, profile, Some(etag));
+    net
+}
+
+// ---------------------------------------------------------------------------
+// Install root
+// ---------------------------------------------------------------------------
+
+/// A throwaway install root with `Config/`, `Spool/Logs/`, `bin/`.
+pub struct Install {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Install {
+    fn default() -> Self {
+        Install::new()
+    }
+}
+
+impl Install {
+    pub fn new() -> Install {
+        let dir = tempfile::Builder::new()
+            .prefix("cncop-install-")
+            .tempdir()
+            .expect("temp dir");
+        for sub in ["Config", "Spool/Logs", "bin"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("create install folders");
+        }
+        Install { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `root/rel`.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn ini_path(&self) -> PathBuf {
+        self.path("Config/cncop3.ini")
+    }
+
+    /// Writes `Config/cncop3.ini`.
+    pub fn write_ini(&self, text: &str) {
+        std::fs::write(self.ini_path(), text).expect("write cncop3.ini");
+    }
+
+    /// Writes the network's CA as `Config/ca.pem` and returns a valid INI for
+    /// it (device [`DEVICE_ID`]/[`DEVICE_KEY`], `ca_file = Config/ca.pem`,
+    /// `splay = 0`, `retries = 1`, autoupdate and firewall Off; for a plain
+    /// HTTP network also `allow_insecure_http = On`), merged with
+    /// `extra_sections` (INI text: a key given there replaces the base one in
+    /// the same section, new keys and sections are added, and a line `-key`
+    /// removes `key` from the current section).
+    pub fn ini_for(&self, net: &TestNetwork, extra_sections: &str) -> String {
+        net.write_ca(&self.path("Config")).expect("write ca.pem");
+        let mut base = vec![
+            (
+                "device".to_string(),
+                vec![
+                    ("id", DEVICE_ID.to_string()),
+                    ("key", DEVICE_KEY.to_string()),
+                ],
+            ),
+            (
+                "network".to_string(),
+                vec![
+                    ("url", net.url()),
+                    ("ca_file", "Config/ca.pem".to_string()),
+                    ("splay", "0".to_string()),
+                    ("retries", "1".to_string()),
+                ],
+            ),
+            (
+                "version".to_string(),
+                vec![("autoupdate", "Off".to_string())],
+            ),
+            ("firewall".to_string(), vec![("enabled", "Off".to_string())]),
+        ]
+        .into_iter()
+        .map(|(s, kv)| {
+            (
+                s,
+                kv.into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect::<Vec<_>>();
+        if net.is_plain() {
+            base[1]
+                .1
+                .push(("allow_insecure_http".to_string(), "On".to_string()));
+        }
+        merge_ini(&mut base, extra_sections);
+        render_ini(&base)
+    }
+
+    /// `write_ini(ini_for(net, extra_sections))`.
+    pub fn setup(&self, net: &TestNetwork, extra_sections: &str) {
+        let ini = self.ini_for(net, extra_sections);
+        self.write_ini(&ini);
+    }
+
+    /// Runs the agent with the test's environment plus `CNCOP_HOME=root`,
+    /// stdin null; panics if it runs longer than [`RUN_LIMIT`].
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_limited(args, RUN_LIMIT)
+    }
+
+    /// [`Install::run`] with a chosen time limit (the agent is killed and the
+    /// test panics, showing its stderr, when it is exceeded).
+    pub fn run_limited(&self, args: &[&str], limit: Duration) -> Output {
+        let mut cmd = Command::new(AGENT);
+        cmd.args(args).env("CNCOP_HOME", self.root());
+        exec(cmd, limit)
+    }
+
+    /// Runs the agent as busybox cron would: empty environment except
+    /// `CNCOP_HOME`, working directory `/`, stdin null.
+    pub fn run_cron_like(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(AGENT);
+        cmd.args(args)
+            .env_clear()
+            .env("CNCOP_HOME", self.root())
+            .current_dir("/");
+        exec(cmd, RUN_LIMIT)
+    }
+
+    /// Runs the agent without `CNCOP_HOME`, from a copy placed in
+    /// `root/bin/` (so the root is found as the binary's grandparent).
+    pub fn run_installed_copy(&self, args: &[&str]) -> Output {
+        let exe = self.path("bin/cncopgetprofile");
+        if !exe.exists() {
+            std::fs::copy(AGENT, &exe).expect("copy agent into bin/");
+        }
+        let mut cmd = Command::new(&exe);
+        cmd.args(args).env_remove("CNCOP_HOME").current_dir("/");
+        exec(cmd, RUN_LIMIT)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.path("Config/backupjobs.db")
+    }
+
+    /// Bytes of `Config/backupjobs.db`, if it exists.
+    pub fn db_bytes(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.db_path()).ok()
+    }
+
+    /// Modification time of `Config/backupjobs.db`, if it exists.
+    pub fn db_mtime(&self) -> Option<SystemTime> {
+        std::fs::metadata(self.db_path())
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    /// Files in `Spool/Logs/`, sorted.
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.path("Spool/Logs"))
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// All of `Spool/Logs/`, concatenated (lossy UTF-8).
+    pub fn read_logs(&self) -> String {
+        let mut s = String::new();
+        for p in self.log_files() {
+            if let Ok(b) = std::fs::read(&p) {
+                s.push_str(&String::from_utf8_lossy(&b));
+            }
+        }
+        s
+    }
+}
+
+/// Longest an agent run may take in [`Install::run`] and friends.
+pub const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `cmd` with stdin null and stdout/stderr captured (through anonymous
+/// temp files, so no pipe can fill up), killing it after `limit`.
+pub fn exec(mut cmd: Command, limit: Duration) -> Output {
+    use std::io::Seek;
+    let mut out = tempfile::tempfile().expect("temp file");
+    let mut err = tempfile::tempfile().expect("temp file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(err.try_clone().expect("dup"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let start = std::time::Instant::now();
+    let (status, timed_out) = loop {
+        if let Some(st) = child.try_wait().expect("wait for the agent") {
+            break (st, false);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            break (child.wait().expect("wait for the agent"), true);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let read = |f: &mut std::fs::File| {
+        let mut v = Vec::new();
+        f.rewind().expect("rewind");
+        f.read_to_end(&mut v).expect("read captured output");
+        v
+    };
+    let output = Output {
+        status,
+        stdout: read(&mut out),
+        stderr: read(&mut err),
+    };
+    if timed_out {
+        panic!(
+            "{cmd:?} still running after {limit:?}; killed. stderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output
+}
+
+fn merge_ini(base: &mut Vec<(String, Vec<(String, String)>)>, extra: &str) {
+    let mut section: Option<usize> = None;
+    for line in extra.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            let name = name.trim();
+            let idx = match base.iter().position(|(s, _)| s == name) {
+                Some(i) => i,
+                None => {
+                    base.push((name.to_string(), Vec::new()));
+                    base.len() - 1
+                }
+            };
+            section = Some(idx);
+            continue;
+        }
+        let Some(idx) = section else {
+            panic!("ini_for: line {t:?} outside any [section]");
+        };
+        let keys = &mut base[idx].1;
+        if let Some(k) = t.strip_prefix('-') {
+            let k = k.trim();
+            keys.retain(|(key, _)| !key.eq_ignore_ascii_case(k));
+            continue;
+        }
+        let (k, v) = t
+            .split_once('=')
+            .or_else(|| t.split_once(':'))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .unwrap_or((t, ""));
+        match keys.iter_mut().find(|(key, _)| key.eq_ignore_ascii_case(k)) {
+            Some(slot) => slot.1 = v.to_string(),
+            None => keys.push((k.to_string(), v.to_string())),
+        }
+    }
+}
+
+fn render_ini(sections: &[(String, Vec<(String, String)>)]) -> String {
+    let mut s = String::new();
+    for (name, keys) in sections {
+        s.push_str(&format!("[{name}]\n"));
+        for (k, v) in keys {
+            s.push_str(&format!("{k} = {v}\n"));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------
+// Profiles
+// ---------------------------------------------------------------------------
+
+/// A profile of `n_jobs` jobs for `device`, made by `tools/genprofile`
+/// (deterministic, seed 1).
+pub fn profile_xml(device: &str, n_jobs: usize) -> Vec<u8> {
+    profile_xml_with(device, n_jobs, 1, "2026-11-27T07:00:00Z")
+}
+
+/// `tools/genprofile --jobs N --device D --seed S --generated G`.
+pub fn profile_xml_with(device: &str, n_jobs: usize, seed: u64, generated: &str) -> Vec<u8> {
+    let out = Command::new("python3")
+        .arg(GENPROFILE)
+        .args(["--jobs", &n_jobs.to_string(), "--device", device])
+        .args(["--seed", &seed.to_string(), "--generated", generated])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3 tools/genprofile");
+    assert!(
+        out.status.success(),
+        "genprofile failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A small hand-written profile: one job per `(id, type)`, named
+/// `Job <id>`, enabled, with one source and a loopback target.
+pub fn small_profile(device: &str, jobs: &[(&str, &str)]) -> Vec<u8> {
+    small_profile_generated(device, "2026-11-27T07:00:00Z", jobs)
+}
+
+/// [`small_profile`] with a chosen `generated` time.
+pub fn small_profile_generated(device: &str, generated: &str, jobs: &[(&str, &str)]) -> Vec<u8> {
+    let mut s = String::new();
+    s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    s.push_str(&format!(
+        "<profile schema=\"3\" device=\"{}\" generated=\"{}\">\n",
+        xml_escape(device),
+        xml_escape(generated)
+    ));
+    s.push_str("  <jobs>\n");
+    for (id, ty) in jobs {
+        let id = xml_escape(id);
+        let ty = xml_escape(ty);
+        s.push_str(&format!(
+            "    <job id=\"{id}\" name=\"Job {id}\" type=\"{ty}\" enabled=\"yes\" \
+             schedule=\"0 30 1 * * *\" retries=\"1\">\n"
+        ));
+        s.push_str(&format!("      <source path=\"/share/job{id}\"/>\n"));
+        s.push_str("      <target host=\"127.0.1.1\" port=\"443\"/>\n");
+        s.push_str("    </job>\n");
+    }
+    s.push_str("  </jobs>\n</profile>\n");
+    s.into_bytes()
+}
+
+/// Escapes the five XML special characters.
+pub fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+// ---------------------------------------------------------------------------
+// A raw HTTP(S) client, for testing the network itself
+// ---------------------------------------------------------------------------
+
+/// Standard base64 with padding.
+pub fn base64_encode(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `Basic <base64(user:password)>`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64_encode(format!("{user}:{password}").as_bytes())
+    )
+}
+
+/// A client config (ring provider) trusting only `ca_der`, optionally with
+/// a client certificate.
+pub fn client_config(ca_der: &[u8], client: Option<&Leaf>) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca_der.to_vec()))
+        .expect("add CA");
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots);
+    let cfg = match client {
+        Some(leaf) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from(leaf.cert_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone())),
+            )
+            .expect("client cert"),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(cfg)
+}
+
+/// An HTTP response as read by [`RawClient`].
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The body ended before `Content-Length` (connection closed).
+    pub truncated: bool,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+enum RawIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Read for RawIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            RawIo::Plain(s) => s.read(buf),
+            RawIo::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for RawIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            RawIo::Plain(s) => s.write(buf),
+            RawIo::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            RawIo::Plain(s) => s.flush(),
+            RawIo::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// One keep-alive connection to a [`TestNetwork`], speaking just enough
+/// HTTP/1.1 (Content-Length bodies) to test it.
+pub struct RawClient {
+    io: RawIo,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Connects to `net` (TLS trusting the net's CA, server name
+    /// `127.0.0.1`; or plain).
+    pub fn connect(net: &TestNetwork) -> io::Result<RawClient> {
+        Self::connect_with(net, None, "127.0.0.1")
+    }
+
+    /// Connects with an optional client certificate and a chosen server name
+    /// (`127.0.0.1` or `localhost`); TLS errors come back as `io::Error`.
+    pub fn connect_with(
+        net: &TestNetwork,
+        client: Option<&Leaf>,
+        server_name: &str,
+    ) -> io::Result<RawClient> {
+        let sock = TcpStream::connect(net.addr())?;
+        sock.set_read_timeout(Some(Duration::from_secs(20)))?;
+        sock.set_write_timeout(Some(Duration::from_secs(20)))?;
+        if net.is_plain() {
+            return Ok(RawClient {
+                io: RawIo::Plain(sock),
+                buf: Vec::new(),
+            });
+        }
+        let cfg = client_config(net.pki().ca_der(), client);
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let conn = rustls::ClientConnection::new(cfg, name).map_err(io::Error::other)?;
+        let mut stream = rustls::StreamOwned::new(conn, sock);
+        // Drive the handshake now, so certificate errors surface here.
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        Ok(RawClient {
+            io: RawIo::Tls(Box::new(stream)),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends `METHOD path` (path includes the base path and query) with
+    /// `Host` and these headers; adds Content-Length for a body.
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<()> {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        self.io.write_all(req.as_bytes())?;
+        self.io.write_all(body)?;
+        self.io.flush()
+    }
+
+    /// Writes raw bytes on the connection.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.io.write_all(bytes)?;
+        self.io.flush()
+    }
+
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut tmp = [0u8; 64 * 1024];
+        match self.io.read(&mut tmp) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                Ok(n)
+            }
+            // A server that closes without close_notify.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads one response (to a request of `method`).
+    pub fn read_response(&mut self, method: &str) -> io::Result<RawResponse> {
+        let head_end = loop {
+            if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p;
+            }
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before a response head",
+                ));
+            }
+        };
+        let head: Vec<u8> = self.buf.drain(..head_end + 4).collect();
+        let head = String::from_utf8_lossy(&head[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let mut resp = RawResponse {
+            status,
+            headers,
+            body: Vec::new(),
+            truncated: false,
+        };
+        if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status) {
+            return Ok(resp);
+        }
+        let len: Option<usize> = resp.header("content-length").and_then(|v| v.parse().ok());
+        match len {
+            Some(len) => {
+                while self.buf.len() < len {
+                    if self.fill()? == 0 {
+                        resp.truncated = true;
+                        break;
+                    }
+                }
+                let n = len.min(self.buf.len());
+                resp.body = self.buf.drain(..n).collect();
+            }
+            None => {
+                while self.fill()? != 0 {}
+                resp.body = std::mem::take(&mut self.buf);
+            }
+        }
+        Ok(resp)
+    }
+
+    /// `send` then `read_response`.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<RawResponse> {
+        self.send(method, path, headers, body)?;
+        self.read_response(method)
+    }
+
+    /// Bytes of a received response body so far when the peer stops
+    /// sending: reads until `n` bytes are buffered or EOF/timeout.
+    pub fn read_raw(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            if self.fill()? == 0 {
+                break;
+            }
+        }
+        let k = n.min(self.buf.len());
+        Ok(self.buf.drain(..k).collect())
+    }
+
+    /// Sets the socket read timeout.
+    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match &self.io {
+            RawIo::Plain(s) => s.set_read_timeout(d),
+            RawIo::Tls(s) => s.sock.set_read_timeout(d),
+        }
+    }
+}
+
+/// Path of the standard device's profile on `net` (base path included).
+pub fn profile_path(device: &str) -> String {
+    format!("{DEFAULT_BASE_PATH}/v3/devices/{device}/profile")
+}
