@@ -75,6 +75,11 @@ impl Client {
             .user_agent(user_agent())
             .max_redirects(5)
             .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
+            // ureq's 128 KiB default buffers are a tenth of the agent's
+            // memory budget; headers of this API are small.
+            .input_buffer_size(32 * 1024)
+            .output_buffer_size(16 * 1024)
+            .max_response_header_size(16 * 1024)
             .max_idle_connections(1)
             .max_idle_connections_per_host(1)
             .tls_config(tls)
@@ -234,6 +239,13 @@ impl Client {
                                 .get("retry-after")
                                 .and_then(|v| v.to_str().ok())
                                 .and_then(|v| clock::parse_retry_after(v, clock::system_now()));
+                            // Reading the (short) error body lets the
+                            // connection be reused for the retry.
+                            let _ = resp
+                                .into_body()
+                                .into_with_config()
+                                .limit(64 * 1024)
+                                .read_to_vec();
                             (
                                 Error::Network(format!(
                                     "{url} answered {status} (try again later)"

@@ -587,6 +587,8 @@ mod tests {
     use std::io;
 
     const DEVICE: &str = "NAS-00042";
+    /// Jobs in the document split at every offset: about 4 KiB.
+    const RICH_JOBS: usize = 5;
 
     /// PROTOCOL section 2.1's example, verbatim.
     const EXAMPLE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -921,7 +923,7 @@ mod tests {
     /// Multi-byte UTF-8, entities, character references, CDATA, comments,
     /// PIs, CRLF and lone CR, a BOM, an XML declaration, unknown elements and
     /// attributes: a few KiB.
-    pub(super) fn rich_doc() -> String {
+    fn rich_doc(jobs: usize) -> String {
         use std::fmt::Write as _;
         let mut d = String::from(
             "\u{FEFF}<?xml version=\"1.0\" encoding=\"utf-8\"?>\r\n<!-- made for tests -->\r\n<?cncop hint=\"x\"?>\r\n",
@@ -929,10 +931,10 @@ mod tests {
         d.push_str("<profile schema='3' device=\"NAS-00042\" generated=\"2026-11-27T07:00:00Z\" future=\"ignored\">\r\n");
         d.push_str("  <firewall>\r\n    <endpoint host=\"prime3.cncop.example.net\" port=\"443\" purpose=\"prime\"/>\r\n    <endpoint host='127.0.0.1' port=\"8443\" proto=\"udp\"/>\r\n  </firewall>\r\n");
         d.push_str("  <extension><deep a=\"1\"><job id=\"not a job\">ignored &amp; text</job></deep></extension>\r\n  <jobs>\r\n");
-        for i in 0..8 {
+        for i in 0..jobs {
             let kind = [
                 "CCS", "CIFS", "FTP", "FTPS", "MSSQL", "SFTP", "RSYNC", "WIMG",
-            ][i];
+            ][i % 8];
             let enabled = if i % 2 == 0 { "yes" } else { "no" };
             write!(
                 d,
@@ -956,10 +958,10 @@ mod tests {
 
     #[test]
     fn the_rich_document_means_what_it_says() {
-        let doc = rich_doc();
+        let doc = rich_doc(RICH_JOBS);
         assert!(doc.len() > 4096, "{}", doc.len());
         let (sink, summary) = keep(&doc);
-        assert_eq!((summary.jobs, summary.endpoints), (8, 2));
+        assert_eq!((summary.jobs, summary.endpoints), (RICH_JOBS, 2));
         assert_eq!(sink.endpoints[1].proto, "udp");
         let job = &sink.jobs[3];
         assert_eq!(job.id, "1003");
@@ -987,13 +989,13 @@ mod tests {
 
     #[test]
     fn every_split_of_the_body_gives_the_same_sink_calls() {
-        let doc = rich_doc();
+        let doc = rich_doc(RICH_JOBS);
         let data = doc.as_bytes();
         let whole = outcome(data, Limits::DEFAULT);
         let Ok((calls, summary)) = &whole else {
             panic!("{whole:?}")
         };
-        assert_eq!(calls.len(), 1 + 2 + 8);
+        assert_eq!(calls.len(), 1 + 2 + RICH_JOBS);
         assert_eq!(summary.bytes, data.len() as u64);
         for at in 1..data.len() {
             assert_eq!(
@@ -1022,40 +1024,80 @@ mod tests {
         }
     }
 
-    #[test]
-    fn malformed_documents_fail_the_same_way_at_every_split() {
-        let good = rich_doc();
-        let nth =
-            |pattern: &str, n: usize| good.match_indices(pattern).nth(n).map(|(i, _)| i).unwrap();
-        let replace_nth = |pattern: &str, n: usize, with: &str| {
-            let at = nth(pattern, n);
-            let mut d = good.clone().into_bytes();
-            d.splice(at..at + pattern.len(), with.bytes());
-            d
+    /// `rich_doc(2)` with the `n`th `pattern` replaced by `with`.
+    fn broken(pattern: &str, n: usize, with: &str) -> Vec<u8> {
+        let good = rich_doc(2);
+        let at = nth(&good, pattern, n);
+        let mut d = good.into_bytes();
+        d.splice(at..at + pattern.len(), with.bytes());
+        d
+    }
+
+    fn nth(doc: &str, pattern: &str, n: usize) -> usize {
+        doc.match_indices(pattern).nth(n).map(|(i, _)| i).unwrap()
+    }
+
+    /// The same refusal, containing `expected`, and the same sink calls
+    /// before it, however the reads split `doc`.
+    fn fails_the_same_at_every_split(doc: &[u8], expected: &str) {
+        let whole = outcome(doc, Limits::DEFAULT);
+        let Err((_, msg)) = &whole else {
+            panic!("accepted: {expected}")
         };
+        assert!(
+            msg.contains(expected),
+            "{msg:?} does not contain {expected:?}"
+        );
+        for at in 1..doc.len() {
+            assert_eq!(
+                outcome(split_at(doc, at), Limits::DEFAULT),
+                whole,
+                "split at {at}: {expected}"
+            );
+        }
+        let one_byte = Reads {
+            data: doc,
+            sizes: || 1,
+        };
+        assert_eq!(outcome(one_byte, Limits::DEFAULT), whole);
+        for seed in 0..10 {
+            assert_eq!(outcome(random_reads(doc, seed), Limits::DEFAULT), whole);
+        }
+        for chunk in [1, 3, 64] {
+            let limits = Limits {
+                chunk,
+                max_unit: Limits::DEFAULT.max_unit,
+            };
+            assert_eq!(outcome(doc, limits), whole, "chunk {chunk}: {expected}");
+        }
+    }
+
+    #[test]
+    fn malformed_xml_fails_the_same_way_at_every_split() {
+        let good = rich_doc(2);
+        assert!(good.len() > 1500);
         let mut bad_utf8 = good.clone().into_bytes();
-        let at = nth("写", 9) + 1;
-        bad_utf8[at] = b'A';
+        bad_utf8[nth(&good, "写", 3) + 1] = b'A';
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (
-                replace_nth("</job>", 5, "</jbo>"),
+                broken("</job>", 1, "</jbo>"),
                 "end tag </jbo> does not match <job>",
             ),
             (
-                replace_nth("end</pre>", 6, "&foo;</pre>"),
+                broken("end</pre>", 1, "&foo;</pre>"),
                 "undefined entity reference &foo;",
             ),
             (
-                replace_nth("line1", 4, "line\01"),
+                broken("line1", 1, "line\0"),
                 "character U+0000 is not allowed",
             ),
             (
-                replace_nth("&#33;", 2, "&#xD800;"),
+                broken("&#33;", 1, "&#xD800;"),
                 "has a reference to a character that XML does not allow",
             ),
             (bad_utf8, "invalid UTF-8"),
             (
-                replace_nth(
+                broken(
                     "<!-- made",
                     0,
                     "<!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;\">]><!-- made",
@@ -1063,78 +1105,47 @@ mod tests {
                 "DOCTYPEs are not allowed",
             ),
             (
-                replace_nth("color=", 7, "type="),
+                broken("color=", 1, "type="),
                 "attribute type appears twice on <job>",
             ),
+            (broken("utf-8", 0, "ISO-8859-1"), "encoding \"ISO-8859-1\""),
+        ];
+        for (doc, expected) in &cases {
+            fails_the_same_at_every_split(doc, expected);
+        }
+    }
+
+    #[test]
+    fn bad_shapes_and_truncations_fail_the_same_way_at_every_split() {
+        let good = rich_doc(2);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
             (
-                replace_nth("retries=\"6\"", 0, "retries=\"100\""),
-                "job \"1006\": retries \"100\" is not a number from 0 to 99",
+                broken("retries=\"1\"", 0, "retries=\"100\""),
+                "job \"1001\": retries \"100\" is not a number from 0 to 99",
             ),
             (
-                replace_nth("<target", 7, "<target host=\"x\" port=\"1\"/><target"),
-                "job \"1007\": a second target element",
+                broken("<target", 1, "<target host=\"x\" port=\"1\"/><target"),
+                "job \"1001\": a second target element",
             ),
             (
-                replace_nth("<?trailing", 0, "<profile/><?trailing"),
+                broken("<?trailing", 0, "<profile/><?trailing"),
                 "a second root element <profile>",
             ),
             (
-                replace_nth("<?trailing", 0, "x<?trailing"),
+                broken("<?trailing", 0, "x<?trailing"),
                 "text after the root element",
             ),
             (
-                good.as_bytes()[..nth("</post>", 5) + 3].to_vec(),
+                good.as_bytes()[..nth(&good, "</post>", 1) + 3].to_vec(),
                 "profile is cut short",
             ),
             (
-                good.as_bytes()[..nth("写", 11) + 1].to_vec(),
+                good.as_bytes()[..nth(&good, "写", 3) + 1].to_vec(),
                 "profile is cut short",
-            ),
-            (
-                replace_nth("utf-8", 0, "ISO-8859-1"),
-                "encoding \"ISO-8859-1\"",
             ),
         ];
         for (doc, expected) in &cases {
-            let whole = outcome(&doc[..], Limits::DEFAULT);
-            let Err((_, msg)) = &whole else {
-                panic!("accepted: {expected}")
-            };
-            assert!(
-                msg.contains(expected),
-                "{msg:?} does not contain {expected:?}"
-            );
-            for at in 1..doc.len() {
-                assert_eq!(
-                    outcome(split_at(doc, at), Limits::DEFAULT),
-                    whole,
-                    "split at {at}: {expected}"
-                );
-            }
-            assert_eq!(
-                outcome(
-                    Reads {
-                        data: doc,
-                        sizes: || 1
-                    },
-                    Limits::DEFAULT
-                ),
-                whole
-            );
-            for seed in 0..10 {
-                assert_eq!(outcome(random_reads(doc, seed), Limits::DEFAULT), whole);
-            }
-            for chunk in [1, 3, 64] {
-                let limits = Limits {
-                    chunk,
-                    max_unit: Limits::DEFAULT.max_unit,
-                };
-                assert_eq!(
-                    outcome(&doc[..], limits),
-                    whole,
-                    "chunk {chunk}: {expected}"
-                );
-            }
+            fails_the_same_at_every_split(doc, expected);
         }
     }
 
@@ -1150,7 +1161,7 @@ mod tests {
         }
         assert!(refusal(&EXAMPLE[..200]).starts_with("profile is cut short at byte 200: "));
         for end in root_end..=EXAMPLE.len() {
-            assert!(parse(EXAMPLE[..end].as_bytes(), DEVICE, &mut Count::default()).is_ok());
+            assert!(parse(&EXAMPLE.as_bytes()[..end], DEVICE, &mut Count::default()).is_ok());
         }
     }
 
@@ -1288,7 +1299,7 @@ mod tests {
             ),
             (
                 one_job(&format!("schedule=\"0 0 1 * {}\"", long(250)), ""),
-                "job \"1001\": schedule is 259 bytes, the limit is 256".into(),
+                "job \"1001\": schedule is 258 bytes, the limit is 256".into(),
             ),
             (
                 one_job("", &format!("<source path=\"{}\"/>", long(4097))),
@@ -1445,13 +1456,14 @@ mod tests {
     #[test]
     fn values_exactly_at_their_limits_are_accepted() {
         let x = |n: usize| "x".repeat(n);
+        let schedule = format!("0 0 1 * * {}", x(246));
+        let sources =
+            "<source path=\"/a\"/>".repeat(255) + &format!("<source path=\"{}\"/>", x(4096));
+        let exclude = format!("<exclude pattern=\"{}\"/>", x(4096));
         let doc = profile(&format!(
-            "<job id=\"{}\" name=\"{}\" type=\"SFTP\" schedule=\"{}\" retries=\"99\">{}{}<target host=\"{}\" port=\"65535\" user=\"{}\"/><credential user=\"{}\" password=\"{}\"/><pre>{}</pre><email to=\"{}\" when=\"always\"/><option name=\"{}\" value=\"{}\"/></job>",
+            "<job id=\"{}\" name=\"{}\" type=\"SFTP\" schedule=\"{schedule}\" retries=\"99\">{sources}{exclude}<target host=\"{}\" port=\"65535\" user=\"{}\"/><credential user=\"{}\" password=\"{}\"/><pre>{}</pre><email to=\"{}\" when=\"always\"/><option name=\"{}\" value=\"{}\"/></job>",
             x(64),
             "é".repeat(128),
-            format!("0 0 1 * {}", x(246)).replace("0 0 1 * ", "0 0 1 * * "),
-            "<source path=\"/a\"/>".repeat(255) + &format!("<source path=\"{}\"/>", x(4096)),
-            format!("<exclude pattern=\"{}\"/>", x(4096)),
             x(256),
             x(256),
             x(256),
@@ -1646,39 +1658,4 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
-}
-#[cfg(test)]
-mod bench_tmp {
-    #[test]
-    fn bench_tmp() {
-        let doc = super::tests_rich();
-        let t = std::time::Instant::now();
-        for _ in 0..20 {
-            let mut c = super::tests_count();
-            super::parse(doc.as_bytes(), "NAS-00042", &mut c).unwrap();
-        }
-        eprintln!("parse x300: {:?}", t.elapsed());
-    }
-}
-#[cfg(test)]
-fn tests_rich() -> String {
-    tests::rich_doc()
-}
-#[cfg(test)]
-struct CountTmp;
-#[cfg(test)]
-impl ProfileSink for CountTmp {
-    fn header(&mut self, _: &Header) -> Result<()> {
-        Ok(())
-    }
-    fn endpoint(&mut self, _: &Endpoint) -> Result<()> {
-        Ok(())
-    }
-    fn job(&mut self, _: &Job) -> Result<()> {
-        Ok(())
-    }
-}
-#[cfg(test)]
-fn tests_count() -> CountTmp {
-    CountTmp
 }

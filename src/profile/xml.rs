@@ -103,8 +103,10 @@ pub fn read<R: Read, H: Handler>(body: R, handler: &mut H, limits: Limits) -> Re
     let max_unit = limits.max_unit.max(16);
     let mut input = Input {
         body,
-        buf: Vec::with_capacity(max_unit.saturating_add(chunk)),
+        // Zeroed once (lazily, by the allocator); reads never re-zero it.
+        buf: vec![0; max_unit.saturating_add(chunk)],
         pos: 0,
+        len: 0,
         base: 0,
         line: 1,
         eof: false,
@@ -121,7 +123,7 @@ pub fn read<R: Read, H: Handler>(body: R, handler: &mut H, limits: Limits) -> Re
     };
     input.skip_bom()?;
     loop {
-        let avail = input.buf.get(input.pos..).unwrap_or_default();
+        let avail = input.pending();
         if avail.is_empty() {
             if input.eof {
                 return doc.finish(input.total());
@@ -134,8 +136,8 @@ pub fn read<R: Read, H: Handler>(body: R, handler: &mut H, limits: Limits) -> Re
         match scan(view, whole_rest) {
             Scan::Unit(kind, len) => {
                 let raw = view.get(..len).unwrap_or(view);
-                doc.unit(kind, raw, input.at())?;
-                input.consume(len);
+                let lines = doc.unit(kind, raw, input.at())?;
+                input.consume(raw.len(), lines);
             }
             Scan::Partial(kind) => {
                 if avail.len() >= max_unit {
@@ -163,9 +165,10 @@ pub fn read<R: Read, H: Handler>(body: R, handler: &mut H, limits: Limits) -> Re
 /// The body and the window over it.
 struct Input<R> {
     body: R,
-    /// The window: `buf[pos..]` is read but not yet consumed.
+    /// The window, of a fixed size: `buf[pos..len]` is read but not consumed.
     buf: Vec<u8>,
     pos: usize,
+    len: usize,
     /// Body offset of `buf[0]`.
     base: u64,
     /// Line of `buf[pos]`, counting `\n`.
@@ -175,32 +178,38 @@ struct Input<R> {
 }
 
 impl<R: Read> Input<R> {
-    /// Drops the consumed prefix and reads up to one more chunk.
+    fn pending(&self) -> &[u8] {
+        self.buf.get(self.pos..self.len).unwrap_or_default()
+    }
+
+    /// Moves the unconsumed bytes to the front and reads up to one more
+    /// chunk. Called only while less than a whole unit is pending, so there
+    /// is always room for the chunk.
     fn fill(&mut self) -> Result<()> {
         if self.pos > 0 {
-            self.buf.drain(..self.pos);
+            self.buf.copy_within(self.pos..self.len, 0);
+            self.len -= self.pos;
             self.base += self.pos as u64;
             self.pos = 0;
         }
-        let old = self.buf.len();
-        self.buf.resize(old + self.chunk, 0);
+        let end = self.len.saturating_add(self.chunk).min(self.buf.len());
+        let Some(space) = self.buf.get_mut(self.len..end).filter(|s| !s.is_empty()) else {
+            // Unreachable by the invariant above; reading into no room would
+            // look like the end of the body, so refuse instead.
+            return Err(Error::Profile("profile reader window is full".to_string()));
+        };
         loop {
-            let Some(space) = self.buf.get_mut(old..) else {
-                return Ok(());
-            };
             match self.body.read(space) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
                 Ok(n) => {
-                    self.buf.truncate(old + n.min(self.chunk));
-                    if n == 0 {
-                        self.eof = true;
-                    }
+                    self.len += n.min(space.len());
                     return Ok(());
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(Error::from_body_read(e));
-                }
+                Err(e) => return Err(Error::from_body_read(e)),
             }
         }
     }
@@ -208,20 +217,18 @@ impl<R: Read> Input<R> {
     /// A UTF-8 byte order mark may open the body; it is not part of the XML.
     fn skip_bom(&mut self) -> Result<()> {
         const BOM: &[u8] = b"\xEF\xBB\xBF";
-        while self.buf.len() < BOM.len() && !self.eof && BOM.starts_with(&self.buf) {
+        while self.len < BOM.len() && !self.eof && BOM.starts_with(self.pending()) {
             self.fill()?;
         }
-        if self.buf.starts_with(BOM) {
+        if self.pending().starts_with(BOM) {
             self.pos = BOM.len();
         }
         Ok(())
     }
 
-    fn consume(&mut self, len: usize) {
-        let end = self.pos.saturating_add(len).min(self.buf.len());
-        let unit = self.buf.get(self.pos..end).unwrap_or_default();
-        self.line += unit.iter().filter(|&&b| b == b'\n').count() as u64;
-        self.pos = end;
+    fn consume(&mut self, len: usize, lines: u64) {
+        self.pos = self.pos.saturating_add(len).min(self.len);
+        self.line += lines;
     }
 
     fn at(&self) -> At {
@@ -232,7 +239,7 @@ impl<R: Read> Input<R> {
     }
 
     fn total(&self) -> u64 {
-        self.base + self.buf.len() as u64
+        self.base + self.len as u64
     }
 }
 
@@ -329,6 +336,8 @@ fn scan(view: &[u8], whole_rest: bool) -> Scan {
         None => Scan::Partial(Kind::StartTag),
         Some(b'/') => tag_end(view, Kind::EndTag),
         Some(b'?') => delimited(view, 2, b"?>", Kind::Pi),
+        // `<!` alone could still become any of them.
+        Some(b'!') if view.len() == 2 => Scan::Partial(Kind::Markup),
         Some(b'!') => {
             for (opener, kind) in OPENERS {
                 if view.starts_with(opener) {
@@ -412,33 +421,40 @@ struct Doc<'h, H> {
 }
 
 impl<H: Handler> Doc<'_, H> {
-    fn unit(&mut self, kind: Kind, raw: &[u8], at: At) -> Result<()> {
+    /// Checks and dispatches one complete unit; returns its number of line
+    /// ends (`\n`), counted on the way.
+    fn unit(&mut self, kind: Kind, raw: &[u8], at: At) -> Result<u64> {
         let text = std::str::from_utf8(raw).map_err(|e| {
             at.within(raw, e.valid_up_to())
                 .wf("invalid UTF-8 (a profile must be UTF-8)")
         })?;
-        check_chars(raw, kind, at)?;
+        let lines = check_chars(raw, kind, at)?;
         let first = self.phase == Phase::Start;
         if first {
             self.phase = Phase::Prolog;
         }
         match kind {
-            Kind::Text => self.text_unit(text, at),
-            Kind::StartTag => self.start_tag(text, at),
-            Kind::EndTag => self.end_tag(text, at),
+            Kind::Text => self.text_unit(text, at)?,
+            Kind::StartTag => self.start_tag(text, at)?,
+            Kind::EndTag => self.end_tag(text, at)?,
             Kind::Comment => match single(text, at)? {
-                Token::Comment { .. } => Ok(()),
-                _ => Err(at.wf("malformed comment")),
+                Token::Comment { .. } => {}
+                _ => return Err(at.wf("malformed comment")),
             },
-            Kind::Pi => self.pi(text, at, first),
-            Kind::Cdata => self.cdata(text, at),
+            Kind::Pi => self.pi(text, at, first)?,
+            Kind::Cdata => self.cdata(text, at)?,
             Kind::Doctype => {
-                Err(at.wf("DOCTYPEs are not allowed in a profile (no DTD, no entity declarations)"))
+                return Err(
+                    at.wf("DOCTYPEs are not allowed in a profile (no DTD, no entity declarations)")
+                );
             }
             Kind::Markup => {
-                Err(at.wf("unexpected \"<!\": only comments and CDATA sections start with \"<!\""))
+                return Err(
+                    at.wf("unexpected \"<!\": only comments and CDATA sections start with \"<!\"")
+                );
             }
         }
+        Ok(lines)
     }
 
     fn text_unit(&mut self, text: &str, at: At) -> Result<()> {
@@ -549,9 +565,9 @@ impl<H: Handler> Doc<'_, H> {
                 }) => {
                     let attr = qname(prefix, local);
                     let attr_name = sub(text, attr.clone());
-                    let here = at.within(text.as_bytes(), span.start());
+                    let here = || at.within(text.as_bytes(), span.start());
                     if self.attrs.len() >= MAX_ATTRIBUTES {
-                        return Err(here.wf(format!(
+                        return Err(here().wf(format!(
                             "<{}> has more than {MAX_ATTRIBUTES} attributes",
                             Short(name)
                         )));
@@ -561,7 +577,7 @@ impl<H: Handler> Doc<'_, H> {
                         .iter()
                         .any(|a| sub(text, a.name.clone()) == attr_name)
                     {
-                        return Err(here.wf(format!(
+                        return Err(here().wf(format!(
                             "attribute {} appears twice on <{}>",
                             Short(attr_name),
                             Short(name)
@@ -710,10 +726,18 @@ fn single<'t>(text: &'t str, at: At) -> Result<Token<'t>> {
     }
 }
 
-/// Refuses the characters XML 1.0 does not allow. The unit is valid UTF-8, so
-/// only C0 controls and U+FFFE/U+FFFF need looking for (no surrogates).
-fn check_chars(raw: &[u8], kind: Kind, at: At) -> Result<()> {
+/// Refuses the characters XML 1.0 does not allow, and counts `\n` on the
+/// way. The unit is valid UTF-8, so only C0 controls and U+FFFE/U+FFFF need
+/// looking for (no surrogates).
+fn check_chars(raw: &[u8], kind: Kind, at: At) -> Result<u64> {
+    let mut lines = 0;
     for (i, &b) in raw.iter().enumerate() {
+        if b >= 0x20 && b != 0xEF {
+            continue;
+        }
+        if b == b'\n' {
+            lines += 1;
+        }
         let bad = if b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r') {
             Some(u32::from(b))
         } else if b == 0xEF && raw.get(i + 1) == Some(&0xBF) {
@@ -737,7 +761,7 @@ fn check_chars(raw: &[u8], kind: Kind, at: At) -> Result<()> {
             });
         }
     }
-    Ok(())
+    Ok(lines)
 }
 
 /// Checks `<?xml ...?>` (XML 1.0 section 2.8) and that it declares UTF-8.
@@ -982,16 +1006,24 @@ fn sub(s: &str, r: Range<usize>) -> &str {
     s.get(r).unwrap_or_default()
 }
 
-/// A name in a message, cut to a readable length.
+/// A name or reference in a message: cut to a readable length, control
+/// characters escaped so the message stays one line.
 pub struct Short<'a>(pub &'a str);
 
 impl fmt::Display for Short<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const MAX: usize = 64;
-        match self.0.char_indices().nth(MAX) {
-            Some((i, _)) => write!(f, "{}...", sub(self.0, 0..i)),
-            None => f.write_str(self.0),
+        for c in self.0.chars().take(MAX) {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                write!(f, "{c}")?;
+            }
         }
+        if self.0.chars().nth(MAX).is_some() {
+            f.write_str("...")?;
+        }
+        Ok(())
     }
 }
 
@@ -1210,6 +1242,7 @@ mod tests {
             (b"<r><?p x".to_vec(), "inside a processing instruction"),
             (b"<r></r".to_vec(), "inside an end tag"),
             (b"<r><".to_vec(), "cut short"),
+            (b"<r><!".to_vec(), "inside a markup declaration"),
             (b"<r/><r/>".to_vec(), "a second root element <r>"),
             (
                 b"<r/>x".to_vec(),
