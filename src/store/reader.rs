@@ -13,7 +13,7 @@ use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetad
 use std::path::{Path, PathBuf};
 
 /// Cache for reads: enough for the B-tree's upper levels; records are read once.
-const READ_CACHE_BYTES: usize = 256 * 1024;
+const READ_CACHE_BYTES: usize = 64 * 1024;
 
 /// Why a store file could not be opened.
 pub enum OpenError {
