@@ -282,27 +282,8 @@ impl Children {
     pub fn from_bytes(bytes: &[u8]) -> Option<Children> {
         let mut children = Children::new();
         let mut rest = bytes;
-        while let Some((&code, tail)) = rest.split_first() {
-            rest = tail;
-            let kind = ChildKind::from_code(code)?;
-            let first = take_str(&mut rest)?;
-            let child = match kind {
-                ChildKind::Source => Child::Source(first),
-                ChildKind::Exclude => Child::Exclude(first),
-                ChildKind::Email => {
-                    let (&w, tail) = rest.split_first()?;
-                    rest = tail;
-                    Child::Email {
-                        to: first,
-                        when: EmailWhen::from_code(w)?,
-                    }
-                }
-                ChildKind::Option => Child::Option {
-                    name: first,
-                    value: take_str(&mut rest)?,
-                },
-            };
-            children.push(child).ok()?;
+        while !rest.is_empty() {
+            children.push(take_child(&mut rest)?).ok()?;
         }
         Some(children)
     }
@@ -341,14 +322,17 @@ impl Children {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Callers check limits first; MAX_LONG < u16::MAX.
+/// Appends `s` as a little-endian `u16` length and its bytes (the string
+/// encoding of the arena and of the store's records).
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Callers keep to the protocol limits; MAX_LONG < u16::MAX.
     let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
 }
 
-fn take_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+/// Takes a string written by `put_str` off the front of `rest`.
+pub(crate) fn take_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
     let (len, tail) = rest.split_first_chunk::<2>()?;
     let len = usize::from(u16::from_le_bytes(*len));
     if tail.len() < len {
@@ -369,28 +353,33 @@ impl<'a> Iterator for ChildIter<'a> {
     fn next(&mut self) -> Option<Child<'a>> {
         // The arena was written by `push` or checked by `from_bytes`, so a
         // malformed entry cannot occur; stopping is the safe answer if it did.
-        let (&code, tail) = self.rest.split_first()?;
-        let mut rest = tail;
-        let first = take_str(&mut rest)?;
-        let child = match ChildKind::from_code(code)? {
-            ChildKind::Source => Child::Source(first),
-            ChildKind::Exclude => Child::Exclude(first),
-            ChildKind::Email => {
-                let (&w, tail) = rest.split_first()?;
-                rest = tail;
-                Child::Email {
-                    to: first,
-                    when: EmailWhen::from_code(w)?,
-                }
-            }
-            ChildKind::Option => Child::Option {
-                name: first,
-                value: take_str(&mut rest)?,
-            },
-        };
-        self.rest = rest;
-        Some(child)
+        take_child(&mut self.rest)
     }
+}
+
+/// Decodes the child at the front of `rest` and advances past it.
+fn take_child<'a>(rest: &mut &'a [u8]) -> Option<Child<'a>> {
+    let (&code, tail) = rest.split_first()?;
+    let mut cur = tail;
+    let first = take_str(&mut cur)?;
+    let child = match ChildKind::from_code(code)? {
+        ChildKind::Source => Child::Source(first),
+        ChildKind::Exclude => Child::Exclude(first),
+        ChildKind::Email => {
+            let (&w, tail) = cur.split_first()?;
+            cur = tail;
+            Child::Email {
+                to: first,
+                when: EmailWhen::from_code(w)?,
+            }
+        }
+        ChildKind::Option => Child::Option {
+            name: first,
+            value: take_str(&mut cur)?,
+        },
+    };
+    *rest = cur;
+    Some(child)
 }
 
 /// One backup job of the profile, every field of PROTOCOL 2.1.

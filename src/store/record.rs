@@ -6,7 +6,9 @@
 //! and protocol limit, so a damaged record is an error, never a panic or an
 //! out-of-limit `Job`.
 
-use crate::profile::job::{Children, Credential, Endpoint, Job, JobType, LongValue, Target, Value};
+use crate::profile::job::{
+    Children, Credential, Endpoint, Job, JobType, LongValue, Target, Value, put_str, take_str,
+};
 
 /// First byte of every job record; bump it when the layout changes (and bump
 /// `STORE_SCHEMA` so old stores are rebuilt).
@@ -17,13 +19,6 @@ const HAS_TARGET_USER: u8 = 1 << 1;
 const HAS_CREDENTIAL: u8 = 1 << 2;
 const HAS_PRE: u8 = 1 << 3;
 const HAS_POST: u8 = 1 << 4;
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Every field is bounded by the protocol limits, far below u16::MAX.
-    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
-}
 
 /// Appends the record of `job` to `out` (cleared first), reusing its capacity.
 pub fn encode_job(job: &Job, out: &mut Vec<u8>) {
@@ -89,18 +84,8 @@ impl<'a> Reader<'a> {
         Some(u16::from_le_bytes(*b))
     }
 
-    fn str(&mut self) -> Option<&'a str> {
-        let len = usize::from(self.u16()?);
-        if self.rest.len() < len {
-            return None;
-        }
-        let (s, rest) = self.rest.split_at(len);
-        self.rest = rest;
-        core::str::from_utf8(s).ok()
-    }
-
     fn bounded<const N: usize>(&mut self) -> Option<heapless::String<N>> {
-        heapless::String::try_from(self.str()?).ok()
+        heapless::String::try_from(take_str(&mut self.rest)?).ok()
     }
 }
 
