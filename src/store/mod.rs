@@ -21,7 +21,7 @@ use crate::profile::{Endpoint, Header, Job, ProfileSink, Summary};
 use reader::{OpenError, storage_error};
 use redb::ReadableTable;
 use std::path::{Path, PathBuf};
-use tables::{ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META};
+use tables::{ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META, position_key, position_value};
 
 /// redb's default cache is 1 GiB; the agent's memory budget is a few MiB.
 /// Dirty pages beyond this spill to the new file before commit.
@@ -241,8 +241,8 @@ impl JobStore {
                     .map_err(|e| write_err(&self.path, e))?;
                 for (key, value) in changes {
                     match value {
-                        Some(v) => table.insert(key.as_str(), v.as_slice()).map(drop),
-                        None => table.remove(key.as_str()).map(drop),
+                        Some(v) => table.insert(key.as_bytes(), v.as_slice()).map(drop),
+                        None => table.remove(key.as_bytes()).map(drop),
                     }
                     .map_err(|e| write_err(&self.path, e))?;
                 }
@@ -337,7 +337,7 @@ impl JobStore {
             let mut fw = txn.open_table(FIREWALL).map_err(werr)?;
             if let Some(r) = &self.current {
                 for (k, v) in r.firewall_entries()? {
-                    fw.insert(k.as_str(), v.as_slice())
+                    fw.insert(k.as_bytes(), v.as_slice())
                         .map_err(|e| write_err(tmp, e))?;
                 }
             }
@@ -388,11 +388,11 @@ fn sync_dir(path: &Path) {
 /// Receives the parsed profile and writes it into the new store file.
 pub struct StoreSink<'a> {
     path: &'a Path,
-    jobs: redb::Table<'a, u32, &'static [u8]>,
-    ids: redb::Table<'a, &'static str, u32>,
-    endpoints: redb::Table<'a, u32, &'static [u8]>,
-    old_ids: Option<redb::ReadOnlyTable<&'static str, u32>>,
-    old_jobs: Option<redb::ReadOnlyTable<u32, &'static [u8]>>,
+    jobs: redb::Table<'a, &'static [u8], &'static [u8]>,
+    ids: redb::Table<'a, &'static [u8], &'static [u8]>,
+    endpoints: redb::Table<'a, &'static [u8], &'static [u8]>,
+    old_ids: Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    old_jobs: Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
     digest: ring::digest::Context,
     buf: Vec<u8>,
     old_buf: Vec<u8>,
@@ -423,10 +423,13 @@ impl StoreSink<'_> {
         };
         let read =
             |e: redb::StorageError| Error::Store(format!("cannot read the current store: {e}"));
-        let Some(seq) = ids.get(id).map_err(read)? else {
+        let Some(seq) = ids.get(id.as_bytes()).map_err(read)? else {
             return Ok(false);
         };
-        let Some(rec) = jobs.get(seq.value()).map_err(read)? else {
+        let Some(seq) = position_value(seq.value()) else {
+            return Ok(false);
+        };
+        let Some(rec) = jobs.get(position_key(seq).as_slice()).map_err(read)? else {
             return Ok(false);
         };
         self.old_buf.clear();
@@ -446,8 +449,9 @@ impl StoreSink<'_> {
             let (id, _) = entry.map_err(read)?;
             let id = id.value();
             if self.ids.get(id).map_err(read)?.is_none() {
+                let id = String::from_utf8_lossy(id);
                 removed += 1;
-                (self.on_change)(Change::Removed { id });
+                (self.on_change)(Change::Removed { id: &id });
             }
         }
         Ok(removed)
@@ -468,7 +472,7 @@ impl ProfileSink for StoreSink<'_> {
         self.digest.update(&self.buf);
         let seq = self.next_endpoint;
         self.endpoints
-            .insert(seq, self.buf.as_slice())
+            .insert(position_key(seq).as_slice(), self.buf.as_slice())
             .map_err(|e| write_err(path, e))?;
         self.next_endpoint += 1;
         Ok(())
@@ -479,7 +483,7 @@ impl ProfileSink for StoreSink<'_> {
         let seq = self.next_job;
         if self
             .ids
-            .insert(job.id.as_str(), seq)
+            .insert(job.id.as_bytes(), seq.to_le_bytes().as_slice())
             .map_err(|e| write_err(path, e))?
             .is_some()
         {
@@ -493,7 +497,7 @@ impl ProfileSink for StoreSink<'_> {
         self.digest.update(&(self.buf.len() as u32).to_le_bytes());
         self.digest.update(&self.buf);
         self.jobs
-            .insert(seq, self.buf.as_slice())
+            .insert(position_key(seq).as_slice(), self.buf.as_slice())
             .map_err(|e| write_err(path, e))?;
         self.next_job += 1;
         let change = if self.old_record(&job.id)? {

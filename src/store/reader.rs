@@ -6,7 +6,9 @@
 //! unchanged run must not wear the flash.
 
 use super::record;
-use super::tables::{ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META, StoreMeta};
+use super::tables::{
+    ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META, StoreMeta, Table, position_key, position_value,
+};
 use crate::error::{Error, Result};
 use crate::profile::{Endpoint, Job};
 use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata};
@@ -159,10 +161,10 @@ impl StoreReader {
         StoreMeta::read(&table).map_err(|m| storage_error(&self.path, "damaged meta table", m))
     }
 
-    pub(super) fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    pub(super) fn table(
         &self,
-        def: redb::TableDefinition<K, V>,
-    ) -> Result<Option<redb::ReadOnlyTable<K, V>>> {
+        def: Table,
+    ) -> Result<Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>> {
         match self.read_txn()?.open_table(def) {
             Ok(t) => Ok(Some(t)),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
@@ -174,7 +176,7 @@ impl StoreReader {
     pub fn jobs(&self) -> Result<Jobs> {
         let range = match self.table(JOBS)? {
             Some(t) => Some(
-                t.range_owned::<u32>(..)
+                t.range_owned::<&[u8]>(..)
                     .map_err(|e| storage_error(&self.path, "cannot read jobs", e))?,
             ),
             None => None,
@@ -191,10 +193,13 @@ impl StoreReader {
             return Ok(None);
         };
         let read = |e| storage_error(&self.path, "cannot read jobs", e);
-        let Some(seq) = ids.get(id).map_err(read)? else {
+        let Some(seq) = ids.get(id.as_bytes()).map_err(read)? else {
             return Ok(None);
         };
-        let Some(bytes) = jobs.get(seq.value()).map_err(read)? else {
+        let Some(seq) = position_value(seq.value()) else {
+            return Err(storage_error(&self.path, "damaged job index", id));
+        };
+        let Some(bytes) = jobs.get(position_key(seq).as_slice()).map_err(read)? else {
             return Err(storage_error(&self.path, "damaged job index", id));
         };
         record::decode_job(bytes.value())
@@ -238,7 +243,10 @@ impl StoreReader {
         let mut out = Vec::new();
         for entry in t.iter().map_err(read)? {
             let (k, v) = entry.map_err(read)?;
-            out.push((k.value().to_string(), v.value().to_vec()));
+            out.push((
+                String::from_utf8_lossy(k.value()).into_owned(),
+                v.value().to_vec(),
+            ));
         }
         Ok(out)
     }
@@ -247,7 +255,7 @@ impl StoreReader {
 /// Iterator over the stored jobs in document order.
 pub struct Jobs {
     path: PathBuf,
-    range: Option<redb::OwnedRange<u32, &'static [u8]>>,
+    range: Option<redb::OwnedRange<&'static [u8], &'static [u8]>>,
 }
 
 impl Iterator for Jobs {
@@ -257,7 +265,7 @@ impl Iterator for Jobs {
         let entry = self.range.as_mut()?.next()?;
         Some(match entry {
             Ok((k, v)) => record::decode_job(v.value()).ok_or_else(|| {
-                storage_error(&self.path, "damaged job record", format!("#{}", k.value()))
+                storage_error(&self.path, "damaged job record", format!("{:?}", k.value()))
             }),
             Err(e) => Err(storage_error(&self.path, "cannot read jobs", e)),
         })

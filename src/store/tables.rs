@@ -2,23 +2,40 @@
 //!
 //! Layout (bump `STORE_SCHEMA` on any change; an agent that finds another
 //! schema rebuilds the store from a full download):
-//! - `meta`: `&str -> &[u8]`, the facts below, integers little-endian;
-//! - `jobs`: document position (`u32`) -> job record (`record.rs`), so a read
-//!   in key order is the profile's order;
+//! - `meta`: name -> value, the facts below, integers little-endian;
+//! - `jobs`: document position -> job record (`record.rs`), so a read in key
+//!   order is the profile's order;
 //! - `job_ids`: job id -> document position, for lookups and for refusing
 //!   duplicate ids without holding a set in memory;
 //! - `endpoints`: document position -> endpoint record;
 //! - `firewall`: endpoint key -> state record (owned by the firewall step).
+//!
+//! Every table is bytes to bytes: redb's B-tree code is generic over key and
+//! value types, and each extra pair of types compiles another copy of it into
+//! a binary that must fit an appliance's flash. Positions are big-endian keys
+//! (byte order is numeric order), little-endian values.
 
 use redb::{ReadableTable, TableDefinition};
 
 pub const STORE_SCHEMA: u32 = 1;
 
-pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-pub const JOBS: TableDefinition<u32, &[u8]> = TableDefinition::new("jobs");
-pub const JOB_IDS: TableDefinition<&str, u32> = TableDefinition::new("job_ids");
-pub const ENDPOINTS: TableDefinition<u32, &[u8]> = TableDefinition::new("endpoints");
-pub const FIREWALL: TableDefinition<&str, &[u8]> = TableDefinition::new("firewall");
+pub type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+pub const META: Table = TableDefinition::new("meta");
+pub const JOBS: Table = TableDefinition::new("jobs");
+pub const JOB_IDS: Table = TableDefinition::new("job_ids");
+pub const ENDPOINTS: Table = TableDefinition::new("endpoints");
+pub const FIREWALL: Table = TableDefinition::new("firewall");
+
+/// The key of a document position in `jobs` and `endpoints`.
+pub fn position_key(position: u32) -> [u8; 4] {
+    position.to_be_bytes()
+}
+
+/// A document position stored as a `job_ids` value; `None` if damaged.
+pub fn position_value(bytes: &[u8]) -> Option<u32> {
+    bytes.try_into().ok().map(u32::from_le_bytes)
+}
 
 /// What the store knows about the profile it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,11 +56,11 @@ pub struct StoreMeta {
 
 impl StoreMeta {
     pub(super) fn read(
-        table: &impl ReadableTable<&'static str, &'static [u8]>,
+        table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     ) -> Result<Option<StoreMeta>, String> {
         let get = |key: &str| -> Result<Option<Vec<u8>>, String> {
             table
-                .get(key)
+                .get(key.as_bytes())
                 .map(|v| v.map(|g| g.value().to_vec()))
                 .map_err(|e| e.to_string())
         };
@@ -93,18 +110,24 @@ impl StoreMeta {
 
     pub(super) fn write(
         &self,
-        table: &mut redb::Table<&str, &[u8]>,
+        table: &mut redb::Table<&[u8], &[u8]>,
     ) -> Result<(), redb::StorageError> {
-        table.insert("schema", self.schema.to_le_bytes().as_slice())?;
-        table.insert("device", self.device.as_bytes())?;
+        table.insert(b"schema".as_slice(), self.schema.to_le_bytes().as_slice())?;
+        table.insert(b"device".as_slice(), self.device.as_bytes())?;
         if let Some(etag) = &self.etag {
-            table.insert("etag", etag.as_bytes())?;
+            table.insert(b"etag".as_slice(), etag.as_bytes())?;
         }
-        table.insert("generated", self.generated.as_bytes())?;
-        table.insert("accepted", self.accepted.to_le_bytes().as_slice())?;
-        table.insert("digest", self.digest.as_slice())?;
-        table.insert("jobs", self.jobs.to_le_bytes().as_slice())?;
-        table.insert("endpoints", self.endpoints.to_le_bytes().as_slice())?;
+        table.insert(b"generated".as_slice(), self.generated.as_bytes())?;
+        table.insert(
+            b"accepted".as_slice(),
+            self.accepted.to_le_bytes().as_slice(),
+        )?;
+        table.insert(b"digest".as_slice(), self.digest.as_slice())?;
+        table.insert(b"jobs".as_slice(), self.jobs.to_le_bytes().as_slice())?;
+        table.insert(
+            b"endpoints".as_slice(),
+            self.endpoints.to_le_bytes().as_slice(),
+        )?;
         Ok(())
     }
 }
