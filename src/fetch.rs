@@ -232,7 +232,18 @@ impl Client {
                     let status = resp.status().as_u16();
                     log::debug!("GET {url}: {status} in {} ms", t0.elapsed().as_millis());
                     match status {
-                        401 | 403 | 404 => return Err(auth_error(url, &self.device, status)),
+                        401 | 403 | 404 => {
+                            return Err(match redirected_elsewhere(url, &resp) {
+                                // Basic credentials are not sent to another
+                                // host: its refusal says nothing about the key.
+                                Some(to) => Error::Auth(format!(
+                                    "{url} redirected to {to}, which answered {status}: \
+                                     the device's credentials are sent only to the host of \
+                                     [network] url; check [network] url"
+                                )),
+                                None => auth_error(url, &self.device, status),
+                            });
+                        }
                         429 | 500..=599 => {
                             let after = resp
                                 .headers()
@@ -269,9 +280,19 @@ impl Client {
                 return Err(error);
             }
             let wait = retry_after.unwrap_or_else(|| backoff(attempt));
-            if wait > MAX_BACKOFF || started.elapsed() + wait > self.retry_budget {
+            let limit = if wait > MAX_BACKOFF {
+                Some(format!(
+                    "longer than the agent waits ({} s)",
+                    MAX_BACKOFF.as_secs()
+                ))
+            } else if started.elapsed() + wait > self.retry_budget {
+                Some("past the time allowed ([network] timeout)".to_string())
+            } else {
+                None
+            };
+            if let Some(limit) = limit {
                 return Err(Error::Network(format!(
-                    "{}; giving up: the next try would be in {} s, past the time allowed ([network] timeout)",
+                    "{}; giving up: the next try would be in {} s, {limit}",
                     strip_kind(&error),
                     wait.as_secs()
                 )));
@@ -353,6 +374,14 @@ fn ureq_from_io(e: std::io::Error) -> ureq::Error {
     ureq::Error::Io(e)
 }
 
+/// The URL that answered, when redirects led to another host than `url`'s.
+fn redirected_elsewhere(url: &str, resp: &ureq::http::Response<ureq::Body>) -> Option<String> {
+    use ureq::ResponseExt;
+    let asked: ureq::http::Uri = url.parse().ok()?;
+    let answered = resp.get_uri();
+    (asked.authority() != answered.authority()).then(|| answered.to_string())
+}
+
 fn auth_error(url: &str, device: &str, status: u16) -> Error {
     let why = match status {
         401 => "wrong device id or key: check [device] id and key",
@@ -420,6 +449,19 @@ fn network_error(what: &str, e: ureq::Error) -> Error {
         }
         ureq::Error::TooManyRedirects => format!("{what}: too many redirects"),
         ureq::Error::BodyStalled => format!("{what}: the body stopped arriving"),
+        // The gzip decoder wraps the transport's own errors: a connection
+        // that ends early is not a decompression failure.
+        ureq::Error::Decompress(coding, io) => match io.kind() {
+            std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted => format!(
+                "{what}: the connection ended before the answer was complete ({coding} body cut short)"
+            ),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                format!("{what}: timed out")
+            }
+            _ => format!("{what}: {coding} decompression failed: {}", io_reason(&io)),
+        },
         other => format!("{what}: {other}"),
     };
     Error::Network(msg)
@@ -571,6 +613,21 @@ mod tests {
             assert!(d <= Duration::from_secs(30));
             assert!(d >= Duration::from_millis(500));
         }
+    }
+
+    #[test]
+    fn a_connection_cut_under_gzip_is_not_called_a_decompression_failure() {
+        let cut = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "Peer disconnected");
+        let msg =
+            network_error("the profile body", ureq::Error::Decompress("gzip", cut)).to_string();
+        assert!(
+            msg.contains("ended before the answer was complete"),
+            "{msg}"
+        );
+        let bad = std::io::Error::new(std::io::ErrorKind::InvalidInput, "corrupt deflate stream");
+        let msg =
+            network_error("the profile body", ureq::Error::Decompress("gzip", bad)).to_string();
+        assert!(msg.contains("gzip decompression failed"), "{msg}");
     }
 
     #[test]

@@ -64,9 +64,15 @@ impl Default for Install {
 
 impl Install {
     pub fn new() -> Install {
+        Install::new_in(&std::env::temp_dir())
+    }
+
+    /// [`Install::new`] in a folder of the caller's choice (e.g. a small
+    /// file system mounted for a test).
+    pub fn new_in(parent: &Path) -> Install {
         let dir = tempfile::Builder::new()
             .prefix("cncop-install-")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("temp dir");
         for sub in ["Config", "Spool/Logs", "bin"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("create install folders");
@@ -677,4 +683,244 @@ impl RawClient {
 /// Path of the standard device's profile on `net` (base path included).
 pub fn profile_path(device: &str) -> String {
     format!("{DEFAULT_BASE_PATH}/v3/devices/{device}/profile")
+}
+
+// ---------------------------------------------------------------------------
+// Assertions and set-ups shared by the end-to-end test files
+// (`network_faults.rs`, `tls_and_secrets.rs`; the older files keep their own
+// copies, which shadow these)
+// ---------------------------------------------------------------------------
+
+pub fn stdout_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Non-empty stderr lines.
+pub fn err_lines(o: &Output) -> Vec<String> {
+    stderr_of(o)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Exit code, stdout and stderr of a run, for failure messages.
+pub fn show(o: &Output) -> String {
+    format!(
+        "exit status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status.code(),
+        stdout_of(o),
+        stderr_of(o)
+    )
+}
+
+#[track_caller]
+pub fn assert_exit(o: &Output, want: i32, what: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(want),
+        "{what}: expected exit code {want}\n{}",
+        show(o)
+    );
+}
+
+#[track_caller]
+pub fn assert_stdout_empty(o: &Output, what: &str) {
+    assert!(
+        o.stdout.is_empty(),
+        "{what}: stdout must be empty (cron mails any output)\n{}",
+        show(o)
+    );
+}
+
+/// Runs the agent with `args`; expects exit 0 and an empty stdout.
+#[track_caller]
+pub fn run_ok(inst: &Install, args: &[&str]) -> Output {
+    let o = inst.run(args);
+    let what = format!("cncopgetprofile {}", args.join(" "));
+    assert_exit(&o, 0, &what);
+    assert_stdout_empty(&o, &what);
+    o
+}
+
+/// A fresh install root with a do-nothing `bin/cncopreporter`, as on a real
+/// appliance (a missing reporter is a warning on every run, PROTOCOL 6).
+pub fn new_install() -> Install {
+    new_install_in(&std::env::temp_dir())
+}
+
+/// [`new_install`] in a folder of the caller's choice.
+pub fn new_install_in(parent: &Path) -> Install {
+    use std::os::unix::fs::PermissionsExt;
+    let inst = Install::new_in(parent);
+    let reporter = inst.path("bin/cncopreporter");
+    std::fs::write(&reporter, "#!/bin/sh\nexit 0\n").expect("write the stub reporter");
+    std::fs::set_permissions(&reporter, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the stub reporter");
+    inst
+}
+
+/// Two jobs, 1001 (CCS) and 1002 (MSSQL).
+pub fn two_jobs() -> Vec<u8> {
+    small_profile(DEVICE_ID, &[("1001", "CCS"), ("1002", "MSSQL")])
+}
+
+/// The job ids of a `--list` listing: the first column of the rows under
+/// the `ID ...` header.
+pub fn listed_ids(listing: &str) -> std::collections::BTreeSet<String> {
+    let mut rows = false;
+    let mut ids = std::collections::BTreeSet::new();
+    for line in listing.lines() {
+        if rows {
+            if let Some(id) = line.split_whitespace().next() {
+                ids.insert(id.to_string());
+            }
+        } else if line.split_whitespace().next() == Some("ID") {
+            rows = true;
+        }
+    }
+    ids
+}
+
+/// Runs `--list` (expects exit 0) and returns the listed job ids.
+#[track_caller]
+pub fn stored_ids(inst: &Install) -> std::collections::BTreeSet<String> {
+    let o = inst.run(&["--list"]);
+    assert_exit(&o, 0, "--list");
+    listed_ids(&stdout_of(&o))
+}
+
+pub fn id_set(ids: &[&str]) -> std::collections::BTreeSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+/// What a user can see of the store file.
+pub struct Snap {
+    pub bytes: Vec<u8>,
+    pub mtime: SystemTime,
+    pub ino: u64,
+}
+
+pub fn snap(inst: &Install) -> Snap {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(inst.db_path()).expect("the store exists");
+    Snap {
+        bytes: inst.db_bytes().expect("read the store"),
+        mtime: meta.modified().expect("mtime"),
+        ino: meta.ino(),
+    }
+}
+
+/// Sets the store's mtime far in the past (without writing to it), so that
+/// any later write shows.
+pub fn age_store(inst: &Install) {
+    let f = std::fs::File::options()
+        .write(true)
+        .open(inst.db_path())
+        .expect("open the store");
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+        .expect("set mtime");
+}
+
+#[track_caller]
+pub fn assert_store_untouched(before: &Snap, inst: &Install, what: &str) {
+    let now = snap(inst);
+    assert!(
+        now.bytes == before.bytes,
+        "{what}: the store's bytes changed ({} bytes before, {} now)",
+        before.bytes.len(),
+        now.bytes.len()
+    );
+    assert_eq!(now.mtime, before.mtime, "{what}: the store's mtime changed");
+    assert_eq!(
+        now.ino, before.ino,
+        "{what}: the store file was replaced (new inode)"
+    );
+}
+
+/// `Fault::Status` with a short text body and an optional `Retry-After`.
+pub fn status_fault(code: u16, retry_after: Option<&str>) -> Fault {
+    Fault::Status {
+        code,
+        retry_after: retry_after.map(str::to_string),
+        body: format!("status {code} from the test").into_bytes(),
+    }
+}
+
+/// Permission bits of `path`.
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
+    let port = l.local_addr().expect("local address").port();
+    drop(l);
+    port
+}
+
+/// `[network]` settings that end every network fault within seconds: no
+/// retries, 2 s per connect and per read, 20 s in all.
+pub const FAST: &str =
+    "[network]\nretries = 0\nconnect_timeout = 2\nread_timeout = 2\ntimeout = 20\n";
+
+/// Runs the agent once more, after a good run: expects exit `code`, an empty
+/// stdout, the store byte-identical (bytes, mtime, inode) with the same jobs
+/// listed, and exactly one line on stderr, which it returns (and prints).
+#[track_caller]
+pub fn failing_run(inst: &Install, code: i32, what: &str) -> String {
+    let jobs_before = stored_ids(inst);
+    age_store(inst);
+    let before = snap(inst);
+    let o = inst.run(&[]);
+    assert_exit(&o, code, what);
+    assert_stdout_empty(&o, what);
+    assert_store_untouched(&before, inst, what);
+    assert_eq!(
+        stored_ids(inst),
+        jobs_before,
+        "{what}: the old jobs stay listed"
+    );
+    let lines = err_lines(&o);
+    assert_eq!(lines.len(), 1, "{what}: one line on stderr\n{}", show(&o));
+    eprintln!("{what}: {}", lines[0]);
+    lines.into_iter().next().unwrap()
+}
+
+/// `line`, lower-cased, contains one of `words`.
+#[track_caller]
+pub fn assert_says(line: &str, words: &[&str], what: &str) {
+    let l = line.to_ascii_lowercase();
+    assert!(
+        words.iter().any(|w| l.contains(w)),
+        "{what}: the message should say one of {words:?}: {line}"
+    );
+}
+
+/// (year, month, day) in UTC of `t`.
+pub fn civil_date(t: SystemTime) -> (i32, u8, u8) {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m as u8, d as u8)
 }

@@ -1,0 +1,855 @@
+//! Crash consistency (PROTOCOL section 3: "A crash, power cut or kill at any
+//! moment leaves either the old or the new profile, never a mix").
+//!
+//! The real agent binary replaces a stored profile A with a profile B served
+//! by the local cncop network (real TLS on 127.0.0.1) and is killed with
+//! SIGKILL at many moments spread over the whole run: the download and the
+//! streaming into `backupjobs.db.new`, its commit, the rename, the firewall
+//! check and its in-place write of the firewall state, cncopreporter. After
+//! each kill the test checks what a user (or another program of the suite)
+//! would: no agent left running, the run lock free, the store opens, `--list
+//! --json` works and shows exactly A or exactly B, and the next normal run
+//! needs no manual step, exits 0 and stores B.
+//!
+//! The kill moments are derived from measured runs, never asserted on: most
+//! are stratified over the whole run (one random point in each of N equal
+//! slices of it), the others follow the moment the network receives the
+//! firewall report, which is just before the firewall state is written. A
+//! second scenario serves an unchanged profile while endpoints change state,
+//! so the only write of the run is that in-place firewall write.
+//!
+//! The counts (old, new, mixed) are printed; see them with `--nocapture`.
+//! `CRASH_KILL_JOBS` and `CRASH_KILL_SEED` change the profile size and the
+//! random kill moments (for a longer run by hand, or to replay one).
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Kill points of the profile replacement (A -> B) scenario.
+const REPLACE_KILL_POINTS: usize = 120;
+/// Kill points of the firewall-only scenario (same jobs, firewall changes).
+const FIREWALL_KILL_POINTS: usize = 100;
+const _: () = assert!(REPLACE_KILL_POINTS + FIREWALL_KILL_POINTS >= 200);
+/// Of each scenario's kill points, one in this many follows the firewall
+/// report instead of being spread over the whole run.
+const AFTER_REPORT_EVERY: usize = 4;
+/// Jobs in each profile by default. A debug build replaces 1000 jobs with
+/// 1000 others in about 0.4 s and 10 000 in about 6.5 s; every kill that
+/// lands on the old store costs one more full run (the check that the next
+/// run stores B), so 10 000 jobs at this many kill points takes most of an
+/// hour: run that by hand with `CRASH_KILL_JOBS=10000`.
+const DEFAULT_JOBS: usize = 1000;
+/// Firewall check on, with short probes; every endpoint is on 127.0.0.0/8.
+const FIREWALL_ON: &str = "[firewall]\nenabled = On\nprobe_timeout = 1\nbudget = 20\n";
+/// The clock of every run of the firewall scenario (`CNCOP_NOW`), so that
+/// the firewall state a run writes is the same bytes every time.
+const FIXED_NOW: u64 = 1_795_000_000;
+
+fn jobs() -> usize {
+    std::env::var("CRASH_KILL_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_JOBS)
+}
+
+// ---------------------------------------------------------------------------
+// Small tools
+// ---------------------------------------------------------------------------
+
+/// xorshift64*: the kill moments' jitter and order.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("CRASH_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                ^ u64::from(std::process::id())
+        })
+}
+
+/// A loopback address of its own for each endpoint (127.77.x.y).
+fn fresh_ip() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Ipv4Addr::new(
+        127,
+        77,
+        (std::process::id() % 250) as u8,
+        (n % 250 + 2) as u8,
+    )
+}
+
+/// An endpoint that accepts connections while the listener lives.
+fn open_endpoint() -> (TcpListener, (Ipv4Addr, u16)) {
+    let ip = fresh_ip();
+    let l = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
+    let port = l.local_addr().expect("local address").port();
+    (l, (ip, port))
+}
+
+/// `profile_xml_with`, with the `<firewall>` block replaced by `endpoints`.
+fn profile_with_endpoints(
+    n: usize,
+    seed: u64,
+    generated: &str,
+    endpoints: &[(Ipv4Addr, u16)],
+) -> Vec<u8> {
+    let xml = String::from_utf8(profile_xml_with(DEVICE_ID, n, seed, generated))
+        .expect("genprofile writes UTF-8");
+    let start = xml
+        .find("<firewall>")
+        .expect("genprofile writes <firewall>")
+        + "<firewall>".len();
+    let end = xml
+        .find("</firewall>")
+        .expect("genprofile writes </firewall>");
+    let mut block = String::from("\n");
+    for (ip, port) in endpoints {
+        block.push_str(&format!(
+            "    <endpoint host=\"{ip}\" port=\"{port}\" proto=\"tcp\" purpose=\"prime\"/>\n"
+        ));
+    }
+    block.push_str("  ");
+    format!("{}{block}{}", &xml[..start], &xml[end..]).into_bytes()
+}
+
+/// `--list --json` with the `accepted` time (the clock of the run that
+/// stored it) blanked out; everything else must match exactly.
+fn masked(json: &str) -> String {
+    const KEY: &str = "\"accepted\":\"";
+    match json.find(KEY) {
+        Some(p) => {
+            let v = p + KEY.len();
+            let end = json[v..].find('"').map_or(json.len(), |e| v + e);
+            format!("{}*{}", &json[..v], &json[end..])
+        }
+        None => json.to_string(),
+    }
+}
+
+/// Jobs in a `--list --json` document.
+fn json_jobs(json: &str) -> usize {
+    json.matches("{\"id\":").count()
+}
+
+/// redb's read path swaps the process-wide panic hook while it opens a file;
+/// the two tests of this file read stores one at a time.
+static LIBRARY: Mutex<()> = Mutex::new(());
+
+/// What the store holds, read with the library the suite's other programs
+/// use: `Err` when it does not open.
+fn firewall_state(db: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let _one = LIBRARY.lock().unwrap_or_else(|p| p.into_inner());
+    let reader = cncopgetprofile::store::StoreReader::open(db)
+        .map_err(|e| e.to_string())?
+        .ok_or("there is no store file")?;
+    reader.meta().map_err(|e| e.to_string())?;
+    reader.firewall_entries().map_err(|e| e.to_string())
+}
+
+/// Agent processes still running for this install root (their environment
+/// names it in `CNCOP_HOME`).
+fn agents_running(root: &Path) -> Vec<u32> {
+    let exe = std::fs::canonicalize(AGENT).expect("the agent binary");
+    let needle = format!("CNCOP_HOME={}\0", root.display()).into_bytes();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(e.path().join("exe")).ok().as_deref() != Some(exe.as_path()) {
+            continue;
+        }
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        if env.windows(needle.len()).any(|w| w == needle.as_slice()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Whether nobody holds the run lock (flock, as the agent takes it).
+fn lock_is_free(config: &Path) -> Result<(), String> {
+    let path = config.join("cncopgetprofile.lock");
+    let f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+    };
+    match f.try_lock() {
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!("{} is still locked: {e}", path.display())),
+    }
+}
+
+/// Names in `Config/`, sorted.
+fn config_names(inst: &Install) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(inst.path("Config"))
+        .expect("read Config/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Files an install may have in `Config/` between runs; a killed run may
+/// also leave `backupjobs.db.new` (the next run removes it).
+const CONFIG_FILES: &[&str] = &[
+    "backupjobs.db",
+    "ca.pem",
+    "cncop3.ini",
+    "cncopgetprofile.lock",
+];
+
+// ---------------------------------------------------------------------------
+// One scenario: an install, a network, the old and the new state
+// ---------------------------------------------------------------------------
+
+/// What the store shows: the masked listing, and (in the firewall scenario)
+/// the firewall state.
+#[derive(Clone, PartialEq, Eq)]
+struct Seen {
+    listing: String,
+    firewall: Option<Vec<(String, Vec<u8>)>>,
+}
+
+/// Where a kill point is put.
+#[derive(Clone, Copy, Debug)]
+enum At {
+    /// This fraction of the run's measured duration after the start.
+    Fraction(f64),
+    /// This fraction of the measured time from the network receiving the
+    /// firewall report to the end of the run, after the report arrives.
+    AfterReport(f64),
+}
+
+#[derive(Default, Debug)]
+struct Counts {
+    old: usize,
+    new: usize,
+    mixed: usize,
+    unreadable: usize,
+    /// The agent had exited before the signal: not a kill point.
+    finished: usize,
+    /// Kill points after which `backupjobs.db.new` was left behind.
+    leftover_new: usize,
+    /// Kill points placed after the firewall report that hit a running agent.
+    killed_after_report: usize,
+}
+
+impl Counts {
+    fn killed(&self) -> usize {
+        self.old + self.new + self.mixed + self.unreadable
+    }
+}
+
+struct Scenario {
+    name: &'static str,
+    inst: Install,
+    net: TestNetwork,
+    /// `CNCOP_NOW` for every agent run.
+    now: Option<u64>,
+    /// A copy of the old store file, restored before each kill point.
+    saved_old: PathBuf,
+    old: Seen,
+    new: Seen,
+    /// Whether the firewall state is part of what must be old or new.
+    track_firewall: bool,
+    /// Durations of complete runs from the old store, and of their
+    /// report-to-exit tails.
+    runs: Vec<Duration>,
+    tails: Vec<Duration>,
+}
+
+/// How a run of [`Scenario::timed_run`] ended.
+struct Timed {
+    status: ExitStatus,
+    took: Duration,
+    /// From the network receiving a firewall report to the agent's exit.
+    tail: Option<Duration>,
+    stderr: String,
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    s[s.len() / 2]
+}
+
+impl Scenario {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(AGENT);
+        cmd.args(args).env("CNCOP_HOME", self.inst.root());
+        if let Some(now) = self.now {
+            cmd.env("CNCOP_NOW", now.to_string());
+        }
+        cmd
+    }
+
+    fn spawn(&self, stderr: &std::fs::File) -> Child {
+        self.command(&[])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr.try_clone().expect("dup"))
+            .spawn()
+            .expect("start the agent")
+    }
+
+    /// A normal run (`exit`), measured: the time to the agent's exit and
+    /// from the firewall report to it.
+    fn timed_run(&self) -> Timed {
+        let err = tempfile::tempfile().expect("temp file");
+        let reports = self.net.firewall_reports().len();
+        let start = Instant::now();
+        let mut child = self.spawn(&err);
+        let mut reported = None;
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait for the agent") {
+                break st;
+            }
+            if reported.is_none() && self.net.firewall_reports().len() > reports {
+                reported = Some(Instant::now());
+            }
+            if start.elapsed() > RUN_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{}: a run took longer than {RUN_LIMIT:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        let end = Instant::now();
+        Timed {
+            status,
+            took: end - start,
+            tail: reported.map(|r| end - r),
+            stderr: read_all(err),
+        }
+    }
+
+    fn restore_old(&self) {
+        let db = self.inst.db_path();
+        std::fs::copy(&self.saved_old, &db).expect("restore the old store");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the restored store");
+    }
+
+    /// What the store shows now; `Err` (with the reason) when it cannot be
+    /// read or listed.
+    fn seen(&self) -> Result<Seen, String> {
+        let firewall = firewall_state(&self.inst.db_path())
+            .map_err(|e| format!("the store does not open: {e}"))?;
+        let o = exec(self.command(&["--list", "--json"]), RUN_LIMIT);
+        if o.status.code() != Some(0) {
+            return Err(format!("--list --json fails\n{}", show(&o)));
+        }
+        Ok(Seen {
+            listing: masked(&stdout_of(&o)),
+            firewall: self.track_firewall.then_some(firewall),
+        })
+    }
+
+    /// Starts a run from the old store and kills it at `at`; checks the
+    /// aftermath, then that the next normal run stores the new state. The
+    /// problems found, if any, are returned (one line each).
+    fn kill_point(&mut self, at: At, counts: &mut Counts) -> Vec<String> {
+        let mut problems = Vec::new();
+        self.restore_old();
+        let err = tempfile::tempfile().expect("temp file");
+        let reports = self.net.firewall_reports().len();
+        let run = median(&self.runs);
+        let tail = median(&self.tails);
+        let start = Instant::now();
+        let mut child = self.spawn(&err);
+        let kill_at = match at {
+            At::Fraction(f) => start + run.mul_f64(f),
+            At::AfterReport(f) => loop {
+                if self.net.firewall_reports().len() > reports {
+                    break Instant::now() + tail.mul_f64(f);
+                }
+                if child.try_wait().expect("wait").is_some() || start.elapsed() > RUN_LIMIT {
+                    break Instant::now();
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            },
+        };
+        if let Some(d) = kill_at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let _ = child.kill();
+        let status = child.wait().expect("reap the agent");
+        if status.signal() != Some(9) {
+            // Not a kill point: the run had ended.
+            counts.finished += 1;
+            if status.code() != Some(0) {
+                problems.push(format!(
+                    "the run ended by itself with {status:?}: {}",
+                    read_all(err).trim()
+                ));
+            }
+            return problems;
+        }
+        if matches!(at, At::AfterReport(_)) {
+            counts.killed_after_report += 1;
+        }
+
+        // Nothing of the run is left running, and its lock is free.
+        let running = agents_running(self.inst.root());
+        if !running.is_empty() {
+            problems.push(format!("agent processes still running: {running:?}"));
+        }
+        if let Err(e) = lock_is_free(&self.inst.path("Config")) {
+            problems.push(e);
+        }
+        let names = config_names(&self.inst);
+        if names.iter().any(|n| n == "backupjobs.db.new") {
+            counts.leftover_new += 1;
+        }
+        let strays: Vec<&String> = names
+            .iter()
+            .filter(|n| !CONFIG_FILES.contains(&n.as_str()) && *n != "backupjobs.db.new")
+            .collect();
+        if !strays.is_empty() {
+            problems.push(format!("unexpected files in Config/: {strays:?}"));
+        }
+        match std::fs::metadata(self.inst.db_path()) {
+            Err(e) => problems.push(format!("the store is gone: {e}")),
+            Ok(m) if m.permissions().mode() & 0o777 != 0o600 => problems.push(format!(
+                "the store's mode is {:o}, not 600",
+                m.permissions().mode() & 0o777
+            )),
+            Ok(_) => {}
+        }
+
+        // The store is the old one or the new one, whole.
+        let landed_old = match self.seen() {
+            Err(e) => {
+                counts.unreadable += 1;
+                problems.push(e);
+                false
+            }
+            Ok(s) if s == self.old => {
+                counts.old += 1;
+                true
+            }
+            Ok(s) if s == self.new => {
+                counts.new += 1;
+                false
+            }
+            Ok(s) => {
+                counts.mixed += 1;
+                problems.push(format!(
+                    "the store is neither the old nor the new one: {}",
+                    self.describe_mix(&s)
+                ));
+                false
+            }
+        };
+
+        // The next run needs no manual step and stores the new state.
+        let next = self.timed_run();
+        if next.status.code() != Some(0) {
+            problems.push(format!(
+                "the next run failed ({:?}): {}",
+                next.status,
+                next.stderr.trim()
+            ));
+        }
+        match self.seen() {
+            Ok(s) if s == self.new => {}
+            Ok(s) => problems.push(format!(
+                "the next run did not store the new state: {}",
+                self.describe_mix(&s)
+            )),
+            Err(e) => problems.push(format!("after the next run, {e}")),
+        }
+        let extra: Vec<String> = config_names(&self.inst)
+            .into_iter()
+            .filter(|n| !CONFIG_FILES.contains(&n.as_str()))
+            .collect();
+        if !extra.is_empty() {
+            problems.push(format!("after the next run Config/ still holds {extra:?}"));
+        }
+        if landed_old && problems.is_empty() {
+            // A whole run from the old store: refine the measurements.
+            self.runs.push(next.took);
+            if self.runs.len() > 9 {
+                self.runs.remove(0);
+            }
+            if let Some(t) = next.tail {
+                self.tails.push(t);
+                if self.tails.len() > 9 {
+                    self.tails.remove(0);
+                }
+            }
+        }
+        problems
+    }
+
+    fn describe_mix(&self, s: &Seen) -> String {
+        let mut out = format!(
+            "{} jobs listed (old {}, new {})",
+            json_jobs(&s.listing),
+            json_jobs(&self.old.listing),
+            json_jobs(&self.new.listing)
+        );
+        let (old_jobs, new_jobs) = (
+            job_objects(&self.old.listing),
+            job_objects(&self.new.listing),
+        );
+        let jobs = job_objects(&s.listing);
+        let like_old = jobs.iter().filter(|j| old_jobs.contains(j)).count();
+        let like_new = jobs.iter().filter(|j| new_jobs.contains(j)).count();
+        out.push_str(&format!(
+            "; {like_old} jobs as in the old store, {like_new} as in the new"
+        ));
+        if s.listing == self.old.listing || s.listing == self.new.listing {
+            out.push_str(&format!(
+                "; the jobs are the {} ones, the firewall state is {}",
+                if s.listing == self.old.listing {
+                    "old"
+                } else {
+                    "new"
+                },
+                describe_firewall(&s.firewall, &self.old.firewall, &self.new.firewall)
+            ));
+        }
+        out
+    }
+
+    /// Runs `planned` kill points, then more (stratified over the run
+    /// again) until `planned` runs were really killed: a run that ended
+    /// before its kill point does not count. Failures are collected, not
+    /// fatal, so that the counts cover every point.
+    fn run_points(&mut self, planned: usize, rng: &mut Rng) -> (Counts, Vec<String>) {
+        let mut counts = Counts::default();
+        let mut failures = Vec::new();
+        let mut points = kill_points(planned, rng);
+        let mut tried = 0;
+        while counts.killed() < planned && tried < 2 * planned {
+            let at = match points.pop() {
+                Some(at) => at,
+                None => {
+                    points = kill_points(planned - counts.killed(), rng);
+                    continue;
+                }
+            };
+            tried += 1;
+            let problems = self.kill_point(at, &mut counts);
+            if !problems.is_empty() {
+                let line = format!(
+                    "{} kill point {tried} ({at:?}): {}",
+                    self.name,
+                    problems.join("; ")
+                );
+                eprintln!("{line}");
+                failures.push(line);
+            }
+        }
+        (counts, failures)
+    }
+}
+
+/// The JSON objects of a listing's jobs, as strings.
+fn job_objects(json: &str) -> Vec<&str> {
+    let Some(start) = json.find("\"jobs\":[") else {
+        return Vec::new();
+    };
+    let body = &json[start + "\"jobs\":[".len()..];
+    body.split("},{\"id\":")
+        .map(|j| j.trim_end_matches("]}\n"))
+        .collect()
+}
+
+fn describe_firewall(
+    s: &Option<Vec<(String, Vec<u8>)>>,
+    old: &Option<Vec<(String, Vec<u8>)>>,
+    new: &Option<Vec<(String, Vec<u8>)>>,
+) -> String {
+    let (Some(s), Some(old), Some(new)) = (s, old, new) else {
+        return "not tracked".into();
+    };
+    let old: BTreeMap<_, _> = old.iter().cloned().collect();
+    let new: BTreeMap<_, _> = new.iter().cloned().collect();
+    let (mut as_old, mut as_new, mut other) = (0, 0, 0);
+    for (k, v) in s {
+        if old.get(k) == Some(v) {
+            as_old += 1;
+        } else if new.get(k) == Some(v) {
+            as_new += 1;
+        } else {
+            other += 1;
+        }
+    }
+    format!("{as_old} entries as before, {as_new} as after, {other} neither")
+}
+
+fn read_all(mut f: std::fs::File) -> String {
+    use std::io::{Read, Seek};
+    let mut s = Vec::new();
+    let _ = f.rewind();
+    let _ = f.read_to_end(&mut s);
+    String::from_utf8_lossy(&s).into_owned()
+}
+
+/// `n` kill points: most stratified over the run (one at a random moment
+/// in each of its equal slices), every [`AFTER_REPORT_EVERY`]th after the
+/// firewall report; in random order, so that a changing machine load
+/// spreads over all of them.
+fn kill_points(n: usize, rng: &mut Rng) -> Vec<At> {
+    let after = n / AFTER_REPORT_EVERY;
+    let spread = n - after;
+    let mut v: Vec<At> = Vec::with_capacity(n);
+    for i in 0..spread {
+        v.push(At::Fraction((i as f64 + rng.unit()) / spread as f64));
+    }
+    for i in 0..after {
+        v.push(At::AfterReport((i as f64 + rng.unit()) / after as f64));
+    }
+    rng.shuffle(&mut v);
+    v
+}
+
+fn report(name: &str, c: &Counts, took: Duration) {
+    eprintln!(
+        "{name}: {} kill points survived of {} killed: {} old, {} new, {} mixed, {} unreadable \
+         ({} after the firewall report; {} left backupjobs.db.new for the next run; \
+         {} runs had ended before the kill) in {:.0} s",
+        c.old + c.new,
+        c.killed(),
+        c.old,
+        c.new,
+        c.mixed,
+        c.unreadable,
+        c.killed_after_report,
+        c.leftover_new,
+        c.finished,
+        took.as_secs_f64()
+    );
+}
+
+#[track_caller]
+fn check(name: &str, planned: usize, counts: &Counts, failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of {} kill points failed ({} mixed, {} unreadable stores); the first:\n{}",
+        failures.len(),
+        counts.killed() + counts.finished,
+        counts.mixed,
+        counts.unreadable,
+        failures[0]
+    );
+    assert_eq!(
+        counts.mixed + counts.unreadable,
+        0,
+        "{name}: damaged stores"
+    );
+    assert!(
+        counts.killed() >= planned,
+        "{name}: only {} of {planned} runs could be killed before they ended",
+        counts.killed()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The scenarios
+// ---------------------------------------------------------------------------
+
+/// A (seed 1) is stored with three firewall endpoints open; they are then
+/// closed and the network serves B (seed 2, every job different), so a
+/// full run writes a new store file, renames it over A, then reports the
+/// endpoints blocked and writes their state in place.
+#[test]
+fn killed_while_replacing_the_profile_leaves_the_old_or_the_new_one() {
+    let started = Instant::now();
+    let n = jobs();
+    let mut rng = Rng::new(seed());
+    let seed_used = rng.0;
+    let listeners: Vec<(TcpListener, (Ipv4Addr, u16))> = (0..3).map(|_| open_endpoint()).collect();
+    let endpoints: Vec<(Ipv4Addr, u16)> = listeners.iter().map(|(_, e)| *e).collect();
+    let a = profile_with_endpoints(n, 1, "2026-11-27T07:00:00Z", &endpoints);
+    let b = profile_with_endpoints(n, 2, "2026-11-28T07:00:00Z", &endpoints);
+
+    let net = net_with_profile(NetOptions::default(), a);
+    let inst = new_install();
+    inst.setup(&net, FIREWALL_ON);
+    run_ok(&inst, &[]);
+    assert_eq!(
+        net.firewall_reports().len(),
+        1,
+        "A's blocked targets are reported"
+    );
+    let saved_old = inst.path("saved-A.db");
+    std::fs::copy(inst.db_path(), &saved_old).expect("save A's store");
+
+    let mut sc = Scenario {
+        name: "replace",
+        inst,
+        net,
+        now: None,
+        saved_old,
+        old: Seen {
+            listing: String::new(),
+            firewall: None,
+        },
+        new: Seen {
+            listing: String::new(),
+            firewall: None,
+        },
+        track_firewall: false,
+        runs: Vec::new(),
+        tails: Vec::new(),
+    };
+    sc.old = sc.seen().expect("A lists");
+    assert_eq!(json_jobs(&sc.old.listing), n, "A is stored whole");
+
+    // The endpoints go away, B is served: measure a full replacement run.
+    drop(listeners);
+    sc.net.set_profile(DEVICE_ID, b.clone(), Some(etag_for(&b)));
+    for _ in 0..3 {
+        sc.restore_old();
+        let t = sc.timed_run();
+        assert_eq!(t.status.code(), Some(0), "A -> B run\n{}", t.stderr);
+        sc.runs.push(t.took);
+        sc.tails
+            .push(t.tail.expect("the run reports the closed endpoints"));
+    }
+    sc.new = sc.seen().expect("B lists");
+    assert_eq!(json_jobs(&sc.new.listing), n, "B is stored whole");
+    assert!(
+        job_objects(&sc.new.listing)
+            .iter()
+            .all(|j| !job_objects(&sc.old.listing).contains(j)),
+        "every job of B differs from A's"
+    );
+    eprintln!(
+        "replace: {n} jobs; a full A -> B run takes {:?} (report to exit {:?}); seed {seed_used}",
+        median(&sc.runs),
+        median(&sc.tails)
+    );
+
+    let loop_start = Instant::now();
+    let (counts, failures) = sc.run_points(REPLACE_KILL_POINTS, &mut rng);
+    report("replace", &counts, loop_start.elapsed());
+    eprintln!(
+        "replace: whole test {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    check("replace", REPLACE_KILL_POINTS, &counts, &failures);
+}
+
+/// The same profile stays served (304) while three endpoints that were open
+/// close: the only write of a run is the firewall state, in place, in the
+/// live store. Every run has the same clock, so the new state is the same
+/// bytes every time.
+#[test]
+fn killed_while_writing_the_firewall_state_leaves_the_old_or_the_new_one() {
+    let started = Instant::now();
+    let n = jobs();
+    let mut rng = Rng::new(seed() ^ 0x5eed);
+    let seed_used = rng.0;
+    let listeners: Vec<(TcpListener, (Ipv4Addr, u16))> = (0..3).map(|_| open_endpoint()).collect();
+    let endpoints: Vec<(Ipv4Addr, u16)> = listeners.iter().map(|(_, e)| *e).collect();
+    let profile = profile_with_endpoints(n, 3, "2026-11-27T07:00:00Z", &endpoints);
+
+    let net = net_with_profile(NetOptions::default(), profile);
+    let inst = new_install();
+    inst.setup(&net, FIREWALL_ON);
+    let mut sc = Scenario {
+        name: "firewall",
+        inst,
+        net,
+        now: Some(FIXED_NOW),
+        saved_old: PathBuf::new(),
+        old: Seen {
+            listing: String::new(),
+            firewall: None,
+        },
+        new: Seen {
+            listing: String::new(),
+            firewall: None,
+        },
+        track_firewall: true,
+        runs: Vec::new(),
+        tails: Vec::new(),
+    };
+    let first = sc.timed_run();
+    assert_eq!(first.status.code(), Some(0), "first run\n{}", first.stderr);
+    sc.saved_old = sc.inst.path("saved-old.db");
+    std::fs::copy(sc.inst.db_path(), &sc.saved_old).expect("save the old store");
+    sc.old = sc.seen().expect("the old store lists");
+    assert_eq!(json_jobs(&sc.old.listing), n, "the profile is stored whole");
+
+    drop(listeners);
+    for _ in 0..3 {
+        sc.restore_old();
+        let t = sc.timed_run();
+        assert_eq!(t.status.code(), Some(0), "firewall-only run\n{}", t.stderr);
+        sc.runs.push(t.took);
+        sc.tails
+            .push(t.tail.expect("the run reports the closed endpoints"));
+    }
+    let statuses: Vec<u16> = sc.net.profile_requests().iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses[1..],
+        [304, 304, 304],
+        "the profile is unchanged (304)"
+    );
+    sc.new = sc.seen().expect("the new store lists");
+    assert_eq!(sc.new.listing, sc.old.listing, "the jobs do not change");
+    assert!(
+        sc.new.firewall != sc.old.firewall,
+        "the run changes the firewall state"
+    );
+    eprintln!(
+        "firewall: {n} jobs; a firewall-only run takes {:?} (report to exit {:?}); seed {seed_used}",
+        median(&sc.runs),
+        median(&sc.tails)
+    );
+
+    let loop_start = Instant::now();
+    let (counts, failures) = sc.run_points(FIREWALL_KILL_POINTS, &mut rng);
+    report("firewall", &counts, loop_start.elapsed());
+    eprintln!(
+        "firewall: whole test {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    check("firewall", FIREWALL_KILL_POINTS, &counts, &failures);
+}

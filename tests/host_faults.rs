@@ -1,0 +1,609 @@
+//! Faults of the disk and of the host (PROTOCOL sections 3 and 7): a full
+//! disk, a file size limit, a read-only or missing `Config/`, a missing or
+//! impossible `Spool/Logs/`, a store the agent may not read, stores of
+//! another format, and the modes of the files the agent creates.
+//!
+//! The real agent binary runs against the local cncop network (real TLS on
+//! 127.0.0.1) with real files, a real `RLIMIT_FSIZE`, a real full tmpfs, a
+//! real read-only bind mount and a real unprivileged user. Tests run as root
+//! here, and root ignores permission bits, so the permission cases run the
+//! agent as `nobody` through `setpriv` when the test is root. A case that
+//! cannot be set up on this host (no mount, no setpriv) says so on stderr
+//! and checks nothing, rather than pass for the wrong reason.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// The unprivileged user and group the permission cases run the agent as.
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Whether `setpriv` (util-linux) is here.
+fn have_setpriv() -> bool {
+    Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `prefix... AGENT args...` with `CNCOP_HOME` set to the install root.
+fn run_via(inst: &Install, prefix: &[&str], args: &[&str]) -> Output {
+    let mut cmd = Command::new(prefix[0]);
+    cmd.args(&prefix[1..])
+        .arg(AGENT)
+        .args(args)
+        .env("CNCOP_HOME", inst.root());
+    exec(cmd, RUN_LIMIT)
+}
+
+/// Runs a shell line, panicking with its output if it fails.
+#[track_caller]
+fn sh(line: &str) {
+    let o = Command::new("sh")
+        .args(["-c", line])
+        .output()
+        .expect("run sh");
+    assert!(o.status.success(), "`{line}` failed\n{}", show(&o));
+}
+
+/// Runs a shell line; `Err` with its stderr when it fails.
+fn try_sh(line: &str) -> Result<(), String> {
+    let o = Command::new("sh")
+        .args(["-c", line])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(stderr_of(&o).trim().to_string())
+    }
+}
+
+fn quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+/// Gives `path` and everything under it to `uid`:`gid`.
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    if path.is_dir() && !path.is_symlink() {
+        for e in std::fs::read_dir(path).expect("read_dir").flatten() {
+            chown_tree(&e.path(), uid, gid);
+        }
+    }
+}
+
+/// How the permission cases run the agent: as `nobody` via `setpriv` when
+/// the test is root (the install root is given to `nobody` first), else
+/// directly as the test's own unprivileged user. `None` (with a note on
+/// stderr) when neither is possible.
+fn unprivileged(inst: &Install, case: &str) -> Option<Vec<&'static str>> {
+    if !is_root() {
+        return Some(Vec::new());
+    }
+    if !have_setpriv() {
+        eprintln!("SKIPPED {case}: running as root and setpriv is not installed");
+        return None;
+    }
+    chown_tree(inst.root(), NOBODY, NOBODY);
+    Some(vec![
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ])
+}
+
+/// Runs the agent, through `prefix` if not empty.
+fn run_as(inst: &Install, prefix: &[&'static str], args: &[&str]) -> Output {
+    if prefix.is_empty() {
+        inst.run(args)
+    } else {
+        run_via(inst, prefix, args)
+    }
+}
+
+/// A mount made by a test, undone when dropped.
+struct Mounted {
+    dir: PathBuf,
+}
+
+impl Mounted {
+    /// `mount -t tmpfs -o size=SIZE tmpfs DIR`.
+    fn tmpfs(dir: &Path, size: &str) -> Result<Mounted, String> {
+        try_sh(&format!(
+            "mount -t tmpfs -o size={size} tmpfs {}",
+            quote(dir)
+        ))?;
+        Ok(Mounted {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// `DIR` bound onto itself, read-only.
+    fn read_only(dir: &Path) -> Result<Mounted, String> {
+        try_sh(&format!("mount --bind {0} {0}", quote(dir)))?;
+        let m = Mounted {
+            dir: dir.to_path_buf(),
+        };
+        try_sh(&format!("mount -o remount,ro,bind {}", quote(dir)))?;
+        Ok(m)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let d = quote(&self.dir);
+        if try_sh(&format!("umount {d}")).is_err() {
+            let _ = try_sh(&format!("umount -l {d}"));
+        }
+    }
+}
+
+/// Files in `Config/` whose name starts with `prefix`.
+fn config_files(inst: &Install, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(inst.path("Config"))
+        .expect("read Config/")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The ids `tools/genprofile` gives `n` jobs: 1000, 1001, ...
+fn gen_ids(n: usize) -> std::collections::BTreeSet<String> {
+    (0..n).map(|i| (1000 + i).to_string()).collect()
+}
+
+/// A second, bigger profile (2000 jobs, another seed).
+fn bigger_profile() -> Vec<u8> {
+    profile_xml_with(DEVICE_ID, 2000, 2, "2026-11-28T07:00:00Z")
+}
+
+/// An install that stored 50 genprofile jobs; the network then serves
+/// `next` (so a successful run would change the store).
+fn stored_then_serving(next: Vec<u8>) -> (Install, TestNetwork) {
+    let net = net_with_profile(NetOptions::default(), profile_xml(DEVICE_ID, 50));
+    let inst = new_install();
+    inst.setup(&net, "");
+    run_ok(&inst, &[]);
+    net.set_profile(DEVICE_ID, next.clone(), Some(etag_for(&next)));
+    (inst, net)
+}
+
+/// A refused run: exit 6, nothing on stdout, exactly one line on stderr,
+/// which it returns.
+#[track_caller]
+fn one_line_exit_6(o: &Output, what: &str) -> String {
+    assert_exit(o, 6, what);
+    assert_stdout_empty(o, what);
+    let lines = err_lines(o);
+    assert_eq!(lines.len(), 1, "{what}: one line on stderr\n{}", show(o));
+    lines[0].clone()
+}
+
+/// The old store is still there, byte for byte, and `--list` shows it.
+#[track_caller]
+fn old_store_kept(before: &Snap, inst: &Install, what: &str) {
+    assert_store_untouched(before, inst, what);
+    assert_eq!(
+        stored_ids(inst),
+        gen_ids(50),
+        "{what}: --list shows the old jobs"
+    );
+    assert!(
+        config_files(inst, "backupjobs.db.").is_empty(),
+        "{what}: no other store file is left in Config/ (a partial new store would keep \
+         the disk full): {:?}",
+        config_files(inst, "backupjobs.db.")
+    );
+}
+
+#[track_caller]
+fn says_disk_full(line: &str, what: &str) {
+    let l = line.to_lowercase();
+    assert!(
+        l.contains("backupjobs.db"),
+        "{what}: the error names the store: {line}"
+    );
+    assert!(
+        l.contains("disk is full") || l.contains("no space left") || l.contains("file too large"),
+        "{what}: the error says the disk is full: {line}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Disk full and write errors
+// ---------------------------------------------------------------------------
+
+/// `RLIMIT_FSIZE` of 128 KiB: writing the new store past it fails with
+/// EFBIG (SIGXFSZ is ignored, so the write returns the error).
+#[test]
+fn a_write_past_the_file_size_limit_exits_6_and_keeps_the_old_store() {
+    let (inst, _net) = stored_then_serving(bigger_profile());
+    let before = snap(&inst);
+    let limited = [
+        "sh",
+        "-c",
+        "trap '' XFSZ; ulimit -f 256; exec \"$0\" \"$@\"",
+    ];
+    let o = run_via(&inst, &limited, &[]);
+    let line = one_line_exit_6(&o, "a run under ulimit -f 256");
+    says_disk_full(&line, "file size limit");
+    old_store_kept(&before, &inst, "file size limit");
+
+    run_ok(&inst, &[]);
+    assert_eq!(
+        stored_ids(&inst),
+        gen_ids(2000),
+        "without the limit, B is stored"
+    );
+}
+
+/// The install root on a 1 MiB tmpfs: the new store does not fit (ENOSPC).
+/// Once the file system has room, the next run stores the new profile.
+#[test]
+fn a_full_file_system_exits_6_and_keeps_the_old_store() {
+    let case = "a full file system";
+    if !is_root() {
+        eprintln!("SKIPPED {case}: mounting a tmpfs needs root");
+        return;
+    }
+    let mnt = tempfile::tempdir().expect("temp dir");
+    let mounted = match Mounted::tmpfs(mnt.path(), "1m") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIPPED {case}: cannot mount a tmpfs here: {e}");
+            return;
+        }
+    };
+    let net = net_with_profile(NetOptions::default(), profile_xml(DEVICE_ID, 50));
+    let inst = new_install_in(mnt.path());
+    inst.setup(&net, "");
+    run_ok(&inst, &[]);
+    let next = profile_xml_with(DEVICE_ID, 4000, 2, "2026-11-28T07:00:00Z");
+    net.set_profile(DEVICE_ID, next.clone(), Some(etag_for(&next)));
+    let before = snap(&inst);
+
+    let o = inst.run(&[]);
+    let line = one_line_exit_6(&o, "a run on a full file system");
+    says_disk_full(&line, case);
+    old_store_kept(&before, &inst, case);
+
+    sh(&format!("mount -o remount,size=32m {}", quote(mnt.path())));
+    run_ok(&inst, &[]);
+    assert_eq!(stored_ids(&inst), gen_ids(4000), "with room, B is stored");
+    drop(inst);
+    drop(mounted);
+}
+
+// ---------------------------------------------------------------------------
+// Config/ read-only or missing
+// ---------------------------------------------------------------------------
+
+/// `chmod 0555 Config` (the agent runs unprivileged): the new store cannot
+/// be created beside the old one.
+#[test]
+fn a_read_only_config_folder_exits_6_and_keeps_the_store() {
+    let case = "read-only Config/ (mode 0555)";
+    let (inst, _net) = stored_then_serving(bigger_profile());
+    let Some(prefix) = unprivileged(&inst, case) else {
+        return;
+    };
+    let config = inst.path("Config");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let before = snap(&inst);
+
+    let o = run_as(&inst, &prefix, &[]);
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let line = one_line_exit_6(&o, case);
+    assert!(
+        line.contains(&config.display().to_string()),
+        "{case}: the error names the folder or a file in it: {line}"
+    );
+    assert!(
+        line.to_lowercase().contains("permission denied"),
+        "{case}: the error says why: {line}"
+    );
+    old_store_kept(&before, &inst, case);
+
+    let o = run_as(&inst, &prefix, &[]);
+    assert_exit(&o, 0, "the same run once Config/ is writable");
+    assert_eq!(stored_ids(&inst), gen_ids(2000));
+}
+
+/// `Config/` on a read-only file system (a read-only bind mount, as flash
+/// remounted read-only after errors looks to a program).
+#[test]
+fn config_on_a_read_only_file_system_exits_6_and_keeps_the_store() {
+    let case = "Config/ on a read-only file system";
+    if !is_root() {
+        eprintln!("SKIPPED {case}: a read-only bind mount needs root");
+        return;
+    }
+    let (inst, _net) = stored_then_serving(bigger_profile());
+    let config = inst.path("Config");
+    let before = snap(&inst);
+    let mounted = match Mounted::read_only(&config) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIPPED {case}: cannot bind-mount read-only here: {e}");
+            return;
+        }
+    };
+    assert!(
+        std::fs::write(config.join("probe"), b"x").is_err(),
+        "the bind mount is read-only"
+    );
+
+    let o = inst.run(&[]);
+    let line = one_line_exit_6(&o, case);
+    assert!(
+        line.contains(&config.display().to_string()),
+        "{case}: the error names the folder or a file in it: {line}"
+    );
+    assert!(
+        line.to_lowercase().contains("read-only"),
+        "{case}: the error says the file system is read-only: {line}"
+    );
+    assert_eq!(
+        stored_ids(&inst),
+        gen_ids(50),
+        "--list works on the read-only store"
+    );
+    drop(mounted);
+    old_store_kept(&before, &inst, case);
+
+    run_ok(&inst, &[]);
+    assert_eq!(stored_ids(&inst), gen_ids(2000));
+}
+
+/// No `Config/` at all, the INI given with `-c` elsewhere: the agent makes
+/// the folder and stores the profile there.
+#[test]
+fn a_missing_config_folder_is_created() {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    let inst = new_install();
+    let etc = inst.path("etc");
+    net.write_ca(&etc).expect("write the CA");
+    let ini = inst.ini_for(&net, "[network]\nca_file = etc/ca.pem\n");
+    let ini_path = etc.join("cncop3.ini");
+    std::fs::write(&ini_path, ini).unwrap();
+    std::fs::remove_dir_all(inst.path("Config")).unwrap();
+
+    run_ok(&inst, &["-c", ini_path.to_str().unwrap()]);
+    assert!(inst.path("Config").is_dir(), "Config/ is created");
+    assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]));
+    assert_eq!(mode_of(&inst.db_path()), 0o600);
+}
+
+/// No `Spool/` at all: with `-d` the log folder and the day's log appear.
+#[test]
+fn a_missing_log_folder_is_created() {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    let inst = new_install();
+    inst.setup(&net, "");
+    std::fs::remove_dir_all(inst.path("Spool")).unwrap();
+
+    run_ok(&inst, &["-d"]);
+    let logs = inst.log_files();
+    assert_eq!(logs.len(), 1, "one log file in Spool/Logs/: {logs:?}");
+    let name = logs[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("gp") && name.ends_with(".log"),
+        "the day's log: {name}"
+    );
+    assert!(
+        inst.read_logs().contains("profile updated"),
+        "the run is logged\n{}",
+        inst.read_logs()
+    );
+    assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]));
+}
+
+/// `Spool/Logs` is a file, so it cannot be the log folder: logs are
+/// diagnostics, so the run still succeeds, with one warning on stderr.
+#[test]
+fn a_log_folder_that_is_a_file_warns_once_and_the_run_succeeds() {
+    let (inst, _net) = stored_then_serving(two_jobs());
+    let logs = inst.path("Spool/Logs");
+    std::fs::remove_dir_all(&logs).unwrap();
+    std::fs::write(&logs, b"not a folder\n").unwrap();
+
+    for args in [&[][..], &["-d"][..]] {
+        let what = format!("cncopgetprofile {} with Spool/Logs a file", args.join(" "));
+        let o = inst.run(args);
+        assert_exit(&o, 0, &what);
+        assert_stdout_empty(&o, &what);
+        let lines = err_lines(&o);
+        assert_eq!(
+            lines.len(),
+            1,
+            "{what}: one warning on stderr\n{}",
+            show(&o)
+        );
+        assert!(
+            lines[0].contains("Spool/Logs"),
+            "{what}: the warning names the log folder: {}",
+            lines[0]
+        );
+        assert_eq!(std::fs::read(&logs).unwrap(), b"not a folder\n");
+    }
+    assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]));
+}
+
+// ---------------------------------------------------------------------------
+// A store the agent may not read
+// ---------------------------------------------------------------------------
+
+/// The store belongs to another user, mode 0600: a permission problem, not
+/// damage, so the file is left exactly where and as it is.
+#[test]
+fn a_store_the_agent_may_not_read_exits_6_and_is_left_alone() {
+    let case = "a store the agent may not read";
+    let (inst, _net) = stored_then_serving(bigger_profile());
+    let Some(prefix) = unprivileged(&inst, case) else {
+        return;
+    };
+    let db = inst.db_path();
+    let owner = std::fs::metadata(inst.root()).unwrap().uid();
+    if prefix.is_empty() {
+        // Not root: the owner itself may not read a mode 000 file.
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o000)).unwrap();
+    } else {
+        std::os::unix::fs::chown(&db, Some(0), Some(0)).unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let before = snap(&inst);
+
+    let o = run_as(&inst, &prefix, &[]);
+    let line = one_line_exit_6(&o, case);
+    assert!(
+        line.contains(&db.display().to_string()),
+        "{case}: the error names the store: {line}"
+    );
+    assert!(
+        line.to_lowercase().contains("permission denied"),
+        "{case}: the error says why: {line}"
+    );
+    assert_store_untouched(&before, &inst, case);
+    assert!(
+        config_files(&inst, "backupjobs.db.").is_empty(),
+        "{case}: the store is not moved aside (permissions are not damage): {:?}",
+        config_files(&inst, "backupjobs.db.")
+    );
+
+    // Once the agent may read it again, the run goes on from it.
+    std::os::unix::fs::chown(&db, Some(owner), Some(owner)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = run_as(&inst, &prefix, &[]);
+    assert_exit(&o, 0, "the same run once the store is readable");
+    assert_eq!(stored_ids(&inst), gen_ids(2000));
+}
+
+// ---------------------------------------------------------------------------
+// A store of another format
+// ---------------------------------------------------------------------------
+
+/// `bad` replaces the store: the agent moves it aside with its bytes,
+/// rebuilds from a full download and exits 0. (Random bytes and a
+/// truncated store are in `agent_e2e.rs`.)
+fn other_format_is_moved_aside_and_rebuilt(bad: Vec<u8>, what: &str) {
+    let net = net_with_profile(NetOptions::default(), profile_xml(DEVICE_ID, 50));
+    let inst = new_install();
+    inst.setup(&net, "");
+    run_ok(&inst, &[]);
+    std::fs::write(inst.db_path(), &bad).unwrap();
+    std::fs::set_permissions(inst.db_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let o = inst.run(&[]);
+    assert_exit(&o, 0, what);
+    assert_stdout_empty(&o, what);
+    let aside = config_files(&inst, "backupjobs.db.corrupt-");
+    assert_eq!(
+        aside.len(),
+        1,
+        "{what}: one Config/backupjobs.db.corrupt-* file\n{}",
+        show(&o)
+    );
+    assert!(
+        std::fs::read(&aside[0]).unwrap() == bad,
+        "{what}: the file moved aside keeps its bytes"
+    );
+    let req = net.profile_requests().pop().unwrap();
+    assert_eq!(req.header("if-none-match"), None, "{what}: a full download");
+    assert_eq!(
+        stored_ids(&inst),
+        gen_ids(50),
+        "{what}: the store is rebuilt"
+    );
+    assert_eq!(mode_of(&inst.db_path()), 0o600);
+    let err = stderr_of(&o);
+    assert!(
+        err.contains("backupjobs.db") && err.contains(&aside[0].display().to_string()),
+        "{what}: stderr says which file was moved where\n{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn a_sqlite_file_as_store_is_moved_aside_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             c.execute('create table jobs (id text primary key, name text)')\n\
+             c.execute(\"insert into jobs values ('1001', 'Accounting share')\")\n\
+             c.commit()\n",
+        )
+        .arg(&path)
+        .output()
+        .expect("run python3");
+    assert!(o.status.success(), "make a SQLite file\n{}", show(&o));
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.starts_with(b"SQLite format 3\0"));
+    other_format_is_moved_aside_and_rebuilt(bytes, "a SQLite file as the store");
+}
+
+#[test]
+fn a_text_file_as_store_is_moved_aside_and_rebuilt() {
+    let text = b"# backup jobs\n1001 CCS /share/Accounting\n1002 MSSQL Ledger\n".to_vec();
+    other_format_is_moved_aside_and_rebuilt(text, "a text file as the store");
+}
+
+// ---------------------------------------------------------------------------
+// File modes
+// ---------------------------------------------------------------------------
+
+/// The store and the lock are 0600 and the logs not world-readable, even
+/// with a umask of 000 (the agent must not rely on cron's umask).
+#[test]
+fn store_lock_and_logs_are_private_whatever_the_umask() {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    let inst = new_install();
+    inst.setup(&net, "");
+    let umask0 = ["sh", "-c", "umask 000; exec \"$0\" \"$@\""];
+    for args in [&[][..], &["-d"][..]] {
+        let o = run_via(&inst, &umask0, args);
+        assert_exit(&o, 0, "a run with umask 000");
+        assert_stdout_empty(&o, "a run with umask 000");
+    }
+    assert_eq!(mode_of(&inst.db_path()), 0o600, "Config/backupjobs.db");
+    assert_eq!(
+        mode_of(&inst.path("Config/cncopgetprofile.lock")),
+        0o600,
+        "Config/cncopgetprofile.lock"
+    );
+    let logs = inst.log_files();
+    assert!(!logs.is_empty(), "the runs wrote a log");
+    for log in logs {
+        let mode = mode_of(&log);
+        assert_eq!(
+            mode & 0o007,
+            0,
+            "{} is mode {mode:o}: readable by everyone",
+            log.display()
+        );
+    }
+}
