@@ -23,6 +23,8 @@ use redb::ReadableTable;
 use std::path::{Path, PathBuf};
 use tables::{ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META, position_key, position_value};
 
+/// Jobs per transaction while a new store file is written.
+const COMMIT_EVERY: u32 = 8192;
 /// redb's default cache is 1 GiB; the agent's memory budget is a few MiB.
 /// Dirty pages beyond this spill to the new file before commit.
 const WRITE_CACHE_BYTES: usize = 128 * 1024;
@@ -274,18 +276,17 @@ impl JobStore {
                     .map_err(|e| storage_error(tmp, "cannot create", e))?,
             )
             .map_err(|e| storage_error(tmp, "cannot create", e))?;
-        let txn = db.begin_write().map_err(|e| write_err(tmp, e))?;
         let werr = |e: redb::TableError| write_err(tmp, e);
         let (old_ids, old_jobs) = match &self.current {
             Some(r) if !self.needs_rebuild() => (r.table(JOB_IDS)?, r.table(JOBS)?),
             _ => (None, None),
         };
-        let (summary, digest, header, mut diff) = {
+        let (txn, summary, digest, header, mut diff) = {
             let mut sink = StoreSink {
                 path: tmp,
-                jobs: txn.open_table(JOBS).map_err(werr)?,
-                ids: txn.open_table(JOB_IDS).map_err(werr)?,
-                endpoints: txn.open_table(ENDPOINTS).map_err(werr)?,
+                db: &db,
+                txn: Some(db.begin_write().map_err(|e| write_err(tmp, e))?),
+                in_batch: 0,
                 old_ids,
                 old_jobs,
                 digest: ring::digest::Context::new(&ring::digest::SHA256),
@@ -301,7 +302,13 @@ impl JobStore {
             let removed = sink.find_removed()?;
             sink.diff.removed = removed;
             let digest = sink.digest.clone().finish();
-            (summary, digest, sink.header.take(), sink.diff)
+            let Some(txn) = sink.txn.take() else {
+                return Err(Error::Store(format!(
+                    "{}: an earlier write failed",
+                    tmp.display()
+                )));
+            };
+            (txn, summary, digest, sink.header.take(), sink.diff)
         };
         let mut digest_bytes = [0u8; 32];
         digest_bytes.copy_from_slice(digest.as_ref());
@@ -388,9 +395,10 @@ fn sync_dir(path: &Path) {
 /// Receives the parsed profile and writes it into the new store file.
 pub struct StoreSink<'a> {
     path: &'a Path,
-    jobs: redb::Table<'a, &'static [u8], &'static [u8]>,
-    ids: redb::Table<'a, &'static [u8], &'static [u8]>,
-    endpoints: redb::Table<'a, &'static [u8], &'static [u8]>,
+    db: &'a redb::Database,
+    txn: Option<redb::WriteTransaction>,
+    /// Jobs written since `txn` began.
+    in_batch: u32,
     old_ids: Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
     old_jobs: Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
     digest: ring::digest::Context,
@@ -417,6 +425,28 @@ fn write_err(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 impl StoreSink<'_> {
+    /// Commits the jobs so far into the new file and starts the next
+    /// transaction. redb tracks every page a transaction allocates, so one
+    /// transaction for 100 000 jobs would grow memory with the profile; the
+    /// new file is invisible until it is renamed, so these intermediate
+    /// commits change nothing for readers or for crash safety.
+    fn commit_batch(&mut self) -> Result<()> {
+        if let Some(txn) = self.txn.take() {
+            txn.commit().map_err(|e| write_err(self.path, e))?;
+        }
+        self.txn = Some(self.db.begin_write().map_err(|e| write_err(self.path, e))?);
+        self.in_batch = 0;
+        Ok(())
+    }
+
+    /// The open transaction; gone only after a failed batch commit, which
+    /// already ended the replacement with an error.
+    fn txn(&self) -> Result<&redb::WriteTransaction> {
+        self.txn.as_ref().ok_or_else(|| {
+            Error::Store(format!("{}: an earlier write failed", self.path.display()))
+        })
+    }
+
     fn old_record(&mut self, id: &str) -> Result<bool> {
         let (Some(ids), Some(jobs)) = (&self.old_ids, &self.old_jobs) else {
             return Ok(false);
@@ -444,11 +474,20 @@ impl StoreSink<'_> {
         };
         let read =
             |e: redb::StorageError| Error::Store(format!("cannot read the current store: {e}"));
+        let Some(txn) = &self.txn else {
+            return Err(Error::Store(format!(
+                "{}: an earlier write failed",
+                self.path.display()
+            )));
+        };
+        let new_ids = txn
+            .open_table(JOB_IDS)
+            .map_err(|e| write_err(self.path, e))?;
         let mut removed = 0;
         for entry in old_ids.iter().map_err(read)? {
             let (id, _) = entry.map_err(read)?;
             let id = id.value();
-            if self.ids.get(id).map_err(read)?.is_none() {
+            if new_ids.get(id).map_err(read)?.is_none() {
                 let id = String::from_utf8_lossy(id);
                 removed += 1;
                 (self.on_change)(Change::Removed { id: &id });
@@ -471,7 +510,9 @@ impl ProfileSink for StoreSink<'_> {
         self.digest.update(&(self.buf.len() as u32).to_le_bytes());
         self.digest.update(&self.buf);
         let seq = self.next_endpoint;
-        self.endpoints
+        self.txn()?
+            .open_table(ENDPOINTS)
+            .map_err(|e| write_err(path, e))?
             .insert(position_key(seq).as_slice(), self.buf.as_slice())
             .map_err(|e| write_err(path, e))?;
         self.next_endpoint += 1;
@@ -481,12 +522,17 @@ impl ProfileSink for StoreSink<'_> {
     fn job(&mut self, job: &Job) -> Result<()> {
         let path = self.path;
         let seq = self.next_job;
-        if self
-            .ids
+        if self.in_batch >= COMMIT_EVERY {
+            self.commit_batch()?;
+        }
+        let duplicate = self
+            .txn()?
+            .open_table(JOB_IDS)
+            .map_err(|e| write_err(path, e))?
             .insert(job.id.as_bytes(), seq.to_le_bytes().as_slice())
             .map_err(|e| write_err(path, e))?
-            .is_some()
-        {
+            .is_some();
+        if duplicate {
             return Err(Error::Profile(format!(
                 "job \"{}\" appears more than once; job ids must be unique",
                 job.id
@@ -496,10 +542,13 @@ impl ProfileSink for StoreSink<'_> {
         self.digest.update(b"J");
         self.digest.update(&(self.buf.len() as u32).to_le_bytes());
         self.digest.update(&self.buf);
-        self.jobs
+        self.txn()?
+            .open_table(JOBS)
+            .map_err(|e| write_err(path, e))?
             .insert(position_key(seq).as_slice(), self.buf.as_slice())
             .map_err(|e| write_err(path, e))?;
         self.next_job += 1;
+        self.in_batch += 1;
         let change = if self.old_record(&job.id)? {
             if self.old_buf == self.buf {
                 self.diff.unchanged += 1;
