@@ -4,42 +4,6 @@
 mod common;
 
 use common::*;
-use std::process::Output;
-
-fn stdout_of(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr_of(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn err_lines(o: &Output) -> Vec<String> {
-    stderr_of(o)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status.code(),
-        stdout_of(o),
-        stderr_of(o)
-    )
-}
-
-#[track_caller]
-fn assert_exit(o: &Output, want: i32, what: &str) {
-    assert_eq!(
-        o.status.code(),
-        Some(want),
-        "{what}: expected exit code {want}\n{}",
-        show(o)
-    );
-}
 
 /// A configuration error: exit 2, nothing on stdout, one line on stderr
 /// holding every one of `names`; the network is not contacted, no store.

@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,61 +19,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-fn stdout_of(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr_of(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Non-empty stderr lines.
-fn err_lines(o: &Output) -> Vec<String> {
-    stderr_of(o)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status.code(),
-        stdout_of(o),
-        stderr_of(o)
-    )
-}
-
-#[track_caller]
-fn assert_exit(o: &Output, want: i32, what: &str) {
-    assert_eq!(
-        o.status.code(),
-        Some(want),
-        "{what}: expected exit code {want}\n{}",
-        show(o)
-    );
-}
-
-#[track_caller]
-fn assert_stdout_empty(o: &Output, what: &str) {
-    assert!(
-        o.stdout.is_empty(),
-        "{what}: stdout must be empty (cron mails any output)\n{}",
-        show(o)
-    );
-}
-
-/// Runs the agent with `args`; expects exit 0 and an empty stdout.
-#[track_caller]
-fn run_ok(inst: &Install, args: &[&str]) -> Output {
-    let o = inst.run(args);
-    let what = format!("cncopgetprofile {}", args.join(" "));
-    assert_exit(&o, 0, &what);
-    assert_stdout_empty(&o, &what);
-    o
-}
 
 /// `--list`: exit 0, the listing.
 #[track_caller]
@@ -91,23 +36,6 @@ fn list_json(inst: &Install) -> (String, Output) {
     (stdout_of(&o), o)
 }
 
-/// The job ids of a `--list` listing: the first column of the rows under
-/// the `ID ...` header.
-fn listed_ids(listing: &str) -> BTreeSet<String> {
-    let mut rows = false;
-    let mut ids = BTreeSet::new();
-    for line in listing.lines() {
-        if rows {
-            if let Some(id) = line.split_whitespace().next() {
-                ids.insert(id.to_string());
-            }
-        } else if line.split_whitespace().next() == Some("ID") {
-            rows = true;
-        }
-    }
-    ids
-}
-
 /// The row of job `id` in a `--list` listing.
 fn listed_row<'a>(listing: &'a str, id: &str) -> Option<&'a str> {
     listing
@@ -117,22 +45,6 @@ fn listed_row<'a>(listing: &'a str, id: &str) -> Option<&'a str> {
 
 fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|s| s.to_string()).collect()
-}
-
-/// The ids `tools/genprofile` gives `n` jobs: 1000, 1001, ...
-fn gen_ids(n: usize) -> BTreeSet<String> {
-    (0..n).map(|i| (1000 + i).to_string()).collect()
-}
-
-/// A fresh install root with a do-nothing `bin/cncopreporter`, as on a real
-/// appliance (a missing reporter is a warning on every run, PROTOCOL 6).
-fn new_install() -> Install {
-    let inst = Install::new();
-    let reporter = inst.path("bin/cncopreporter");
-    std::fs::write(&reporter, "#!/bin/sh\nexit 0\n").expect("write the stub reporter");
-    std::fs::set_permissions(&reporter, std::fs::Permissions::from_mode(0o755))
-        .expect("chmod the stub reporter");
-    inst
 }
 
 /// A network serving `profile` (under its content ETag) and an install set
@@ -146,54 +58,6 @@ fn first_run(profile: Vec<u8>, extra_ini: &str) -> (Install, TestNetwork) {
     (inst, net)
 }
 
-fn two_jobs() -> Vec<u8> {
-    small_profile(DEVICE_ID, &[("1001", "CCS"), ("1002", "MSSQL")])
-}
-
-/// What a user can see of the store file.
-struct Snap {
-    bytes: Vec<u8>,
-    mtime: SystemTime,
-    ino: u64,
-}
-
-fn snap(inst: &Install) -> Snap {
-    let meta = std::fs::metadata(inst.db_path()).expect("the store exists");
-    Snap {
-        bytes: inst.db_bytes().expect("read the store"),
-        mtime: meta.modified().expect("mtime"),
-        ino: meta.ino(),
-    }
-}
-
-/// A modification time far in the past, so that any write shows.
-const AGED: Duration = Duration::from_secs(1_000_000_000);
-
-/// Sets the store's mtime to `AGED` (without writing to it).
-fn age_store(inst: &Install) {
-    let f = File::options()
-        .write(true)
-        .open(inst.db_path())
-        .expect("open the store");
-    f.set_modified(UNIX_EPOCH + AGED).expect("set mtime");
-}
-
-#[track_caller]
-fn assert_store_untouched(before: &Snap, inst: &Install, what: &str) {
-    let now = snap(inst);
-    assert!(
-        now.bytes == before.bytes,
-        "{what}: the store's bytes changed ({} bytes before, {} now)",
-        before.bytes.len(),
-        now.bytes.len()
-    );
-    assert_eq!(now.mtime, before.mtime, "{what}: the store's mtime changed");
-    assert_eq!(
-        now.ino, before.ino,
-        "{what}: the store file was replaced (new inode)"
-    );
-}
-
 /// The store's mode bits.
 fn store_mode(inst: &Install) -> u32 {
     std::fs::metadata(inst.db_path())
@@ -201,18 +65,6 @@ fn store_mode(inst: &Install) -> u32 {
         .permissions()
         .mode()
         & 0o777
-}
-
-/// Files in `Config/` whose name starts with `prefix`.
-fn config_files(inst: &Install, prefix: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(inst.path("Config"))
-        .expect("read Config/")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-        .map(|e| e.path())
-        .collect();
-    v.sort();
-    v
 }
 
 /// `YYYYMMDD` (UTC) of `t`.
@@ -476,14 +328,6 @@ fn read_file_all(f: &mut File) -> String {
 /// The stored profile's ETag as the network sent it.
 fn served_etag(net: &TestNetwork) -> String {
     net.etag(DEVICE_ID).expect("the network has an ETag")
-}
-
-fn status_fault(code: u16, retry_after: Option<&str>) -> Fault {
-    Fault::Status {
-        code,
-        retry_after: retry_after.map(str::to_string),
-        body: format!("status {code} from the test").into_bytes(),
-    }
 }
 
 // ---------------------------------------------------------------------------

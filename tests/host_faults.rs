@@ -1,7 +1,8 @@
 //! Faults of the disk and of the host (PROTOCOL sections 3 and 7): a full
 //! disk, a file size limit, a read-only or missing `Config/`, a missing or
 //! impossible `Spool/Logs/`, a store the agent may not read, stores of
-//! another format, and the modes of the files the agent creates.
+//! another format, another program of the suite holding the store open, and
+//! the modes of the files the agent creates.
 //!
 //! The real agent binary runs against the local cncop network (real TLS on
 //! 127.0.0.1) with real files, a real `RLIMIT_FSIZE`, a real full tmpfs, a
@@ -101,6 +102,22 @@ fn unprivileged(inst: &Install, case: &str) -> Option<Vec<&'static str>> {
         eprintln!("SKIPPED {case}: running as root and setpriv is not installed");
         return None;
     }
+    let can_run = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            AGENT,
+            "--help",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !can_run {
+        eprintln!(
+            "SKIPPED {case}: user {NOBODY} cannot run {AGENT} (a folder on its path is private)"
+        );
+        return None;
+    }
     chown_tree(inst.root(), NOBODY, NOBODY);
     Some(vec![
         "setpriv",
@@ -156,23 +173,6 @@ impl Drop for Mounted {
     }
 }
 
-/// Files in `Config/` whose name starts with `prefix`.
-fn config_files(inst: &Install, prefix: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(inst.path("Config"))
-        .expect("read Config/")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-        .map(|e| e.path())
-        .collect();
-    v.sort();
-    v
-}
-
-/// The ids `tools/genprofile` gives `n` jobs: 1000, 1001, ...
-fn gen_ids(n: usize) -> std::collections::BTreeSet<String> {
-    (0..n).map(|i| (1000 + i).to_string()).collect()
-}
-
 /// A second, bigger profile (2000 jobs, another seed).
 fn bigger_profile() -> Vec<u8> {
     profile_xml_with(DEVICE_ID, 2000, 2, "2026-11-28T07:00:00Z")
@@ -197,6 +197,7 @@ fn one_line_exit_6(o: &Output, what: &str) -> String {
     assert_stdout_empty(o, what);
     let lines = err_lines(o);
     assert_eq!(lines.len(), 1, "{what}: one line on stderr\n{}", show(o));
+    eprintln!("{what}: {}", lines[0]);
     lines[0].clone()
 }
 
@@ -258,7 +259,8 @@ fn a_write_past_the_file_size_limit_exits_6_and_keeps_the_old_store() {
     );
 }
 
-/// The install root on a 1 MiB tmpfs: the new store does not fit (ENOSPC).
+/// The install root on a 512 KiB tmpfs: the new store (4000 jobs, about
+/// 1 MB) does not fit (ENOSPC).
 /// Once the file system has room, the next run stores the new profile.
 #[test]
 fn a_full_file_system_exits_6_and_keeps_the_old_store() {
@@ -268,7 +270,7 @@ fn a_full_file_system_exits_6_and_keeps_the_old_store() {
         return;
     }
     let mnt = tempfile::tempdir().expect("temp dir");
-    let mounted = match Mounted::tmpfs(mnt.path(), "1m") {
+    let mounted = match Mounted::tmpfs(mnt.path(), "512k") {
         Ok(m) => m,
         Err(e) => {
             eprintln!("SKIPPED {case}: cannot mount a tmpfs here: {e}");
@@ -606,4 +608,94 @@ fn store_lock_and_logs_are_private_whatever_the_umask() {
             log.display()
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Another program reading the store
+// ---------------------------------------------------------------------------
+
+/// A profile of jobs `ids` (targets 127.0.1.1:443) and one firewall
+/// endpoint.
+fn profile_with_endpoint(ids: &[&str], endpoint: (std::net::Ipv4Addr, u16)) -> Vec<u8> {
+    let (ip, port) = endpoint;
+    let mut s = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <profile schema=\"3\" device=\"{DEVICE_ID}\" generated=\"2026-11-27T07:00:00Z\">\n\
+         <firewall><endpoint host=\"{ip}\" port=\"{port}\" proto=\"tcp\" purpose=\"prime\"/></firewall>\n<jobs>\n"
+    );
+    for id in ids {
+        s.push_str(&format!(
+            "<job id=\"{id}\" name=\"Job {id}\" type=\"CCS\"><source path=\"/share/{id}\"/>\
+             <target host=\"127.0.1.1\" port=\"443\"/></job>\n"
+        ));
+    }
+    s.push_str("</jobs>\n</profile>\n");
+    s.into_bytes()
+}
+
+/// Ids of the jobs an open reader sees.
+fn reader_ids(r: &cncopgetprofile::store::StoreReader) -> std::collections::BTreeSet<String> {
+    r.jobs()
+        .expect("the reader lists jobs")
+        .map(|j| j.expect("a job").id.to_string())
+        .collect()
+}
+
+/// The suite's other programs (cncopagent, cncopscheduler) read the store
+/// with the library, and may hold it open while an hourly run starts. The
+/// run must not be disturbed: a new profile replaces the file (the reader
+/// keeps its consistent old view), and a changed firewall state is kept,
+/// without anything on stderr (cron would mail it) and without the next run
+/// reporting the same change again.
+#[test]
+fn a_reader_holding_the_store_open_does_not_disturb_a_run() {
+    use cncopgetprofile::store::StoreReader;
+    let ip = std::net::Ipv4Addr::new(127, 79, (std::process::id() % 250) as u8, 2);
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("bind a loopback endpoint");
+    let endpoint = (ip, listener.local_addr().unwrap().port());
+    let net = net_with_profile(
+        NetOptions::default(),
+        profile_with_endpoint(&["1001", "1002"], endpoint),
+    );
+    let inst = new_install();
+    inst.setup(&net, "[firewall]\nenabled = On\nprobe_timeout = 1\n");
+    run_ok(&inst, &[]);
+
+    // A new profile while a reader holds the store.
+    let reader = StoreReader::open(&inst.db_path())
+        .expect("open the store")
+        .expect("there is a store");
+    let next = profile_with_endpoint(&["2001", "2002", "2003"], endpoint);
+    net.set_profile(DEVICE_ID, next.clone(), Some(etag_for(&next)));
+    let o = run_ok(&inst, &[]);
+    assert!(o.stderr.is_empty(), "a new profile\n{}", show(&o));
+    assert_eq!(
+        reader_ids(&reader),
+        id_set(&["1001", "1002"]),
+        "the open reader keeps its old view"
+    );
+    drop(reader);
+    assert_eq!(stored_ids(&inst), id_set(&["2001", "2002", "2003"]));
+
+    // The endpoint closes while a reader holds the store.
+    let reader = StoreReader::open(&inst.db_path())
+        .expect("open the store")
+        .expect("there is a store");
+    drop(listener);
+    let reports = net.firewall_reports().len();
+    let o = run_ok(&inst, &[]);
+    assert!(
+        o.stderr.is_empty(),
+        "an endpoint becoming blocked is reported, nothing for cron to mail\n{}",
+        show(&o)
+    );
+    assert_eq!(net.firewall_reports().len(), reports + 1, "one report");
+    assert_eq!(reader_ids(&reader), id_set(&["2001", "2002", "2003"]));
+    drop(reader);
+    run_ok(&inst, &[]);
+    assert_eq!(
+        net.firewall_reports().len(),
+        reports + 1,
+        "the next run does not report the same change again (its state was kept)"
+    );
 }

@@ -13,10 +13,9 @@ mod common;
 
 use common::*;
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,61 +23,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 // ---------------------------------------------------------------------------
 // Running the agent
 // ---------------------------------------------------------------------------
-
-fn stdout_of(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr_of(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Non-empty stderr lines.
-fn err_lines(o: &Output) -> Vec<String> {
-    stderr_of(o)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status.code(),
-        stdout_of(o),
-        stderr_of(o)
-    )
-}
-
-#[track_caller]
-fn assert_exit(o: &Output, want: i32, what: &str) {
-    assert_eq!(
-        o.status.code(),
-        Some(want),
-        "{what}: expected exit code {want}\n{}",
-        show(o)
-    );
-}
-
-#[track_caller]
-fn assert_stdout_empty(o: &Output, what: &str) {
-    assert!(
-        o.stdout.is_empty(),
-        "{what}: stdout must be empty (cron mails any output)\n{}",
-        show(o)
-    );
-}
-
-/// Runs the agent with `args`; expects exit 0 and an empty stdout.
-#[track_caller]
-fn run_ok(inst: &Install, args: &[&str]) -> Output {
-    let o = inst.run(args);
-    let what = format!("cncopgetprofile {}", args.join(" "));
-    assert_exit(&o, 0, &what);
-    assert_stdout_empty(&o, &what);
-    o
-}
 
 /// Runs the agent with its clock set to `now` (Unix seconds, `CNCOP_NOW`).
 fn run_at(inst: &Install, args: &[&str], now: u64) -> Output {
@@ -107,23 +51,6 @@ fn list(inst: &Install) -> String {
     stdout_of(&o)
 }
 
-/// The job ids of a `--list` listing: the first column of the rows under
-/// the `ID ...` header.
-fn listed_ids(listing: &str) -> BTreeSet<String> {
-    let mut rows = false;
-    let mut ids = BTreeSet::new();
-    for line in listing.lines() {
-        if rows {
-            if let Some(id) = line.split_whitespace().next() {
-                ids.insert(id.to_string());
-            }
-        } else if line.split_whitespace().next() == Some("ID") {
-            rows = true;
-        }
-    }
-    ids
-}
-
 fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|s| s.to_string()).collect()
 }
@@ -134,14 +61,6 @@ fn write_reporter(inst: &Install, body: &str) {
     std::fs::write(&path, body).expect("write bin/cncopreporter");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
         .expect("chmod bin/cncopreporter");
-}
-
-/// A fresh install root with a do-nothing `bin/cncopreporter`, as on a real
-/// appliance (a missing reporter is a warning on every run, PROTOCOL 6).
-fn new_install() -> Install {
-    let inst = Install::new();
-    write_reporter(&inst, "#!/bin/sh\nexit 0\n");
-    inst
 }
 
 /// A reporter that writes its arguments, one a line, to `root/args.txt`,
@@ -155,18 +74,6 @@ fn recording_reporter(inst: &Install, marker: &str) {
             args.display()
         ),
     );
-}
-
-fn two_jobs() -> Vec<u8> {
-    small_profile(DEVICE_ID, &[("1001", "CCS"), ("1002", "MSSQL")])
-}
-
-fn status_fault(code: u16, retry_after: Option<&str>) -> Fault {
-    Fault::Status {
-        code,
-        retry_after: retry_after.map(str::to_string),
-        body: format!("status {code} from the test").into_bytes(),
-    }
 }
 
 /// Makes the next profile requests fail with 503 (`Retry-After: 0`, so the
@@ -221,48 +128,6 @@ fn is_utc_stamp(s: &str) -> bool {
 // ---------------------------------------------------------------------------
 // The store file as a user sees it
 // ---------------------------------------------------------------------------
-
-struct Snap {
-    bytes: Vec<u8>,
-    mtime: SystemTime,
-    ino: u64,
-}
-
-fn snap(inst: &Install) -> Snap {
-    let meta = std::fs::metadata(inst.db_path()).expect("the store exists");
-    Snap {
-        bytes: inst.db_bytes().expect("read the store"),
-        mtime: meta.modified().expect("mtime"),
-        ino: meta.ino(),
-    }
-}
-
-/// Sets the store's mtime far into the past (without writing to it), so
-/// that any later write shows.
-fn age_store(inst: &Install) {
-    let f = File::options()
-        .write(true)
-        .open(inst.db_path())
-        .expect("open the store");
-    f.set_modified(UNIX_EPOCH + Duration::from_secs(1_000_000_000))
-        .expect("set mtime");
-}
-
-#[track_caller]
-fn assert_store_untouched(before: &Snap, inst: &Install, what: &str) {
-    let now = snap(inst);
-    assert!(
-        now.bytes == before.bytes,
-        "{what}: the store's bytes changed ({} bytes before, {} now)",
-        before.bytes.len(),
-        now.bytes.len()
-    );
-    assert_eq!(now.mtime, before.mtime, "{what}: the store's mtime changed");
-    assert_eq!(
-        now.ino, before.ino,
-        "{what}: the store file was replaced (new inode)"
-    );
-}
 
 // ---------------------------------------------------------------------------
 // ccs3updater stand-in

@@ -93,8 +93,22 @@ impl JobStore {
     /// Opens the store at `path` for a run. A damaged file is moved aside to
     /// `backupjobs.db.corrupt-<UTC time>` (logged as an error) and the run
     /// starts from an empty store; with `may_write` false (dry runs) it is
-    /// left in place and treated as empty.
+    /// left in place and treated as empty. With `may_write`, a temporary
+    /// file an interrupted run left beside the store is removed first.
     pub fn open(path: &Path, may_write: bool, now: u64) -> Result<JobStore> {
+        if may_write {
+            // A killed run leaves its temporary file; remove it now, not only
+            // when a new profile comes (a 304 run would keep it for good).
+            // The caller holds the run lock: no other run is writing it.
+            for suffix in ["new", "dryrun"] {
+                let tmp = path.with_extension(format!("db.{suffix}"));
+                match std::fs::remove_file(&tmp) {
+                    Ok(()) => log::debug!("removed {} left by an interrupted run", tmp.display()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => log::warn!("cannot remove {}: {e}", tmp.display()),
+                }
+            }
+        }
         let mut attempt = StoreReader::open_checked(path);
         if matches!(attempt, Err(OpenError::NeedsRepair)) && may_write {
             log::warn!("{} was not closed cleanly; repairing it", path.display());
@@ -186,13 +200,7 @@ impl JobStore {
             let _ = std::fs::remove_file(&tmp);
             return result;
         }
-        // The reader of the old file must go before the rename: afterwards
-        // it would read a file that is no longer the store.
-        self.current = None;
-        std::fs::rename(&tmp, &self.path)
-            .map_err(|e| io_error(&self.path, "cannot replace the store", &e))?;
-        sync_dir(&self.path);
-        self.reopen()?;
+        self.install(&tmp)?;
         result
     }
 
@@ -214,11 +222,12 @@ impl JobStore {
         Ok(())
     }
 
-    /// Applies firewall state changes (`None` removes an entry) in one
-    /// transaction on the live file. redb's commit is atomic, so a kill leaves
-    /// the old states or the new ones; the next open repairs the file if the
-    /// kill came mid-commit. Nothing to change: the file is not opened for
-    /// writing at all.
+    /// Applies firewall state changes (`None` removes an entry): the store is
+    /// copied to `backupjobs.db.new`, changed there in one transaction and
+    /// renamed over the store, like a new profile. The live file is never
+    /// opened for writing, so a kill cannot leave it needing a repair (which
+    /// would lock the suite's readers out) and a reader holding it open does
+    /// not block the change. Nothing to change: nothing is written.
     pub fn write_firewall(&mut self, changes: &[(String, Option<Vec<u8>>)]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
@@ -229,30 +238,50 @@ impl JobStore {
                 self.path.display()
             )));
         }
-        // redb lets one process hold a file either read-only or writable.
-        self.current = None;
-        let result = (|| {
-            let db = redb::Builder::new()
-                .set_cache_size(WRITE_CACHE_BYTES)
-                .open(&self.path)
-                .map_err(|e| storage_error(&self.path, "cannot open for writing", e))?;
-            let txn = db.begin_write().map_err(|e| write_err(&self.path, e))?;
-            {
-                let mut table = txn
-                    .open_table(FIREWALL)
-                    .map_err(|e| write_err(&self.path, e))?;
-                for (key, value) in changes {
-                    match value {
-                        Some(v) => table.insert(key.as_bytes(), v.as_slice()).map(drop),
-                        None => table.remove(key.as_bytes()).map(drop),
-                    }
-                    .map_err(|e| write_err(&self.path, e))?;
+        let tmp = self.path.with_extension("db.new");
+        let result = self.write_firewall_copy(&tmp, changes);
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.install(&tmp)
+    }
+
+    fn write_firewall_copy(&self, tmp: &Path, changes: &[(String, Option<Vec<u8>>)]) -> Result<()> {
+        remove_leftover(tmp)?;
+        let mut copy = create_private(tmp)?;
+        let mut live =
+            std::fs::File::open(&self.path).map_err(|e| io_error(&self.path, "cannot read", &e))?;
+        std::io::copy(&mut live, &mut copy).map_err(|e| write_err(tmp, e))?;
+        drop(copy);
+        let db = redb::Builder::new()
+            .set_cache_size(WRITE_CACHE_BYTES)
+            .open(tmp)
+            .map_err(|e| storage_error(tmp, "cannot open for writing", e))?;
+        let txn = db.begin_write().map_err(|e| write_err(tmp, e))?;
+        {
+            let mut table = txn.open_table(FIREWALL).map_err(|e| write_err(tmp, e))?;
+            for (key, value) in changes {
+                match value {
+                    Some(v) => table.insert(key.as_bytes(), v.as_slice()).map(drop),
+                    None => table.remove(key.as_bytes()).map(drop),
                 }
+                .map_err(|e| write_err(tmp, e))?;
             }
-            txn.commit().map_err(|e| write_err(&self.path, e))
-        })();
-        self.reopen()?;
-        result
+        }
+        txn.commit().map_err(|e| write_err(tmp, e))
+    }
+
+    /// Makes the committed file `tmp` the store: the one atomic step of
+    /// every change to the store.
+    fn install(&mut self, tmp: &Path) -> Result<()> {
+        // The reader of the old file must go before the rename: afterwards
+        // it would read a file that is no longer the store.
+        self.current = None;
+        std::fs::rename(tmp, &self.path)
+            .map_err(|e| io_error(&self.path, "cannot replace the store", &e))?;
+        sync_dir(&self.path);
+        self.reopen()
     }
 
     fn write_new(
@@ -262,12 +291,7 @@ impl JobStore {
         on_change: &mut dyn FnMut(Change<'_>),
         parse: impl FnOnce(&mut StoreSink<'_>) -> Result<Summary>,
     ) -> Result<Replaced> {
-        match std::fs::remove_file(tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io_error(tmp, "cannot remove a leftover temporary file", &e));
-            }
-            _ => {}
-        }
+        remove_leftover(tmp)?;
         let file = create_private(tmp)?;
         let db = redb::Builder::new()
             .set_cache_size(WRITE_CACHE_BYTES)
@@ -352,6 +376,16 @@ impl JobStore {
         txn.commit().map_err(|e| write_err(tmp, e))?;
         drop(db);
         Ok(Replaced::Written(summary, diff))
+    }
+}
+
+/// Removes a temporary file an earlier, interrupted run may have left.
+fn remove_leftover(tmp: &Path) -> Result<()> {
+    match std::fs::remove_file(tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io_error(tmp, "cannot remove a leftover temporary file", &e))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -687,8 +687,6 @@ pub fn profile_path(device: &str) -> String {
 
 // ---------------------------------------------------------------------------
 // Assertions and set-ups shared by the end-to-end test files
-// (`network_faults.rs`, `tls_and_secrets.rs`; the older files keep their own
-// copies, which shadow these)
 // ---------------------------------------------------------------------------
 
 pub fn stdout_of(o: &Output) -> String {
@@ -796,6 +794,23 @@ pub fn stored_ids(inst: &Install) -> std::collections::BTreeSet<String> {
 
 pub fn id_set(ids: &[&str]) -> std::collections::BTreeSet<String> {
     ids.iter().map(|s| s.to_string()).collect()
+}
+
+/// The ids `tools/genprofile` gives `n` jobs: 1000, 1001, ...
+pub fn gen_ids(n: usize) -> std::collections::BTreeSet<String> {
+    (0..n).map(|i| (1000 + i).to_string()).collect()
+}
+
+/// Files in the install's `Config/` whose name starts with `prefix`, sorted.
+pub fn config_files(inst: &Install, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(inst.path("Config"))
+        .expect("read Config/")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
 }
 
 /// What a user can see of the store file.
