@@ -500,39 +500,41 @@ fn read_pem(cfg: &Config, key: &str, path: &std::path::Path) -> Result<Vec<PemIt
         .map_err(|e| sec.error(key, format!("{} is not PEM: {e}", path.display())))
 }
 
+/// The certificates of the PEM file `path` that `[network] key` names; at
+/// least one.
+fn read_certificates(
+    cfg: &Config,
+    key: &str,
+    path: &std::path::Path,
+) -> Result<Vec<ureq::tls::Certificate<'static>>> {
+    let certs: Vec<_> = read_pem(cfg, key, path)?
+        .into_iter()
+        .filter_map(|i| match i {
+            PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(cfg
+            .ini
+            .section("network")
+            .error(key, format!("{} holds no certificate", path.display())));
+    }
+    Ok(certs)
+}
+
 fn tls_config(cfg: &Config) -> Result<TlsConfig> {
     let net: &Network = &cfg.network;
     let sec = cfg.ini.section("network");
     let mut tls = TlsConfig::builder();
     if let Some(ca) = &net.ca_file {
-        let certs: Vec<_> = read_pem(cfg, "ca_file", ca)?
-            .into_iter()
-            .filter_map(|i| match i {
-                PemItem::Certificate(c) => Some(c),
-                _ => None,
-            })
-            .collect();
-        if certs.is_empty() {
-            return Err(sec.error("ca_file", format!("{} holds no certificate", ca.display())));
-        }
+        let certs = read_certificates(cfg, "ca_file", ca)?;
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     } else {
         tls = tls.root_certs(RootCerts::WebPki);
     }
     if let (Some(cert), Some(key)) = (&net.client_cert, &net.client_key) {
-        let chain: Vec<_> = read_pem(cfg, "client_cert", cert)?
-            .into_iter()
-            .filter_map(|i| match i {
-                PemItem::Certificate(c) => Some(c),
-                _ => None,
-            })
-            .collect();
-        if chain.is_empty() {
-            return Err(sec.error(
-                "client_cert",
-                format!("{} holds no certificate", cert.display()),
-            ));
-        }
+        let chain = read_certificates(cfg, "client_cert", cert)?;
         let private = read_pem(cfg, "client_key", key)?
             .into_iter()
             .find_map(|i| match i {
