@@ -439,7 +439,7 @@ fn firewall_step(
         }
         firewall::after_report(&mut planned, accepted, now);
     }
-    let changes: Vec<(String, Option<Vec<u8>>)> = planned
+    let mut changes: Vec<(String, Option<Vec<u8>>)> = planned
         .iter()
         .filter_map(|p| {
             p.state
@@ -447,6 +447,14 @@ fn firewall_step(
                 .map(|s| (p.key.store_key(), Some(s.encode())))
         })
         .collect();
+    // An endpoint the profile no longer needs is forgotten, not reported.
+    let needed: std::collections::HashSet<String> = keys.iter().map(|k| k.store_key()).collect();
+    changes.extend(
+        states
+            .keys()
+            .filter(|k| !needed.contains(*k))
+            .map(|k| (k.clone(), None)),
+    );
     store.write_firewall(&changes)?;
     match post_error {
         Some(e) => Err(e),
