@@ -387,7 +387,7 @@ fn auth_error(url: &str, device: &str, status: u16) -> Error {
         401 => "wrong device id or key: check [device] id and key",
         403 => "this device is disabled on the cncop network: contact the network's operator",
         _ => {
-            "this device is not registered on the cncop network: check [device] id, or register it"
+            "this device is not registered on the cncop network: check [device] id and [network] url, or register the device"
         }
     };
     Error::Auth(format!(
