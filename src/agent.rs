@@ -121,49 +121,20 @@ impl Report {
 /// the firewall report matters), each failure logged without stopping the
 /// others. A configuration or lock failure before the profile stops the run.
 pub fn run(root: &Path, opts: &RunOptions) -> Report {
-    let early = |e| Report {
-        profile: Err(e),
-        later_config_error: None,
-    };
-    let cfg = match Config::load(root, opts.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return early(e),
-    };
-    log::debug!(
-        "cncopgetprofile {} ({}) for device {}, root {}, config {}",
-        env!("CARGO_PKG_VERSION"),
-        fetch::target_triple(),
-        cfg.device.id,
-        root.display(),
-        cfg.ini.path().display()
-    );
-    let config_dir = cfg.config_dir();
-    if let Err(e) = std::fs::create_dir_all(&config_dir) {
-        return early(crate::Error::Store(format!(
-            "cannot create {}: {}",
-            config_dir.display(),
-            crate::config::io_reason(&e)
-        )));
-    }
-    let _lock = match RunLock::acquire(&config_dir) {
-        Ok(l) => l,
-        Err(e) => return early(e),
-    };
-    let now = clock::now();
-    let removed = logs::remove_old(&cfg.logs_dir(), cfg.days_of_logs, now);
-    if removed > 0 {
-        log::debug!(
-            "removed {removed} log files older than {} days",
-            cfg.days_of_logs
-        );
-    }
-    let mut store = match JobStore::open(&cfg.store_path(), !opts.dry_run, now) {
-        Ok(s) => s,
-        Err(e) => return early(e),
-    };
-    let client = match fetch::Client::new(&cfg) {
-        Ok(c) => c,
-        Err(e) => return early(e),
+    let Run {
+        cfg,
+        _lock,
+        mut store,
+        client,
+        now,
+    } = match prepare(root, opts) {
+        Ok(run) => run,
+        Err(e) => {
+            return Report {
+                profile: Err(e),
+                later_config_error: None,
+            };
+        }
     };
     let profile = profile_step(&cfg, opts, &mut store, &client, now);
     if opts.dry_run {
@@ -192,6 +163,56 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
         profile,
         later_config_error,
     }
+}
+
+/// What every step of a run shares.
+struct Run {
+    cfg: Config,
+    /// Held until the run ends.
+    _lock: RunLock,
+    store: JobStore,
+    client: fetch::Client,
+    now: u64,
+}
+
+/// Everything before the first request: the INI, the run lock, old logs,
+/// the store, the client. Any failure here ends the run.
+fn prepare(root: &Path, opts: &RunOptions) -> Result<Run> {
+    let cfg = Config::load(root, opts.config.as_deref())?;
+    log::debug!(
+        "cncopgetprofile {} ({}) for device {}, root {}, config {}",
+        env!("CARGO_PKG_VERSION"),
+        fetch::target_triple(),
+        cfg.device.id,
+        root.display(),
+        cfg.ini.path().display()
+    );
+    let config_dir = cfg.config_dir();
+    std::fs::create_dir_all(&config_dir).map_err(|e| {
+        crate::Error::Store(format!(
+            "cannot create {}: {}",
+            config_dir.display(),
+            crate::config::io_reason(&e)
+        ))
+    })?;
+    let lock = RunLock::acquire(&config_dir)?;
+    let now = clock::now();
+    let removed = logs::remove_old(&cfg.logs_dir(), cfg.days_of_logs, now);
+    if removed > 0 {
+        log::debug!(
+            "removed {removed} log files older than {} days",
+            cfg.days_of_logs
+        );
+    }
+    let store = JobStore::open(&cfg.store_path(), !opts.dry_run, now)?;
+    let client = fetch::Client::new(&cfg)?;
+    Ok(Run {
+        cfg,
+        _lock: lock,
+        store,
+        client,
+        now,
+    })
 }
 
 /// Fetches the profile and, if it changed, makes it the store.
