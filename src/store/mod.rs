@@ -27,7 +27,7 @@ use tables::{ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META, position_key, position_va
 const COMMIT_EVERY: u32 = 8192;
 /// redb's default cache is 1 GiB; the agent's memory budget is a few MiB.
 /// Dirty pages beyond this spill to the new file before commit.
-const WRITE_CACHE_BYTES: usize = 128 * 1024;
+const WRITE_CACHE_BYTES: usize = 64 * 1024;
 
 /// One job-level difference between the stored profile and a new one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
