@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // ---------------------------------------------------------------------------
@@ -280,7 +280,7 @@ fn check_json(s: &str) -> Result<(), String> {
 /// stderr captured in a temp file.
 fn spawn_agent(inst: &Install, args: &[&str]) -> (Child, File) {
     let err = tempfile::tempfile().expect("temp file");
-    let child = Command::new(AGENT)
+    let child = agent_command()
         .args(args)
         .env("CNCOP_HOME", inst.root())
         .stdin(Stdio::null())
@@ -1270,11 +1270,17 @@ fn requests_identify_the_agent() {
 
     let reqs = net.requests();
     assert_eq!(reqs.len(), 2, "one request per run: {reqs:?}");
-    let ua = format!(
-        "cncopgetprofile/{} ({})",
-        env!("CARGO_PKG_VERSION"),
-        env!("CNCOP_TARGET")
-    );
+    // The triple this agent was built for: the host's, or the one
+    // `targets/test` names for an appliance binary (CNCOP_TEST_EXPECT_TRIPLE),
+    // which proves the emulated binary is the one that ran.
+    let triple = expected_triple().unwrap_or_else(|| {
+        let ua = reqs[0].header("user-agent").expect("a User-Agent");
+        let (_, rest) = ua
+            .split_once(" (")
+            .expect("`cncopgetprofile/<v> (<triple>)`");
+        rest.trim_end_matches(')').to_string()
+    });
+    let ua = format!("cncopgetprofile/{} ({triple})", env!("CARGO_PKG_VERSION"));
     let auth = basic_auth(DEVICE_ID, DEVICE_KEY);
     for r in &reqs {
         assert!(r.tls, "over TLS");

@@ -189,7 +189,7 @@ fn firewall_state(db: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
 /// Agent processes still running for this install root (their environment
 /// names it in `CNCOP_HOME`).
 fn agents_running(root: &Path) -> Vec<u32> {
-    let exe = std::fs::canonicalize(AGENT).expect("the agent binary");
+    let exe = agent_process_exe();
     let needle = format!("CNCOP_HOME={}\0", root.display()).into_bytes();
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
@@ -381,7 +381,7 @@ fn median(v: &[Duration]) -> Duration {
 
 impl Scenario {
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(AGENT);
+        let mut cmd = agent_command();
         cmd.args(args).env("CNCOP_HOME", self.inst.root());
         if let Some(now) = self.now {
             cmd.env("CNCOP_NOW", now.to_string());
@@ -992,7 +992,7 @@ fn a_leftover_new_store_file_is_removed_by_the_next_run_even_when_nothing_change
             for_: Duration::from_secs(300),
         },
     );
-    let mut child = Command::new(AGENT)
+    let mut child = agent_command()
         .env("CNCOP_HOME", inst.root())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

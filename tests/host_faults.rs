@@ -42,13 +42,10 @@ fn have_setpriv() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Runs `prefix... AGENT args...` with `CNCOP_HOME` set to the install root.
+/// Runs `prefix... [RUNNER] AGENT args...` with `CNCOP_HOME` set to the install root.
 fn run_via(inst: &Install, prefix: &[&str], args: &[&str]) -> Output {
-    let mut cmd = Command::new(prefix[0]);
-    cmd.args(&prefix[1..])
-        .arg(AGENT)
-        .args(args)
-        .env("CNCOP_HOME", inst.root());
+    let mut cmd = agent_command_via(prefix);
+    cmd.args(args).env("CNCOP_HOME", inst.root());
     exec(cmd, RUN_LIMIT)
 }
 
@@ -102,19 +99,19 @@ fn unprivileged(inst: &Install, case: &str) -> Option<Vec<&'static str>> {
         eprintln!("SKIPPED {case}: running as root and setpriv is not installed");
         return None;
     }
-    let can_run = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            AGENT,
-            "--help",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let can_run = agent_command_via(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ])
+    .arg("--help")
+    .output()
+    .is_ok_and(|o| o.status.success());
     if !can_run {
         eprintln!(
-            "SKIPPED {case}: user {NOBODY} cannot run {AGENT} (a folder on its path is private)"
+            "SKIPPED {case}: user {NOBODY} cannot run {} (a folder on its path is private)",
+            agent_path().display()
         );
         return None;
     }

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Runs the agent with its clock set to `now` (Unix seconds, `CNCOP_NOW`).
 fn run_at(inst: &Install, args: &[&str], now: u64) -> Output {
-    let mut cmd = Command::new(AGENT);
+    let mut cmd = agent_command();
     cmd.args(args)
         .env("CNCOP_HOME", inst.root())
         .env("CNCOP_NOW", now.to_string());
@@ -582,6 +582,9 @@ fn newer_software_sends_one_exact_datagram_to_ccs3updater() {
         "User-Agent"
     );
     assert!(!triple.is_empty() && !triple.contains(' '), "{ua}");
+    if let Some(want) = expected_triple() {
+        assert_eq!(triple, want, "the User-Agent names the agent's target");
+    }
     assert_eq!(platform, triple, "platform= and the User-Agent's triple");
 
     let got = updater

@@ -404,10 +404,8 @@ fn a_device_clock_before_the_build_time_is_named_as_the_cause() {
 
     age_store(&inst);
     let before = snap(&inst);
-    let mut cmd = Command::new("faketime");
-    cmd.arg(FAKE)
-        .arg(AGENT)
-        .env("CNCOP_HOME", inst.root())
+    let mut cmd = agent_command_via(&["faketime", FAKE]);
+    cmd.env("CNCOP_HOME", inst.root())
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     let o = exec(cmd, RUN_LIMIT);
     assert_exit(&o, 3, "a run whose clock says 2021");
@@ -735,12 +733,8 @@ fn store_lock_and_log_files_are_private_even_with_umask_000() {
     let inst = new_install();
     inst.setup(&net, FAST);
     let run_umask_000 = |args: &[&str]| {
-        let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg("umask 000 && exec \"$0\" \"$@\"")
-            .arg(AGENT)
-            .args(args)
-            .env("CNCOP_HOME", inst.root());
+        let mut cmd = agent_command_via(&["/bin/sh", "-c", "umask 000 && exec \"$0\" \"$@\""]);
+        cmd.args(args).env("CNCOP_HOME", inst.root());
         let o = exec(cmd, RUN_LIMIT);
         assert_exit(&o, 0, &format!("umask 000, {args:?}"));
         o

@@ -21,7 +21,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// The agent binary under test.
+/// The agent binary cargo built for this host. Tests never spawn it
+/// directly: [`agent_command`] (and friends) start whichever agent is under
+/// test, through the runner when there is one.
 pub const AGENT: &str = env!("CARGO_BIN_EXE_cncopgetprofile");
 /// `tools/genprofile` of the shared folder.
 pub const GENPROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tools/genprofile");
@@ -45,6 +47,133 @@ pub fn net_with_profile(opts: NetOptions, profile: Vec<u8>) -> TestNetwork {
     let etag = etag_for(&profile);
     net.set_profile(DEVICE_ID, profile, Some(etag));
     net
+}
+
+// ---------------------------------------------------------------------------
+// The agent under test, and how it is started
+// ---------------------------------------------------------------------------
+//
+// By default the tests run the host build ([`AGENT`]). Environment
+// variables run them against another build, e.g. an appliance binary under
+// qemu-user (`targets/test` sets all three):
+//
+// - `CNCOP_TEST_AGENT`: the agent binary (default [`AGENT`]);
+// - `CNCOP_TEST_RUNNER`: a program every agent process is started through,
+//   `RUNNER AGENT args...` (e.g. `qemu-mips`; a name found on `PATH`, or a
+//   path);
+// - `CNCOP_TEST_EXPECT_TRIPLE`: the target triple the agent must announce
+//   (User-Agent, `platform=`); see [`expected_triple`].
+
+/// A non-empty environment variable.
+fn env_nonempty(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+/// The agent binary under test: `CNCOP_TEST_AGENT` (made absolute: some
+/// runs start in `/`), else [`AGENT`].
+pub fn agent_path() -> PathBuf {
+    match env_nonempty("CNCOP_TEST_AGENT") {
+        Some(p) => std::path::absolute(&p).unwrap_or_else(|_| PathBuf::from(p)),
+        None => PathBuf::from(AGENT),
+    }
+}
+
+/// `CNCOP_TEST_RUNNER`: what every agent process is started through (a
+/// qemu-user emulator), if anything.
+pub fn agent_runner() -> Option<std::ffi::OsString> {
+    env_nonempty("CNCOP_TEST_RUNNER")
+}
+
+/// `true`, after a `SKIPPED` note on stderr, when the agent runs under a
+/// runner (an emulator); for tests that cannot work there, saying `why`.
+/// (None needs it so far: qemu-user emulates `/proc/self/exe` for the guest,
+/// libfaketime reaches the guest through qemu's own clock calls, setpriv and
+/// kills work on the qemu process.)
+pub fn skip_under_emulation(why: &str) -> bool {
+    match agent_runner() {
+        Some(r) => {
+            eprintln!(
+                "SKIPPED under CNCOP_TEST_RUNNER={}: {why}",
+                r.to_string_lossy()
+            );
+            true
+        }
+        None => false,
+    }
+}
+
+/// The argv that starts the agent at `exe`: `[RUNNER, exe]` or `[exe]`.
+pub fn agent_argv_at(exe: &Path) -> Vec<std::ffi::OsString> {
+    let mut v = Vec::with_capacity(2);
+    if let Some(r) = agent_runner() {
+        v.push(r);
+    }
+    v.push(exe.as_os_str().to_os_string());
+    v
+}
+
+/// The one place a `Command` for the agent under test is made
+/// (`[RUNNER] AGENT`); add its arguments and environment.
+pub fn agent_command() -> Command {
+    agent_command_at(&agent_path())
+}
+
+/// [`agent_command`] for a copy of the agent at `exe` (`[RUNNER] exe`).
+pub fn agent_command_at(exe: &Path) -> Command {
+    agent_command_via_at(&[], exe)
+}
+
+/// The agent started through other programs first: `prefix... [RUNNER]
+/// AGENT` (e.g. `setpriv ...`, `faketime DATE`, `sh -c 'umask 000 && exec
+/// "$0" "$@"'`). An empty `prefix` is [`agent_command`].
+pub fn agent_command_via(prefix: &[&str]) -> Command {
+    agent_command_via_at(prefix, &agent_path())
+}
+
+fn agent_command_via_at(prefix: &[&str], exe: &Path) -> Command {
+    let mut argv: Vec<std::ffi::OsString> = prefix.iter().map(Into::into).collect();
+    argv.extend(agent_argv_at(exe));
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
+/// What `/proc/<pid>/exe` names for a running agent process: the runner
+/// (resolved on `PATH`) when there is one, else the agent binary;
+/// canonicalized.
+pub fn agent_process_exe() -> PathBuf {
+    let exe = match agent_runner() {
+        None => agent_path(),
+        Some(r) => {
+            let r = PathBuf::from(r);
+            if r.components().count() > 1 {
+                r
+            } else {
+                std::env::var_os("PATH")
+                    .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|d| d.join(&r))
+                    .find(|c| c.is_file())
+                    .unwrap_or(r)
+            }
+        }
+    };
+    std::fs::canonicalize(&exe).unwrap_or_else(|e| panic!("{}: {e}", exe.display()))
+}
+
+/// The target triple the agent under test must announce in its User-Agent
+/// and as the update `platform=`: `CNCOP_TEST_EXPECT_TRIPLE` when set; else,
+/// for the host build, the triple it was built for; else (another agent, no
+/// expectation given) `None`.
+pub fn expected_triple() -> Option<String> {
+    if let Some(t) = env_nonempty("CNCOP_TEST_EXPECT_TRIPLE") {
+        return Some(t.to_string_lossy().into_owned());
+    }
+    if env_nonempty("CNCOP_TEST_AGENT").is_none() {
+        return Some(env!("CNCOP_TARGET").to_string());
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------
@@ -164,7 +293,7 @@ impl Install {
     /// [`Install::run`] with a chosen time limit (the agent is killed and the
     /// test panics, showing its stderr, when it is exceeded).
     pub fn run_limited(&self, args: &[&str], limit: Duration) -> Output {
-        let mut cmd = Command::new(AGENT);
+        let mut cmd = agent_command();
         cmd.args(args).env("CNCOP_HOME", self.root());
         exec(cmd, limit)
     }
@@ -172,7 +301,7 @@ impl Install {
     /// Runs the agent as busybox cron would: empty environment except
     /// `CNCOP_HOME`, working directory `/`, stdin null.
     pub fn run_cron_like(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(AGENT);
+        let mut cmd = agent_command();
         cmd.args(args)
             .env_clear()
             .env("CNCOP_HOME", self.root())
@@ -185,9 +314,9 @@ impl Install {
     pub fn run_installed_copy(&self, args: &[&str]) -> Output {
         let exe = self.path("bin/cncopgetprofile");
         if !exe.exists() {
-            std::fs::copy(AGENT, &exe).expect("copy agent into bin/");
+            std::fs::copy(agent_path(), &exe).expect("copy agent into bin/");
         }
-        let mut cmd = Command::new(&exe);
+        let mut cmd = agent_command_at(&exe);
         cmd.args(args).env_remove("CNCOP_HOME").current_dir("/");
         exec(cmd, RUN_LIMIT)
     }
