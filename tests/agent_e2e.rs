@@ -67,19 +67,11 @@ fn store_mode(inst: &Install) -> u32 {
         & 0o777
 }
 
-/// `YYYYMMDD` (UTC) of `t`.
+/// `YYYYMMDD` (UTC) of `t`: the day stamp of the agent's log file names
+/// (the library's formatter, itself checked against known dates).
 fn day_stamp(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}")
+    cncopgetprofile::clock::day_stamp(secs)
 }
 
 /// The day's log files that may hold a run that happened between `before`

@@ -92,24 +92,10 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// `2026-11-27T07:00:05Z` for Unix time `t`.
+/// `2026-11-27T07:00:05Z` for Unix time `t` (the library's formatter, itself
+/// checked against known dates).
 fn rfc3339(t: u64) -> String {
-    let z = (t / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let s = t % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    cncopgetprofile::clock::rfc3339(t)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`?
