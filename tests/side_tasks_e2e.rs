@@ -1274,3 +1274,47 @@ fn side_tasks_run_when_the_profile_fetch_fails() {
     );
     assert_eq!(listed_ids(&list(&inst)), set(&["1001"]), "old profile kept");
 }
+
+/// The firewall state the store keeps, by endpoint key (read as the suite's
+/// other programs would, with the library).
+fn firewall_keys(inst: &Install) -> BTreeSet<String> {
+    let store = cncopgetprofile::store::StoreReader::open(&inst.db_path())
+        .expect("store opens")
+        .expect("a store exists");
+    store
+        .firewall_entries()
+        .expect("firewall table reads")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+#[test]
+fn an_endpoint_that_leaves_the_profile_is_forgotten_not_reported() {
+    let kept = closed_endpoint();
+    let dropped = closed_endpoint();
+    let net = net_with_profile(NetOptions::default(), fw_profile(&[kept, dropped], &[]));
+    let inst = new_install();
+    inst.setup(&net, FIREWALL_ON);
+    run_ok(&inst, &[]);
+    let key = |(ip, port): (Ipv4Addr, u16)| format!("tcp/{ip}:{port}");
+    assert_eq!(
+        firewall_keys(&inst),
+        set(&[&key(kept), &key(dropped)]),
+        "both blocked endpoints are remembered"
+    );
+    assert_reports(&net, 1, "both reported blocked");
+
+    net.set_profile(
+        DEVICE_ID,
+        fw_profile(&[kept], &[]),
+        Some("\"second\"".to_string()),
+    );
+    run_ok(&inst, &[]);
+    assert_eq!(
+        firewall_keys(&inst),
+        set(&[&key(kept)]),
+        "the endpoint that left the profile is still in the store"
+    );
+    assert_reports(&net, 1, "leaving the profile is not a report");
+}
