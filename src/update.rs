@@ -368,45 +368,13 @@ fn is_xml_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\r' | '\n')
 }
 
-/// Replaces the five predefined entities and character references.
+/// Replaces the five predefined entities and character references, with the
+/// profile parser's own rules.
 fn unescape(raw: &str) -> std::result::Result<String, String> {
     if raw.contains('<') {
         return Err("'<' must be written &lt;".to_string());
     }
-    let mut out = String::with_capacity(raw.len());
-    let mut rest = raw;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        let after = &rest[amp + 1..];
-        let semi = after
-            .find(';')
-            .filter(|&i| i <= 10)
-            .ok_or("a '&' that does not start an entity")?;
-        let entity = &after[..semi];
-        let c = match entity {
-            "amp" => '&',
-            "lt" => '<',
-            "gt" => '>',
-            "quot" => '"',
-            "apos" => '\'',
-            _ => {
-                let code = if let Some(hex) = entity.strip_prefix("#x") {
-                    u32::from_str_radix(hex, 16).ok()
-                } else if let Some(dec) = entity.strip_prefix('#') {
-                    dec.parse::<u32>().ok()
-                } else {
-                    None
-                };
-                code.and_then(char::from_u32)
-                    .filter(|&c| c != '\0')
-                    .ok_or_else(|| format!("unknown entity '&{};'", printable(entity)))?
-            }
-        };
-        out.push(c);
-        rest = &after[semi + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    crate::profile::unescape_attribute(raw)
 }
 
 /// Whether `sw` is newer than what is installed.
@@ -610,8 +578,11 @@ mod tests {
             (good.replace("/a?x", "/a b?x"), "white space"),
             (good.replace("/a?x", "/a&#10;?x"), "control"),
             (good.replace("/a?x", "/\u{e9}?x"), "non-ASCII"),
-            (good.replace("&amp;", "&"), "does not start an entity"),
-            (good.replace("&amp;", "&nbsp;"), "unknown entity"),
+            (good.replace("&amp;", "&"), "does not start a reference"),
+            (
+                good.replace("&amp;", "&nbsp;"),
+                "an undefined entity reference",
+            ),
             (good.replace(HASH, &HASH[1..]), "not 64 hex"),
             (good.replace(HASH, &HASH.replace('0', "g")), "not 64 hex"),
             (good.replace("1234567", "0"), "not a positive"),

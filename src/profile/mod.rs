@@ -11,6 +11,8 @@
 pub mod job;
 mod xml;
 
+pub(crate) use xml::unescape_attribute;
+
 pub use job::{
     Child, ChildKind, Children, Credential, EmailWhen, Endpoint, Header, Job, JobType, Target,
 };
