@@ -521,10 +521,20 @@ impl<H: Handler> Doc<'_, H> {
                 Short(target)
             )));
         }
-        match single(text, at)? {
-            Token::ProcessingInstruction { .. } => Ok(()),
-            _ => Err(at.wf("malformed processing instruction")),
+        let target = match single(text, at)? {
+            Token::ProcessingInstruction { target, .. } => target,
+            _ => return Err(at.wf("malformed processing instruction")),
+        };
+        // XML 1.0 [16]: the target ends at white space or at "?>".
+        // xmlparser ends it at the first character that cannot be in a name
+        // and takes what follows as the content, so `<?a!b?>` would pass.
+        let after = text.as_bytes().get(target.end()..).unwrap_or_default();
+        if after.first().copied().is_some_and(is_space) || after.starts_with(b"?>") {
+            return Ok(());
         }
+        Err(at.within(text.as_bytes(), target.end()).wf(
+            "malformed processing instruction: its name must be followed by white space or \"?>\"",
+        ))
     }
 
     fn start_tag(&mut self, text: &str, at: At) -> Result<()> {
@@ -1203,6 +1213,9 @@ mod tests {
         // Any whitespace separates the declaration's parts.
         assert!(events(b"<?xml\tversion=\"1.0\"\nencoding=\"UTF-8\"?><r/>").is_ok());
         assert!(events(b"<?xml-stylesheet href=\"a\"?><r/>").is_ok());
+        // A target is a whole name: letters, digits, "-", ".", ":" and more.
+        assert!(events(b"<?xml-stylesheetfoo?><r/>").is_ok());
+        assert!(events("<r><?a-b.c:d\u{e9}\u{b7}\t?></r>".as_bytes()).is_ok());
     }
 
     #[test]
@@ -1451,6 +1464,18 @@ mod tests {
             (b"<1r/>".to_vec(), "malformed tag: not a valid XML name"),
             (b"<r></r x>".to_vec(), "malformed tag"),
             (b"<r><??></r>".to_vec(), "malformed processing instruction"),
+            (
+                b"<r><?tgt!junk?></r>".to_vec(),
+                "at byte 8 (line 1): malformed processing instruction: its name must be followed by white space or \"?>\"",
+            ),
+            (
+                b"<?a?b?><r/>".to_vec(),
+                "at byte 3 (line 1): malformed processing instruction",
+            ),
+            (
+                b"<r/><?a:b\xC3\xA9#?>".to_vec(),
+                "malformed processing instruction",
+            ),
         ];
         for (doc, expected) in cases {
             let err = error(&doc);
