@@ -94,29 +94,57 @@ pub fn parse_day_stamp(s: &str) -> Option<UnixTime> {
 }
 
 /// `Retry-After`: delay-seconds or an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+/// The value comes from the network: anything that is not exactly one of the
+/// two forms (RFC 9110 5.6.7), or names a time no `UnixTime` holds, is `None`,
+/// never a panic or a wrapped-around wait.
 pub fn parse_retry_after(value: &str, now: UnixTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is a wait longer than any limit.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
-    let mut parts = value.split_ascii_whitespace().skip(1);
-    let day: u32 = parts.next()?.parse().ok()?;
+    parse_imf_fixdate(value).map(|at| Duration::from_secs(at.saturating_sub(now)))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`, the one HTTP date form senders must use.
+fn parse_imf_fixdate(value: &str) -> Option<UnixTime> {
+    let mut parts = value.split(' ');
+    let weekday = parts.next()?;
+    if weekday.len() != 4 || !weekday.ends_with(',') {
+        return None;
+    }
+    let day = fixed_digits(parts.next()?, 2)?;
     let month = parts.next()?;
     let month = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ]
     .iter()
-    .position(|m| *m == month)? as u32
-        + 1;
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':').map(|p| p.parse::<u64>().ok());
-    let (h, mi, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if parts.next()? != "GMT" {
+    .position(|m| *m == month)?;
+    let year = fixed_digits(parts.next()?, 4)?;
+    let mut hms = parts.next()?.split(':');
+    let (h, mi, s) = (
+        fixed_digits(hms.next()?, 2)?,
+        fixed_digits(hms.next()?, 2)?,
+        fixed_digits(hms.next()?, 2)?,
+    );
+    if hms.next().is_some() || parts.next()? != "GMT" || parts.next().is_some() {
         return None;
     }
-    let at =
-        u64::try_from(days_from_civil(year, month, day)).ok()? * 86_400 + h * 3600 + mi * 60 + s;
-    Some(Duration::from_secs(at.saturating_sub(now)))
+    // 60: a leap second is a valid HTTP time.
+    if !(1..=31).contains(&day) || year < 1970 || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let month = u32::try_from(month).ok()? + 1;
+    let days = u64::try_from(days_from_civil(i64::from(year), month, day)).ok()?;
+    Some(days * 86_400 + u64::from(h * 3600 + mi * 60 + s))
+}
+
+/// Exactly `n` ASCII digits (n <= 4, so the value fits a `u32`).
+fn fixed_digits(s: &str, n: usize) -> Option<u32> {
+    if s.len() != n || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[cfg(test)]
@@ -147,5 +175,39 @@ mod tests {
             Some(Duration::from_secs(10))
         );
         assert_eq!(parse_retry_after("soon", 0), None);
+    }
+
+    #[test]
+    fn retry_after_absurd_fields_are_refused_not_overflowed() {
+        // Each of these once overflowed the date arithmetic: a panic in a
+        // debug build, a wrapped-around wait in release.
+        for value in [
+            "Sun, 06 Nov 1994 99999999999999999:49:37 GMT",
+            "Sun, 06 Nov 1994 08:99999999999999999:37 GMT",
+            "Sun, 06 Nov 1994 08:49:99999999999999999 GMT",
+            "Sun, 99999999999999999 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 99999999999999999 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 08:60:00 GMT",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 0001 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Nov 1994 08:49:37 GMT extra",
+            "Sun, 06 Nov 1994 08:49 GMT",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+            "-5",
+            "",
+        ] {
+            assert_eq!(parse_retry_after(value, 0), None, "{value:?}");
+        }
+        // Far but representable: a long wait, which the caller refuses.
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:60 GMT", 0),
+            Some(Duration::from_secs(253_402_300_800))
+        );
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", 0),
+            Some(Duration::from_secs(u64::MAX))
+        );
     }
 }

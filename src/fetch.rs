@@ -559,13 +559,17 @@ fn backoff(attempt: u32) -> Duration {
     base.mul_f64(0.5 + 0.5 * random_unit())
 }
 
-/// A random number in [0, 1), good enough for jitter and splay (not for
-/// secrets): std's hasher keys are seeded from the OS per process.
+/// A random number in [0, 1) for jitter and splay, from the operating
+/// system's generator through ring (already linked for TLS): a fleet started
+/// by the same cron minute must not draw the same waits.
 pub fn random_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        // No randomness from the OS: no jitter is still a correct wait.
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn base64(input: &[u8]) -> String {
@@ -606,6 +610,13 @@ mod tests {
         ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
+    }
+
+    #[test]
+    fn random_units_are_in_range_and_differ() {
+        let draws: Vec<f64> = (0..100).map(|_| random_unit()).collect();
+        assert!(draws.iter().all(|u| (0.0..1.0).contains(u)), "{draws:?}");
+        assert!(draws.windows(2).any(|w| w[0] != w[1]), "{draws:?}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! store) -> side tasks. `agent` wires the steps together; `main.rs` only
 //! parses arguments, sets up `logs` and maps the result to an exit code.
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod clock;
 pub mod config;

@@ -3,6 +3,8 @@
 //! Parses the command line, sets up logging and maps the run's result to an
 //! exit code; the work is in the library.
 
+#![forbid(unsafe_code)]
+
 use argh::FromArgs;
 use cncopgetprofile::agent::{self, RunOptions, UpdateChoice};
 use cncopgetprofile::error::{Error, exit};

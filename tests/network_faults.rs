@@ -36,6 +36,7 @@ const FAULTS: &[&str] = &[
     "503 with Retry-After as an HTTP date",
     "Retry-After: 3600 (seconds), too long",
     "Retry-After an HTTP date an hour away, too long",
+    "Retry-After an HTTP date whose hour overflows (ignored: the backoff applies)",
 ];
 
 #[test]
@@ -614,5 +615,30 @@ fn retry_after_of_an_hour_as_a_date_gives_up_at_once() {
     assert!(
         line.contains("359") || line.contains("3600 s"),
         "names the wait asked for (about 3600 s): {line}"
+    );
+}
+
+#[test]
+fn retry_after_with_an_absurd_date_field_is_ignored_not_overflowed() {
+    // The hour field once overflowed the date arithmetic: a panic (debug) or
+    // a wrapped-around wait (release). Now the header is ignored and the
+    // agent's own backoff applies.
+    let (inst, net) = after_a_good_run(NetOptions::default(), "[network]\nretries = 1\n");
+    let value = "Sun, 06 Nov 1994 99999999999999999:49:37 GMT";
+    net.push_fault("/profile", status_fault(503, Some(value)));
+    let o = inst.run(&[]);
+    assert_exit(&o, 0, &format!("503 with Retry-After: {value}"));
+    assert_eq!(profile_statuses(&net, 1), [503, 200], "{}", show(&o));
+    assert_eq!(
+        stored_ids(&inst).len(),
+        50,
+        "the retried download is stored"
+    );
+    let wait = announced_wait(&stderr_of(&o))
+        .unwrap_or_else(|| panic!("no retry warning naming its wait\n{}", show(&o)));
+    assert!(
+        wait <= 1.5,
+        "the first backoff (at most 1 s plus jitter) applies: {wait} s\n{}",
+        show(&o)
     );
 }

@@ -25,6 +25,8 @@ pub const MAX_CHILDREN: usize = 256;
 pub const MAX_JOBS: usize = 100_000;
 /// Element nesting depth, unknown elements included.
 pub const MAX_DEPTH: usize = 32;
+/// Highest `job/@retries`.
+pub const MAX_RETRIES: u8 = 99;
 /// The only profile schema this agent speaks.
 pub const SCHEMA: &str = "3";
 
@@ -34,15 +36,18 @@ pub type Value = HString<MAX_VALUE>;
 pub type LongValue = HString<MAX_LONG>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The discriminants are the store's one-byte codes: they reach the disk, so
+/// a new type takes the next free number, never a place in the alphabet.
+#[repr(u8)]
 pub enum JobType {
-    Ccs,
-    Cifs,
-    Ftp,
-    Ftps,
-    Mssql,
-    Sftp,
-    Rsync,
-    Wimg,
+    Ccs = 0,
+    Cifs = 1,
+    Ftp = 2,
+    Ftps = 3,
+    Mssql = 4,
+    Sftp = 5,
+    Rsync = 6,
+    Wimg = 7,
 }
 
 impl JobType {
@@ -80,15 +85,17 @@ impl JobType {
     }
 
     pub fn from_code(code: u8) -> Option<JobType> {
-        JobType::ALL.get(usize::from(code)).copied()
+        JobType::ALL.into_iter().find(|t| t.code() == code)
     }
 }
 
+/// The discriminants are the store's one-byte codes (see `JobType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum EmailWhen {
-    Always,
-    Error,
-    Never,
+    Always = 0,
+    Error = 1,
+    Never = 2,
 }
 
 impl EmailWhen {
@@ -112,8 +119,8 @@ impl EmailWhen {
 
     pub fn from_code(code: u8) -> Option<EmailWhen> {
         [EmailWhen::Always, EmailWhen::Error, EmailWhen::Never]
-            .get(usize::from(code))
-            .copied()
+            .into_iter()
+            .find(|w| w.code() == code)
     }
 }
 
@@ -140,8 +147,10 @@ impl core::fmt::Debug for Credential {
     }
 }
 
-/// The kinds of repeated child a job has, each kept in document order.
+/// The kinds of repeated child a job has, each kept in document order. The
+/// discriminants are the arena's (and so the store's) one-byte codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum ChildKind {
     Source = 0,
     Exclude = 1,
@@ -167,7 +176,7 @@ impl ChildKind {
     }
 
     fn from_code(code: u8) -> Option<ChildKind> {
-        ChildKind::ALL.get(usize::from(code)).copied()
+        ChildKind::ALL.into_iter().find(|k| *k as u8 == code)
     }
 }
 
@@ -382,6 +391,28 @@ fn take_child<'a>(rest: &mut &'a [u8]) -> Option<Child<'a>> {
     Some(child)
 }
 
+/// `job/@id`: 1 to `MAX_ID` characters of `A-Za-z0-9._-`.
+pub fn valid_id(id: &str) -> bool {
+    (1..=MAX_ID).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// `job/@name`: 1 to `MAX_NAME_CHARS` characters (its bytes are bounded by
+/// the type).
+pub fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_CHARS).contains(&name.chars().count())
+}
+
+/// The fields of a cron `schedule`; a valid one has 5 or 6.
+pub fn schedule_fields(schedule: &str) -> usize {
+    schedule
+        .split([' ', '\t', '\n', '\r'])
+        .filter(|f| !f.is_empty())
+        .count()
+}
+
 /// One backup job of the profile, every field of PROTOCOL 2.1.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
@@ -500,6 +531,52 @@ mod tests {
         assert!(Children::from_bytes(&[9, 0, 0]).is_none());
         assert!(Children::from_bytes(&[0, 5, 0, b'a']).is_none());
         assert!(Children::from_bytes(&[2, 1, 0, b'a', 7]).is_none());
+    }
+
+    #[test]
+    fn codes_that_reach_the_disk_are_pinned() {
+        // Stored records carry these numbers: changing one silently remaps
+        // every store on every appliance. Add, never renumber.
+        let types: Vec<(&str, u8)> = JobType::ALL
+            .iter()
+            .map(|t| (t.as_str(), t.code()))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("CCS", 0),
+                ("CIFS", 1),
+                ("FTP", 2),
+                ("FTPS", 3),
+                ("MSSQL", 4),
+                ("SFTP", 5),
+                ("RSYNC", 6),
+                ("WIMG", 7)
+            ]
+        );
+        for t in JobType::ALL {
+            assert_eq!(JobType::from_code(t.code()), Some(t));
+        }
+        assert_eq!(JobType::from_code(8), None);
+        let whens = [EmailWhen::Always, EmailWhen::Error, EmailWhen::Never];
+        let codes: Vec<(&str, u8)> = whens.iter().map(|w| (w.as_str(), w.code())).collect();
+        assert_eq!(codes, [("always", 0), ("error", 1), ("never", 2)]);
+        for w in whens {
+            assert_eq!(EmailWhen::from_code(w.code()), Some(w));
+        }
+        assert_eq!(EmailWhen::from_code(3), None);
+        let kinds: Vec<(&str, u8)> = ChildKind::ALL
+            .iter()
+            .map(|k| (k.element(), *k as u8))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("source", 0), ("exclude", 1), ("email", 2), ("option", 3)]
+        );
+        for k in ChildKind::ALL {
+            assert_eq!(ChildKind::from_code(k as u8), Some(k));
+        }
+        assert_eq!(ChildKind::from_code(4), None);
     }
 
     #[test]

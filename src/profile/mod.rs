@@ -20,8 +20,8 @@ pub use job::{
 use crate::error::{Error, Result};
 use heapless::String as HString;
 use job::{
-    ChildError, LongValue, MAX_CHILDREN, MAX_ID, MAX_JOBS, MAX_LONG, MAX_NAME_CHARS, MAX_VALUE,
-    SCHEMA,
+    ChildError, LongValue, MAX_CHILDREN, MAX_ID, MAX_JOBS, MAX_LONG, MAX_NAME_CHARS, MAX_RETRIES,
+    MAX_VALUE, SCHEMA, schedule_fields, valid_id, valid_name,
 };
 use std::fmt;
 use std::io::Read;
@@ -298,8 +298,8 @@ impl<S: ProfileSink> Shape<'_, S> {
         job.id = fit(id, who, Field("", "id"))?;
 
         let name = required(tag, who, Field("", "name"))?;
-        let chars = name.chars().count();
-        if !(1..=MAX_NAME_CHARS).contains(&chars) {
+        if !valid_name(name) {
+            let chars = name.chars().count();
             return Err(refuse(format!(
                 "{who}: name is {chars} characters, it must be 1 to {MAX_NAME_CHARS}"
             )));
@@ -330,10 +330,7 @@ impl<S: ProfileSink> Shape<'_, S> {
         }
 
         if let Some(schedule) = optional_attr(tag, who, Field("", "schedule"), MAX_VALUE)? {
-            let fields = schedule
-                .split([' ', '\t', '\n', '\r'])
-                .filter(|f| !f.is_empty())
-                .count();
+            let fields = schedule_fields(schedule);
             if !(5..=6).contains(&fields) {
                 return Err(refuse(format!(
                     "{who}: schedule {} has {fields} fields, expected 5 or 6",
@@ -347,10 +344,10 @@ impl<S: ProfileSink> Shape<'_, S> {
             job.retries = Some(retries)
                 .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|r| r.parse::<u8>().ok())
-                .filter(|&n| n <= 99)
+                .filter(|&n| n <= MAX_RETRIES)
                 .ok_or_else(|| {
                     refuse(format!(
-                        "{who}: retries {} is not a number from 0 to 99",
+                        "{who}: retries {} is not a number from 0 to {MAX_RETRIES}",
                         Shown(retries)
                     ))
                 })?;
@@ -574,13 +571,6 @@ fn port(tag: &StartTag<'_>, who: Who<'_>, field: Field<'_>) -> Result<u16> {
                 Shown(value)
             ))
         })
-}
-
-fn valid_id(id: &str) -> bool {
-    (1..=MAX_ID).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! out-of-limit `Job`.
 
 use crate::profile::job::{
-    Children, Credential, Endpoint, Job, JobType, LongValue, Target, Value, put_str, take_str,
+    Children, Credential, Endpoint, Job, JobType, LongValue, MAX_RETRIES, Target, Value, put_str,
+    schedule_fields, take_str, valid_id, valid_name,
 };
 
 /// First byte of every job record; bump it when the layout changes (and bump
@@ -19,6 +20,8 @@ const HAS_TARGET_USER: u8 = 1 << 1;
 const HAS_CREDENTIAL: u8 = 1 << 2;
 const HAS_PRE: u8 = 1 << 3;
 const HAS_POST: u8 = 1 << 4;
+/// Every flag a record may carry; any other bit is damage.
+const KNOWN_FLAGS: u8 = HAS_TARGET | HAS_TARGET_USER | HAS_CREDENTIAL | HAS_PRE | HAS_POST;
 
 /// Appends the record of `job` to `out` (cleared first), reusing its capacity.
 pub fn encode_job(job: &Job, out: &mut Vec<u8>) {
@@ -95,20 +98,29 @@ pub fn decode_job(bytes: &[u8]) -> Option<Job> {
     if r.byte()? != JOB_FORMAT {
         return None;
     }
-    let id = r.bounded()?;
-    let name = r.bounded()?;
+    let id: crate::profile::job::Id = r.bounded()?;
+    let name: crate::profile::job::Name = r.bounded()?;
+    if !valid_id(&id) || !valid_name(&name) {
+        return None;
+    }
     let job_type = JobType::from_code(r.byte()?)?;
     let enabled = match r.byte()? {
         0 => false,
         1 => true,
         _ => return None,
     };
-    let schedule = r.bounded()?;
-    let retries = r.byte()?;
+    let schedule: Value = r.bounded()?;
+    if !schedule.is_empty() && !(5..=6).contains(&schedule_fields(&schedule)) {
+        return None;
+    }
+    let retries = r.byte().filter(|&n| n <= MAX_RETRIES)?;
     let flags = r.byte()?;
+    if flags & !KNOWN_FLAGS != 0 || (flags & HAS_TARGET == 0 && flags & HAS_TARGET_USER != 0) {
+        return None;
+    }
     let target = if flags & HAS_TARGET != 0 {
         let host = r.bounded()?;
-        let port = r.u16()?;
+        let port = r.u16().filter(|&p| p != 0)?;
         let user = if flags & HAS_TARGET_USER != 0 {
             Some(r.bounded()?)
         } else {
@@ -162,7 +174,7 @@ pub fn encode_endpoint(e: &Endpoint, out: &mut Vec<u8>) {
 pub fn decode_endpoint(bytes: &[u8]) -> Option<Endpoint> {
     let mut r = Reader { rest: bytes };
     let host: Value = r.bounded()?;
-    let port = r.u16()?;
+    let port = r.u16().filter(|&p| p != 0)?;
     let proto = r.bounded()?;
     let purpose = r.bounded()?;
     r.rest.is_empty().then_some(Endpoint {
@@ -257,6 +269,47 @@ mod tests {
             let _ = decode_job(&bad);
         }
         assert_eq!(decode_job(&[2]), None);
+    }
+
+    #[test]
+    fn decoding_is_as_strict_as_the_protocol() {
+        let mut good = Vec::new();
+        encode_job(&sample(), &mut good);
+        assert!(decode_job(&good).is_some());
+        // retries is byte 1 + (2+4) + (2+len(name)) + 1 + 1 + (2+len(schedule)).
+        let name_len = sample().name.len();
+        let retries_at = 1 + 6 + 2 + name_len + 2 + 2 + "0 0 2 * * *".len();
+        assert_eq!(good[retries_at], 1);
+        let mut bad = good.clone();
+        bad[retries_at] = 100;
+        assert_eq!(decode_job(&bad), None, "retries over 99");
+        bad[retries_at] = 255;
+        assert_eq!(decode_job(&bad), None, "retries of 255");
+        let flags_at = retries_at + 1;
+        for bit in [1 << 5, 1 << 6, 1 << 7] {
+            let mut bad = good.clone();
+            bad[flags_at] |= bit;
+            assert_eq!(decode_job(&bad), None, "unknown flag bit {bit:#x}");
+        }
+        let mut bad = good.clone();
+        bad[3] = b'/';
+        assert_eq!(
+            decode_job(&bad),
+            None,
+            "an id character the protocol forbids"
+        );
+        let mut job = sample();
+        job.target.as_mut().unwrap().port = 0;
+        encode_job(&job, &mut bad);
+        assert_eq!(decode_job(&bad), None, "port 0");
+        let mut job = sample();
+        job.schedule = Value::try_from("* * *").unwrap();
+        encode_job(&job, &mut bad);
+        assert_eq!(decode_job(&bad), None, "a schedule of 3 fields");
+        let mut job = sample();
+        job.name = crate::profile::job::Name::try_from("é".repeat(129).as_str()).unwrap();
+        encode_job(&job, &mut bad);
+        assert_eq!(decode_job(&bad), None, "a name of 129 characters");
     }
 
     #[test]
