@@ -21,7 +21,10 @@
 //! second scenario serves an unchanged profile while endpoints change state,
 //! so the only write of the run is that firewall write.
 //!
-//! The counts (old, new, mixed) are printed; see them with `--nocapture`.
+//! The two sweeps take minutes, so `cargo test` leaves them out (`#[ignore]`)
+//! and CI runs them as a step of their own: `cargo test --test crash_kill --
+//! --ignored`. The counts (old, new, mixed) are printed; see them with
+//! `--nocapture`.
 //! `CRASH_KILL_JOBS` and `CRASH_KILL_SEED` change the profile size and the
 //! random kill moments (for a longer run by hand, or to replay one).
 
@@ -815,6 +818,7 @@ fn check(name: &str, planned: usize, counts: &Counts, failures: &[String]) {
 /// full run writes a new store file, renames it over A, then reports the
 /// endpoints blocked and writes their state in place.
 #[test]
+#[ignore = "long kill sweep (minutes on 2 cores): CI runs it as its own step, `cargo test --test crash_kill -- --ignored`"]
 fn killed_while_replacing_the_profile_leaves_the_old_or_the_new_one() {
     let started = Instant::now();
     let n = jobs();
@@ -894,6 +898,7 @@ fn killed_while_replacing_the_profile_leaves_the_old_or_the_new_one() {
 /// live store. Every run has the same clock, so the new state is the same
 /// bytes every time.
 #[test]
+#[ignore = "long kill sweep (minutes on 2 cores): CI runs it as its own step, `cargo test --test crash_kill -- --ignored`"]
 fn killed_while_writing_the_firewall_state_leaves_the_old_or_the_new_one() {
     let started = Instant::now();
     let n = jobs();

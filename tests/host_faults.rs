@@ -545,22 +545,10 @@ fn other_format_is_moved_aside_and_rebuilt(bad: Vec<u8>, what: &str) {
 
 #[test]
 fn a_sqlite_file_as_store_is_moved_aside_and_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("other.db");
-    let o = Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sqlite3, sys\n\
-             c = sqlite3.connect(sys.argv[1])\n\
-             c.execute('create table jobs (id text primary key, name text)')\n\
-             c.execute(\"insert into jobs values ('1001', 'Accounting share')\")\n\
-             c.commit()\n",
-        )
-        .arg(&path)
-        .output()
-        .expect("run python3");
-    assert!(o.status.success(), "make a SQLite file\n{}", show(&o));
-    let bytes = std::fs::read(&path).unwrap();
+    // Made once by SQLite 3 (page size 512): `create table jobs (id text
+    // primary key, name text)` and one row. A file, not a SQLite call, so the
+    // tests need no Python or sqlite3.
+    let bytes = include_bytes!("fixtures/sqlite-store.db").to_vec();
     assert!(bytes.starts_with(b"SQLite format 3\0"));
     other_format_is_moved_aside_and_rebuilt(bytes, "a SQLite file as the store");
 }

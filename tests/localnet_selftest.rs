@@ -361,15 +361,15 @@ fn gzip_is_valid_and_only_when_accepted() {
     let r = get_profile(&mut c, &[("Accept-Encoding", "gzip")]);
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert_ne!(r.body, body);
-    // Decode with Python's gzip module.
+    // Decode with gzip(1) (Debian: essential), an implementation of its own.
     let dir = tempfile::tempdir().unwrap();
     let gz = dir.path().join("p.gz");
     std::fs::write(&gz, &r.body).unwrap();
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import gzip,sys; sys.stdout.buffer.write(gzip.decompress(open(sys.argv[1],'rb').read()))"])
+    let out = std::process::Command::new("gzip")
+        .arg("-dc")
         .arg(&gz)
         .output()
-        .unwrap();
+        .expect("run gzip -dc");
     assert!(
         out.status.success(),
         "{}",
@@ -623,4 +623,73 @@ fn genprofile_makes_the_requested_jobs() {
     );
     let s = String::from_utf8(small()).unwrap();
     assert_eq!(s.matches("<job ").count(), 2);
+}
+
+/// The generated profile has what the tests rely on: ids 1000.., every
+/// type, escaped names, credentials, hooks, mails, disabled jobs, and only
+/// loopback endpoints; another seed gives other content, the same ids.
+#[test]
+fn genprofile_writes_what_the_tests_rely_on() {
+    let p = String::from_utf8(profile_xml_with(DEVICE_ID, 40, 7, "2026-01-02T03:04:05Z")).unwrap();
+    assert!(p.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<profile schema=\"3\""));
+    assert!(p.contains("generated=\"2026-01-02T03:04:05Z\""));
+    let ids: Vec<String> = p
+        .split("<job id=\"")
+        .skip(1)
+        .map(|t| t[..t.find('"').unwrap()].to_string())
+        .collect();
+    assert_eq!(ids, (1000..1040).map(|i| i.to_string()).collect::<Vec<_>>());
+    for t in [
+        "CCS", "CIFS", "FTP", "FTPS", "MSSQL", "SFTP", "RSYNC", "WIMG",
+    ] {
+        assert!(p.contains(&format!("type=\"{t}\"")), "type {t}");
+    }
+    assert_eq!(p.matches("enabled=\"no\"").count(), 3, "jobs 0, 17, 34");
+    assert_eq!(p.matches("<pre>").count(), 8, "every 5th job");
+    assert_eq!(p.matches("<email ").count(), 14, "every 3rd job");
+    assert_eq!(
+        p.matches("<credential ").count(),
+        25,
+        "CIFS FTP FTPS MSSQL SFTP"
+    );
+    assert!(
+        p.contains("password=\"pw&lt;&amp;&gt;"),
+        "passwords need escaping"
+    );
+    assert!(p.contains("&amp;&amp; sync</pre>"));
+    // Nothing raw that needs escaping: every `&` starts an entity, no `<`
+    // inside an attribute value.
+    for (i, _) in p.match_indices('&') {
+        let rest = &p[i..];
+        assert!(
+            ["&amp;", "&lt;", "&gt;", "&quot;"]
+                .iter()
+                .any(|e| rest.starts_with(e)),
+            "raw & at {i}: {}",
+            &rest[..rest.len().min(20)]
+        );
+    }
+    let hosts: Vec<&str> = p
+        .split("host=\"")
+        .skip(1)
+        .map(|t| &t[..t.find('"').unwrap()])
+        .collect();
+    assert_eq!(
+        hosts.len(),
+        41,
+        "one target per job and one firewall endpoint"
+    );
+    assert!(
+        hosts
+            .iter()
+            .all(|h| h.starts_with("127.0.1.") || h.starts_with("127.0.2.")),
+        "loopback only: {hosts:?}"
+    );
+    assert!(p.contains("<endpoint host=\"127.0.1.3\" port=\"443\""));
+    assert!(!p.is_ascii(), "non-ASCII names");
+
+    let other =
+        String::from_utf8(profile_xml_with(DEVICE_ID, 40, 8, "2026-01-02T03:04:05Z")).unwrap();
+    assert_ne!(p, other, "the seed changes the content");
+    assert_eq!(other.matches("<job id=\"10").count(), 40);
 }

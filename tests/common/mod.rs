@@ -5,6 +5,8 @@
 //! Each test crate uses a subset of this module, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+#[path = "../localnet/genprofile.rs"]
+pub mod genprofile;
 #[path = "../localnet/net.rs"]
 pub mod net;
 
@@ -25,8 +27,6 @@ use std::time::{Duration, SystemTime};
 /// directly: [`agent_command`] (and friends) start whichever agent is under
 /// test, through the runner when there is one.
 pub const AGENT: &str = env!("CARGO_BIN_EXE_cncopgetprofile");
-/// `tools/genprofile` of the shared folder.
-pub const GENPROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tools/genprofile");
 
 /// Device id and key that [`Install::ini_for`] writes and [`standard_net`]
 /// registers.
@@ -460,27 +460,20 @@ fn render_ini(sections: &[(String, Vec<(String, String)>)]) -> String {
 // Profiles
 // ---------------------------------------------------------------------------
 
-/// A profile of `n_jobs` jobs for `device`, made by `tools/genprofile`
-/// (deterministic, seed 1).
+/// A profile of `n_jobs` jobs for `device`, made by
+/// `tests/localnet/genprofile.rs` (deterministic, seed 1).
 pub fn profile_xml(device: &str, n_jobs: usize) -> Vec<u8> {
     profile_xml_with(device, n_jobs, 1, "2026-11-27T07:00:00Z")
 }
 
-/// `tools/genprofile --jobs N --device D --seed S --generated G`.
+/// `localnet genprofile --jobs N --device D --seed S --generated G`.
 pub fn profile_xml_with(device: &str, n_jobs: usize, seed: u64, generated: &str) -> Vec<u8> {
-    let out = Command::new("python3")
-        .arg(GENPROFILE)
-        .args(["--jobs", &n_jobs.to_string(), "--device", device])
-        .args(["--seed", &seed.to_string(), "--generated", generated])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run python3 tools/genprofile");
-    assert!(
-        out.status.success(),
-        "genprofile failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    genprofile::profile(&genprofile::GenOptions {
+        jobs: n_jobs,
+        device: device.to_string(),
+        seed,
+        generated: generated.to_string(),
+    })
 }
 
 /// A small hand-written profile: one job per `(id, type)`, named
@@ -925,7 +918,7 @@ pub fn id_set(ids: &[&str]) -> std::collections::BTreeSet<String> {
     ids.iter().map(|s| s.to_string()).collect()
 }
 
-/// The ids `tools/genprofile` gives `n` jobs: 1000, 1001, ...
+/// The ids [`genprofile`] gives `n` jobs: 1000, 1001, ...
 pub fn gen_ids(n: usize) -> std::collections::BTreeSet<String> {
     (0..n).map(|i| (1000 + i).to_string()).collect()
 }

@@ -4,6 +4,7 @@
 //! cargo build && cargo run --example localnet -- demo [--root DIR] [--jobs N]
 //! cargo run --example localnet -- serve [--root DIR] [--jobs N | --profile FILE]
 //!                                       [--device ID] [--key KEY] [--port N] [--http] [--quiet]
+//! cargo run --example localnet -- genprofile [--jobs N] [--seed S] [--device ID] [--generated T]
 //! ```
 //!
 //! `demo` makes a throwaway install root (kept; its path is printed), starts
@@ -14,8 +15,13 @@
 //!
 //! `serve` writes the CA and an INI into the root, prints the URL and serves
 //! until killed (for benchmarks and manual runs).
+//!
+//! `genprofile` prints a synthetic profile (`genprofile.rs`) on stdout.
 
+mod genprofile;
 mod net;
+
+use genprofile::GenOptions;
 
 use net::{DEFAULT_DEVICE, NetOptions, Recorded, TestNetwork, etag_for, random_hex};
 use std::collections::BTreeSet;
@@ -23,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const GENPROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tools/genprofile");
 /// Longest an agent run may take in the demo.
 const AGENT_TIME_LIMIT: Duration = Duration::from_secs(300);
 
@@ -31,17 +36,22 @@ const USAGE: &str = "\
 usage: localnet demo  [--root DIR] [--jobs N] [--profile FILE] [--verbose]
        localnet serve [--root DIR] [--jobs N | --profile FILE] [--device ID] [--key KEY]
                       [--port N] [--http] [--quiet]
+       localnet genprofile [--jobs N] [--seed S] [--device ID] [--generated TIME]
 
 demo   make an install root, serve a generated profile on 127.0.0.1 and run the
        agent (target/<profile>/cncopgetprofile or $CNCOP_AGENT) three times:
        first run, unchanged second run, --list. Run `cargo build` first.
 serve  write Config/ca.pem and Config/cncop3.ini into the root, print the URL
-       and serve until killed.
+       and serve until killed (it does not run the agent: run it yourself).
+genprofile  print a synthetic profile: deterministic for a seed, loopback
+       endpoints only (the demo and serve use seed 1).
 
 --root DIR      install root to use (default: a new temp directory, kept)
 --jobs N        jobs in the generated profile (default 1000)
 --profile FILE  serve this file instead of a generated profile
 --device ID     device id (default NAS-00042)
+--seed S        genprofile: seed (default 1)
+--generated T   genprofile: the profile's generated time (default 2026-11-27T07:00:00Z)
 --key KEY       device key (default: random)
 --port N        port on 127.0.0.1 (default: any free one)
 --http          serve plain HTTP (the INI gets allow_insecure_http = On)
@@ -58,6 +68,8 @@ struct Opts {
     http: bool,
     quiet: bool,
     verbose: bool,
+    seed: u64,
+    generated: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -71,6 +83,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         http: false,
         quiet: false,
         verbose: false,
+        seed: 1,
+        generated: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -94,6 +108,13 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 let v = value("--port")?;
                 o.port = v.parse().map_err(|_| format!("--port: not a port: {v}"))?;
             }
+            "--seed" => {
+                let v = value("--seed")?;
+                o.seed = v
+                    .parse()
+                    .map_err(|_| format!("--seed: not a number: {v}"))?;
+            }
+            "--generated" => o.generated = Some(value("--generated")?),
             "--http" => o.http = true,
             "--quiet" => o.quiet = true,
             "--verbose" => o.verbose = true,
@@ -126,6 +147,7 @@ fn main() -> ExitCode {
     let result = match cmd {
         "demo" => demo(&opts),
         "serve" => serve(&opts),
+        "genprofile" => print_profile(&opts),
         other => Err(format!("unknown command {other:?}\n{USAGE}")),
     };
     match result {
@@ -171,20 +193,29 @@ fn load_profile(o: &Opts) -> Result<Vec<u8>, String> {
     if let Some(p) = &o.profile {
         return std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     }
-    let out = Command::new("python3")
-        .arg(GENPROFILE)
-        .args(["--jobs", &o.jobs.to_string(), "--device", &o.device])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run python3 {GENPROFILE}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "genprofile failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
+    Ok(genprofile::profile(&gen_options(o)))
+}
+
+fn gen_options(o: &Opts) -> GenOptions {
+    let mut g = GenOptions {
+        jobs: o.jobs,
+        device: o.device.clone(),
+        seed: o.seed,
+        ..GenOptions::default()
+    };
+    if let Some(t) = &o.generated {
+        g.generated = t.clone();
     }
-    Ok(out.stdout)
+    g
+}
+
+fn print_profile(o: &Opts) -> Result<bool, String> {
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    genprofile::write_profile(&mut w, &gen_options(o))
+        .and_then(|()| std::io::Write::flush(&mut w))
+        .map_err(|e| format!("cannot write the profile: {e}"))?;
+    Ok(true)
 }
 
 fn ini_text(net: &TestNetwork, device: &str, key: &str) -> String {
