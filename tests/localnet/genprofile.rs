@@ -116,7 +116,7 @@ fn port_for(jtype: &str) -> u16 {
 fn write_job(w: &mut impl Write, rng: &mut SplitMix64, i: usize) -> io::Result<()> {
     let jtype = TYPES[i % TYPES.len()];
     let name = format!("{} {i}", rng.pick(&WORDS));
-    let enabled = if i % 17 == 0 { "no" } else { "yes" };
+    let enabled = if i.is_multiple_of(17) { "no" } else { "yes" };
     let schedule = format!("0 {} {} * * *", rng.below(60), rng.below(24));
     let retries = rng.below(4);
     writeln!(
@@ -156,12 +156,12 @@ fn write_job(w: &mut impl Write, rng: &mut SplitMix64, i: usize) -> io::Result<(
             esc(&password)
         )?;
     }
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         let pre = format!("/opt/cncop/hooks/quiesce.sh --job {i} && sync");
         writeln!(w, "      <pre>{}</pre>", esc(&pre))?;
         writeln!(w, "      <post>/opt/cncop/hooks/resume.sh</post>")?;
     }
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         writeln!(
             w,
             "      <email to=\"ops{}@example.com\" when=\"error\"/>",
