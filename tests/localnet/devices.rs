@@ -1,0 +1,241 @@
+//! Registered devices and their profiles: the device API of
+//! [`TestNetwork`], HTTP Basic authentication, the profile endpoint
+//! (ETag, `If-None-Match`, gzip) and the stored-block gzip it sends.
+
+use std::sync::{Arc, OnceLock};
+
+use super::faults::{Flow, Sender};
+use super::http::{Body, Request, Response};
+use super::util::base64_decode;
+use super::{Shared, TestNetwork};
+
+pub(super) struct ProfileBody {
+    pub(super) bytes: Vec<u8>,
+    pub(super) crc: OnceLock<u32>,
+}
+
+impl ProfileBody {
+    pub(super) fn crc(&self) -> u32 {
+        *self.crc.get_or_init(|| crc32(&self.bytes))
+    }
+}
+
+pub(super) struct Device {
+    pub(super) key: String,
+    pub(super) disabled: bool,
+    pub(super) profile: Option<(Arc<ProfileBody>, Option<String>)>,
+}
+
+impl TestNetwork {
+    /// Registers (or re-keys and re-enables) a device.
+    pub fn add_device(&self, id: &str, key: &str) {
+        let mut st = self.shared.state();
+        match st.device_mut(id) {
+            Some(d) => {
+                d.key = key.to_string();
+                d.disabled = false;
+            }
+            None => st.devices.push((
+                id.to_string(),
+                Device {
+                    key: key.to_string(),
+                    disabled: false,
+                    profile: None,
+                },
+            )),
+        }
+    }
+
+    /// Forgets a device (its requests then get 404).
+    pub fn remove_device(&self, id: &str) {
+        self.shared.state().devices.retain(|(k, _)| k != id);
+    }
+
+    /// Marks a device disabled (403) or enabled again.
+    pub fn set_device_disabled(&self, id: &str, disabled: bool) {
+        if let Some(d) = self.shared.state().device_mut(id) {
+            d.disabled = disabled;
+        }
+    }
+
+    /// Sets the profile served to device `id` (which must have been added)
+    /// and its ETag, sent verbatim (so give it quoted: `"\"v1\""`; see
+    /// [`etag_for`]). A device without a profile gets 404.
+    pub fn set_profile(&self, id: &str, body: Vec<u8>, etag: Option<String>) {
+        let mut st = self.shared.state();
+        match st.device_mut(id) {
+            Some(d) => {
+                d.profile = Some((
+                    Arc::new(ProfileBody {
+                        bytes: body,
+                        crc: OnceLock::new(),
+                    }),
+                    etag,
+                ))
+            }
+            None => panic!("set_profile: device {id:?} was not added (add_device first)"),
+        }
+    }
+
+    /// Removes the profile of device `id` (its profile requests then get 404).
+    pub fn clear_profile(&self, id: &str) {
+        if let Some(d) = self.shared.state().device_mut(id) {
+            d.profile = None;
+        }
+    }
+
+    /// The current ETag of device `id`'s profile.
+    pub fn etag(&self, id: &str) -> Option<String> {
+        let st = self.shared.state();
+        st.device(id)
+            .and_then(|d| d.profile.as_ref())
+            .and_then(|(_, e)| e.clone())
+    }
+}
+
+/// Unknown device -> 404; missing or wrong Basic credentials -> 401;
+/// disabled -> 403.
+pub(super) fn authenticate(shared: &Shared, req: &Request, id: &str) -> Result<(), Response> {
+    let st = shared.state();
+    let Some(dev) = st.device(id) else {
+        return Err(Response::text(404, "device not registered"));
+    };
+    let creds = req
+        .header("authorization")
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("basic").then_some(rest.trim())
+        })
+        .and_then(base64_decode)
+        .and_then(|b| String::from_utf8(b).ok());
+    let ok = creds
+        .as_deref()
+        .and_then(|c| c.split_once(':'))
+        .is_some_and(|(user, key)| user == id && key == dev.key);
+    if !ok {
+        let mut r = Response::text(401, "wrong device id or key");
+        r.header("WWW-Authenticate", "Basic realm=\"cncop\"");
+        return Err(r);
+    }
+    if dev.disabled {
+        return Err(Response::text(403, "device disabled"));
+    }
+    Ok(())
+}
+
+pub(super) fn profile(shared: &Shared, req: &Request, id: &str) -> Response {
+    if let Err(r) = authenticate(shared, req, id) {
+        return r;
+    }
+    let (data, etag, gzip_on) = {
+        let st = shared.state();
+        let Some((data, etag)) = st.device(id).and_then(|d| d.profile.clone()) else {
+            return Response::text(404, "no profile for this device");
+        };
+        (data, etag, st.gzip)
+    };
+    if let Some(inm) = req.header("if-none-match") {
+        let matches = inm.split(',').map(str::trim).any(|tag| {
+            tag == "*"
+                || etag
+                    .as_deref()
+                    .is_some_and(|e| tag.trim_start_matches("W/") == e.trim_start_matches("W/"))
+        });
+        if matches {
+            let mut r = Response::new(304);
+            if let Some(e) = &etag {
+                r.header("ETag", e);
+            }
+            return r;
+        }
+    }
+    let mut r = Response::new(200);
+    r.header("Content-Type", "application/xml");
+    if let Some(e) = &etag {
+        r.header("ETag", e);
+    }
+    let gzip = gzip_on && req.accepts_gzip();
+    if gzip_on {
+        r.header("Vary", "Accept-Encoding");
+    }
+    if gzip {
+        r.header("Content-Encoding", "gzip");
+    }
+    r.body = Body::Profile { data, gzip };
+    r
+}
+
+// ---------------------------------------------------------------------------
+// gzip with stored deflate blocks (no compression, valid gzip)
+// ---------------------------------------------------------------------------
+
+const STORED_MAX: usize = 65_535;
+
+pub(super) fn gzip_stored_len(n: usize) -> u64 {
+    let blocks = n.div_ceil(STORED_MAX).max(1);
+    (10 + blocks * 5 + n + 8) as u64
+}
+
+pub(super) fn send_gzip(s: &mut Sender<'_>, data: &ProfileBody) -> Flow {
+    let crc = data.crc();
+    let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    if let f @ (Flow::Close | Flow::Err(_)) = s.send(&header) {
+        return f;
+    }
+    let bytes = &data.bytes;
+    let n_blocks = bytes.len().div_ceil(STORED_MAX).max(1);
+    for i in 0..n_blocks {
+        let start = i * STORED_MAX;
+        let block = &bytes[start.min(bytes.len())..(start + STORED_MAX).min(bytes.len())];
+        let len = block.len() as u16;
+        let last = u8::from(i + 1 == n_blocks);
+        let bh = [
+            last,
+            len as u8,
+            (len >> 8) as u8,
+            !len as u8,
+            (!len >> 8) as u8,
+        ];
+        if let f @ (Flow::Close | Flow::Err(_)) = s.send(&bh) {
+            return f;
+        }
+        if let f @ (Flow::Close | Flow::Err(_)) = s.send(block) {
+            return f;
+        }
+    }
+    let mut trailer = [0u8; 8];
+    trailer[..4].copy_from_slice(&crc.to_le_bytes());
+    trailer[4..].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+    s.send(&trailer)
+}
+
+const fn crc_table() -> [u32; 256] {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+}
+
+static CRC_TABLE: [u32; 256] = crc_table();
+
+/// CRC-32 (IEEE), as gzip uses.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c = CRC_TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}

@@ -1,0 +1,115 @@
+//! URL routing, and the endpoints that are not the profile: firewall
+//! reports and software updates, with the [`TestNetwork`] switches that set
+//! their answers.
+
+use super::devices::{authenticate, profile};
+use super::http::{Body, Request, Response, bodyless};
+use super::{Shared, TestNetwork};
+
+impl TestNetwork {
+    /// `software/latest`: `None` -> 204 (the default), `Some(body)` -> 200.
+    pub fn set_software(&self, body: Option<Vec<u8>>) {
+        self.shared.state().software = body;
+    }
+
+    /// Makes `software/latest` answer this status (with an empty body)
+    /// whatever `set_software` said; `None` restores the normal behaviour.
+    pub fn set_software_status(&self, status: Option<u16>) {
+        self.shared.state().software_status = status;
+    }
+
+    /// Status answered to firewall reports (default 202).
+    pub fn set_firewall_status(&self, status: u16) {
+        self.shared.state().firewall_status = status;
+    }
+
+    /// Bodies of all firewall reports received (whatever was answered).
+    pub fn firewall_reports(&self) -> Vec<Vec<u8>> {
+        self.shared.state().firewall_reports.clone()
+    }
+}
+
+pub(super) fn route(shared: &Shared, req: &Request) -> Response {
+    let Some(rest) = req
+        .path
+        .strip_prefix(shared.base_path.as_str())
+        .and_then(|r| r.strip_prefix("/v3/"))
+    else {
+        return Response::text(404, "not found");
+    };
+    let segs: Vec<String> = rest.split('/').map(percent_decode).collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match segs.as_slice() {
+        ["devices", id, "profile"] => {
+            if req.method != "GET" && req.method != "HEAD" {
+                return method_not_allowed("GET, HEAD");
+            }
+            profile(shared, req, id)
+        }
+        ["devices", id, "firewall"] => {
+            if req.method != "POST" {
+                return method_not_allowed("POST");
+            }
+            if let Err(r) = authenticate(shared, req, id) {
+                return r;
+            }
+            let status = shared.state().firewall_status;
+            if bodyless(status) {
+                Response::new(status)
+            } else {
+                Response::text(status, "")
+            }
+        }
+        ["software", "latest"] => {
+            if req.method != "GET" && req.method != "HEAD" {
+                return method_not_allowed("GET, HEAD");
+            }
+            let st = shared.state();
+            if let Some(status) = st.software_status {
+                return if bodyless(status) {
+                    Response::new(status)
+                } else {
+                    Response::text(status, "")
+                };
+            }
+            match &st.software {
+                None => Response::new(204),
+                Some(body) => {
+                    let mut r = Response::new(200);
+                    r.header("Content-Type", "application/xml");
+                    r.body = Body::Bytes(body.clone());
+                    r
+                }
+            }
+        }
+        _ => Response::text(404, "not found"),
+    }
+}
+
+fn method_not_allowed(allow: &str) -> Response {
+    let mut r = Response::text(405, "method not allowed");
+    r.header("Allow", allow);
+    r
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(c: u8) -> Option<u8> {
+        (c as char).to_digit(16).map(|d| d as u8)
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
