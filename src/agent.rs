@@ -9,7 +9,8 @@ use crate::fetch::{self, ProfileResponse};
 use crate::lock::RunLock;
 use crate::logs;
 use crate::profile;
-use crate::store::{Change, Diff, JobStore, ReplaceOptions, Replaced};
+use crate::status::{ProfileStatus, RunStatus};
+use crate::store::{Change, Diff, JobStore, ReplaceOptions, Replaced, StoreMeta};
 use crate::{firewall, reporter, update};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -96,11 +97,17 @@ impl std::fmt::Display for Outcome {
 const DIFF_LOG_LIMIT: u64 = 100;
 
 /// What a run did: the profile step's result, and the first configuration
-/// error a later step found (which turns a successful run's exit code to 2).
+/// error a later step found (which turns a successful run's exit code to 2);
+/// and what `--status` shows of it.
 #[derive(Debug)]
 pub struct Report {
     pub profile: Result<Outcome>,
     pub later_config_error: Option<crate::Error>,
+    /// The store's profile after the run; `None` when the run did not get
+    /// as far as opening the store, `Some(None)` when it holds none.
+    pub stored: Option<Option<StoreMeta>>,
+    /// Endpoints the firewall check found blocked, if it ran.
+    pub blocked: Option<Vec<String>>,
 }
 
 impl Report {
@@ -111,6 +118,43 @@ impl Report {
             (Err(e), _) => e.exit_code(),
             (Ok(_), Some(e)) => e.exit_code(),
             (Ok(_), None) => crate::error::exit::OK,
+        }
+    }
+
+    /// The run's one summary line.
+    pub fn summary(&self) -> String {
+        match (&self.profile, &self.later_config_error) {
+            (Ok(outcome), None) => outcome.to_string(),
+            (Ok(outcome), Some(e)) => format!("{outcome}; then (exit {}): {e}", e.exit_code()),
+            (Err(e), _) => format!("run failed (exit {}): {e}", e.exit_code()),
+        }
+    }
+
+    /// Whether the run is one `Spool/cncopgetprofile.status` records: not a
+    /// run refused by the lock (the holder records its own).
+    pub fn is_recorded(&self) -> bool {
+        !matches!(self.profile, Err(crate::Error::Locked(_)))
+    }
+
+    /// The record of this run for `--status`.
+    pub fn status(&self, started: u64, duration_ms: u64) -> RunStatus {
+        RunStatus {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            agent_target: fetch::target_triple().to_string(),
+            started,
+            duration_ms,
+            exit_code: self.exit_code(),
+            summary: self.summary(),
+            last_success: (self.exit_code() == crate::error::exit::OK).then_some(started),
+            profile: self.stored.clone().flatten().map(|m| ProfileStatus {
+                generated: m.generated,
+                accepted: m.accepted,
+                jobs: m.jobs,
+                version: None,
+            }),
+            blocked: self.blocked.clone(),
+            trust: None,
+            software_announced: None,
         }
     }
 }
@@ -133,6 +177,8 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
             return Report {
                 profile: Err(e),
                 later_config_error: None,
+                stored: None,
+                blocked: None,
             };
         }
     };
@@ -141,6 +187,8 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
         return Report {
             profile,
             later_config_error: None,
+            stored: Some(store.meta().cloned()),
+            blocked: None,
         };
     }
 
@@ -154,14 +202,17 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
         }
     };
     note("update check", update_step(&cfg, opts, &client));
+    let mut blocked = None;
     note(
         "firewall check",
-        firewall_step(&cfg, &mut store, &client, now),
+        firewall_step(&cfg, &mut store, &client, now, &mut blocked),
     );
     note("cncopreporter", reporter_step(&cfg, opts));
     Report {
         profile,
         later_config_error,
+        stored: Some(store.meta().cloned()),
+        blocked,
     }
 }
 
@@ -362,11 +413,13 @@ fn update_step(cfg: &Config, opts: &RunOptions, client: &fetch::Client) -> Resul
 
 /// PROTOCOL 5: probes the endpoints the stored profile needs, reports
 /// changes (and what an earlier run could not deliver), keeps the states.
+/// Sets `found_blocked` to the endpoints found blocked once it has probed.
 fn firewall_step(
     cfg: &Config,
     store: &mut JobStore,
     client: &fetch::Client,
     now: u64,
+    found_blocked: &mut Option<Vec<String>>,
 ) -> Result<()> {
     let fcfg = firewall::FirewallConfig::from_ini(&cfg.ini)?;
     if !fcfg.enabled {
@@ -403,10 +456,14 @@ fn firewall_step(
         fcfg.budget,
         firewall::PROBE_THREADS,
     );
-    let blocked = probes
+    let blocked: Vec<String> = keys
         .iter()
-        .filter(|p| matches!(p, firewall::Probe::Blocked { .. }))
-        .count();
+        .zip(&probes)
+        .filter(|(_, p)| matches!(p, firewall::Probe::Blocked { .. }))
+        .map(|(k, _)| k.to_string())
+        .collect();
+    let blocked_count = blocked.len();
+    *found_blocked = Some(blocked);
     let not_reached: Vec<String> = keys
         .iter()
         .zip(&probes)
@@ -414,9 +471,10 @@ fn firewall_step(
         .map(|(k, _)| k.to_string())
         .collect();
     log::debug!(
-        "firewall: probed {} endpoints in {} ms, {blocked} blocked",
+        "firewall: probed {} endpoints in {} ms, {} blocked",
         keys.len(),
-        started.elapsed().as_millis()
+        started.elapsed().as_millis(),
+        blocked_count
     );
     if !not_reached.is_empty() {
         log::warn!(

@@ -73,6 +73,27 @@ pub fn rfc3339(t: UnixTime) -> String {
     )
 }
 
+/// Parses [`rfc3339`]'s own form (`2026-11-27T07:00:05Z`, UTC only) back.
+pub fn parse_rfc3339(s: &str) -> Option<UnixTime> {
+    let b = s.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let day = parse_day_stamp(&format!("{}{}{}", &s[..4], &s[5..7], &s[8..10]))?;
+    let field = |r: std::ops::Range<usize>, max: u64| {
+        let f = s.get(r)?;
+        let n: u64 = f
+            .bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| f.parse().ok())??;
+        (n <= max).then_some(n)
+    };
+    Some(day + field(11..13, 23)? * 3600 + field(14..16, 59)? * 60 + field(17..19, 59)?)
+}
+
 /// `20261127`, the day stamp of log file names.
 pub fn day_stamp(t: UnixTime) -> String {
     let (y, m, d) = civil_from_days((t / 86_400) as i64);
@@ -157,6 +178,21 @@ mod tests {
         assert_eq!(rfc3339(1_795_762_805), "2026-11-27T07:00:05Z");
         assert_eq!(day_stamp(1_795_762_805), "20261127");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for t in [0, 951_782_400, 1_795_762_805] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        }
+        for bad in [
+            "2026-11-27T24:00:00Z",
+            "2026-11-27 07:00:05Z",
+            "2026-11-27T07:00:05",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod lock;
 pub mod logs;
 pub mod profile;
 pub mod reporter;
+pub mod status;
 pub mod store;
 pub mod update;
 

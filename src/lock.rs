@@ -31,7 +31,19 @@ impl RunLock {
                 crate::config::io_reason(&e)
             ))
         })?;
-        match file.try_lock() {
+        // `--status` (`is_held`) holds a shared lock for a moment; a run
+        // that meets it tries again a few times before calling the lock taken.
+        let mut tries = 0;
+        let taken = loop {
+            match file.try_lock() {
+                Err(std::fs::TryLockError::WouldBlock) if tries < STATUS_PROBE_RETRIES => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        match taken {
             Ok(()) => Ok(RunLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(format!(
                 "another cncopgetprofile run holds {}; this run exits without doing anything",
@@ -44,6 +56,25 @@ impl RunLock {
     }
 }
 
+/// Tries of a run that finds the lock taken, 20 ms apart.
+const STATUS_PROBE_RETRIES: u32 = 5;
+
+/// Whether a run holds the lock in `config_dir` now (`None`: cannot tell,
+/// e.g. the lock file is not readable). Takes a shared lock for the moment
+/// of the test and never creates the file.
+pub fn is_held(config_dir: &Path) -> Option<bool> {
+    let file = match File::open(config_dir.join(LOCK_FILE)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Some(false),
+        Err(std::fs::TryLockError::WouldBlock) => Some(true),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,10 +82,17 @@ mod tests {
     #[test]
     fn a_second_lock_is_refused_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
+        assert_eq!(is_held(dir.path()), Some(false), "no lock file yet");
+        assert!(
+            !dir.path().join(LOCK_FILE).exists(),
+            "is_held creates nothing"
+        );
         let first = RunLock::acquire(dir.path()).unwrap();
         let second = RunLock::acquire(dir.path()).unwrap_err();
         assert_eq!(second.exit_code(), crate::error::exit::LOCKED);
+        assert_eq!(is_held(dir.path()), Some(true));
         drop(first);
+        assert_eq!(is_held(dir.path()), Some(false));
         RunLock::acquire(dir.path()).unwrap();
     }
 }

@@ -1,4 +1,5 @@
 //! `cncopgetprofile [-?] [-d] [-c CONFIG] [--noupdate] [--update] [--recreate]`
+//! (and `--dry-run`, `--list [--json]`, `--status [--json]`, `--version`)
 //!
 //! Parses the command line, sets up logging and maps the run's result to an
 //! exit code; the work is in the library.
@@ -8,11 +9,11 @@
 use argh::FromArgs;
 use cncopgetprofile::agent::{self, RunOptions, UpdateChoice};
 use cncopgetprofile::error::{Error, exit};
-use cncopgetprofile::{clock, config, listing, logs::Logs};
+use cncopgetprofile::{clock, config, fetch, listing, logs::Logs, status};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cncopgetprofile [-?] [-d] [-c CONFIG] [--noupdate] [--update] [--recreate] [--dry-run] [--list [--json]]";
+const USAGE: &str = "usage: cncopgetprofile [-?] [-d] [-c CONFIG] [--noupdate] [--update] [--recreate] [--dry-run] [--list [--json]] [--status [--json]] [--version]";
 
 /// Fetch this appliance's backup jobs from the cncop network and keep them in
 /// Config/backupjobs.db.
@@ -40,9 +41,15 @@ struct Args {
     /// print the stored jobs (no network)
     #[argh(switch)]
     list: bool,
-    /// with --list: print JSON
+    /// how the last run ended, and whether one is running (no network, no lock)
+    #[argh(switch)]
+    status: bool,
+    /// with --list or --status: print JSON
     #[argh(switch)]
     json: bool,
+    /// print the version and target, and exit
+    #[argh(switch)]
+    version: bool,
 }
 
 fn usage_error(msg: &str) -> ExitCode {
@@ -71,11 +78,22 @@ fn main() -> ExitCode {
         (false, true) => UpdateChoice::Always,
         (false, false) => UpdateChoice::Config,
     };
-    if args.json && !args.list {
-        return usage_error("--json goes with --list");
+    if args.version {
+        println!(
+            "cncopgetprofile {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            fetch::target_triple()
+        );
+        return ExitCode::SUCCESS;
     }
-    if args.list && (args.dry_run || args.recreate) {
-        return usage_error("--list cannot be combined with --dry-run or --recreate");
+    if args.json && !args.list && !args.status {
+        return usage_error("--json goes with --list or --status");
+    }
+    if args.list && args.status {
+        return usage_error("--list and --status cannot be given together");
+    }
+    if (args.list || args.status) && (args.dry_run || args.recreate) {
+        return usage_error("--list and --status cannot be combined with --dry-run or --recreate");
     }
     let root = match config::install_root() {
         Ok(r) => r,
@@ -91,6 +109,14 @@ fn main() -> ExitCode {
         };
     }
 
+    if args.status {
+        let mut out = std::io::stdout().lock();
+        return match status::show(&root, args.json, &mut out) {
+            Ok(shown) => ExitCode::from(shown.exit_code),
+            Err(e) => fail(&cncopgetprofile::Error::Store(format!("cannot print: {e}"))),
+        };
+    }
+
     let mut logs = Logs::init(&root.join("Spool").join("Logs"), args.debug, clock::now());
     let opts = RunOptions {
         debug: args.debug,
@@ -99,21 +125,18 @@ fn main() -> ExitCode {
         recreate: args.recreate,
         dry_run: args.dry_run,
     };
+    let started = (clock::now(), std::time::Instant::now());
     let report = agent::run(&root, &opts);
     match &report.profile {
-        Ok(outcome) => {
-            if opts.dry_run {
-                println!("{outcome}");
-            }
-            match &report.later_config_error {
-                None => logs.summary(&outcome.to_string()),
-                Some(e) => logs.summary(&format!("{outcome}; then (exit {}): {e}", e.exit_code())),
-            }
-        }
-        Err(e) => {
-            log::error!("{e}");
-            logs.summary(&format!("run failed (exit {}): {e}", e.exit_code()));
-        }
+        Ok(outcome) if opts.dry_run => println!("{outcome}"),
+        Ok(_) => {}
+        Err(e) => log::error!("{e}"),
+    }
+    logs.summary(&report.summary());
+    if report.is_recorded() && !opts.dry_run {
+        let millis = u64::try_from(started.1.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let reached_store = report.stored.is_some();
+        status::record(&root, report.status(started.0, millis), reached_store);
     }
     ExitCode::from(report.exit_code())
 }

@@ -1,0 +1,544 @@
+//! The last run's outcome, `Spool/cncopgetprofile.status` (PROTOCOL 3), and
+//! `--status [--json]`, which shows it.
+//!
+//! Every run (except `--dry-run` and a run refused by the lock, whose holder
+//! will write its own) replaces the file atomically: written beside, synced,
+//! renamed. It lives under `Spool/`, never `Config/`: a run that finds
+//! nothing changed writes nothing under `Config/`. Reading it takes no lock
+//! and needs no network, so monitoring scripts and vendor web UIs may call
+//! `--status` as often as they like.
+//!
+//! The file is in the INI syntax the rest of the suite reads (and
+//! `config::Ini` parses), one fact per line, so `cat` explains it too.
+//! Models: Puppet's `last_run_summary.yaml`, `mender show-artifact`.
+
+use crate::clock::{self, UnixTime};
+use crate::config::{Ini, io_reason};
+use crate::error::{Error, Result};
+use crate::listing::json_str;
+use crate::lock;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The file's name under `Spool/`.
+pub const STATUS_FILE: &str = "cncopgetprofile.status";
+
+/// `--status`'s exit code when no run has been recorded.
+pub const NO_RUN_RECORDED: u8 = 8;
+
+/// `root/Spool/cncopgetprofile.status`.
+pub fn path(root: &Path) -> PathBuf {
+    root.join("Spool").join(STATUS_FILE)
+}
+
+/// One run's outcome, as recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStatus {
+    /// The agent that ran: version and target triple.
+    pub agent_version: String,
+    pub agent_target: String,
+    pub started: UnixTime,
+    pub duration_ms: u64,
+    pub exit_code: u8,
+    /// The run's summary line (as in the day's log).
+    pub summary: String,
+    /// When a run last ended with exit 0 (this one or an earlier one).
+    pub last_success: Option<UnixTime>,
+    /// What the job store held after the run (or, if the run did not reach
+    /// the store, what the previous record said).
+    pub profile: Option<ProfileStatus>,
+    /// Endpoints the firewall check found blocked; `None` when it did not run.
+    pub blocked: Option<Vec<String>>,
+    /// PROTOCOL 8 (signed metadata): the trusted versions, once that is on.
+    pub trust: Option<TrustStatus>,
+    /// PROTOCOL 8: the highest software version ever announced to ccs3updater.
+    pub software_announced: Option<String>,
+}
+
+/// The stored profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProfileStatus {
+    /// The profile's `generated` attribute, as sent.
+    pub generated: String,
+    /// When this device accepted it.
+    pub accepted: UnixTime,
+    pub jobs: u64,
+    /// PROTOCOL 8: the signed manifest's profile version.
+    pub version: Option<u64>,
+}
+
+/// PROTOCOL 8: versions of the trusted metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustStatus {
+    pub root: u64,
+    pub timestamp: Option<u64>,
+    pub release: Option<u64>,
+}
+
+impl RunStatus {
+    /// Whether the run succeeded (exit 0).
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == 0
+    }
+
+    /// The file's text.
+    fn to_ini(&self) -> String {
+        let mut out = String::from(
+            "; How the last cncopgetprofile run ended; replaced by every run.\n\
+             ; Read it with `cncopgetprofile --status` (or --status --json).\n",
+        );
+        let mut section = |name: &str, keys: &[(&str, String)]| {
+            out.push_str(&format!("\n[{name}]\n"));
+            for (k, v) in keys {
+                // One physical line per value: the INI reader would take an
+                // indented next line as a continuation.
+                let v: String = v
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                out.push_str(&format!("{k} = {}\n", v.trim()));
+            }
+        };
+        let mut run = vec![
+            ("agent", self.agent_version.clone()),
+            ("target", self.agent_target.clone()),
+            ("started", clock::rfc3339(self.started)),
+            ("duration_ms", self.duration_ms.to_string()),
+            ("exit_code", self.exit_code.to_string()),
+            ("summary", self.summary.clone()),
+        ];
+        if let Some(t) = self.last_success {
+            run.push(("last_success", clock::rfc3339(t)));
+        }
+        section("run", &run);
+        if let Some(p) = &self.profile {
+            let mut keys = vec![
+                ("generated", p.generated.clone()),
+                ("accepted", clock::rfc3339(p.accepted)),
+                ("jobs", p.jobs.to_string()),
+            ];
+            if let Some(v) = p.version {
+                keys.push(("version", v.to_string()));
+            }
+            section("profile", &keys);
+        }
+        if let Some(b) = &self.blocked {
+            section("firewall", &[("blocked", b.join(" "))]);
+        }
+        if let Some(t) = &self.trust {
+            let mut keys = vec![("root", t.root.to_string())];
+            if let Some(v) = t.timestamp {
+                keys.push(("timestamp", v.to_string()));
+            }
+            if let Some(v) = t.release {
+                keys.push(("release", v.to_string()));
+            }
+            section("trust", &keys);
+        }
+        if let Some(v) = &self.software_announced {
+            section("software", &[("announced", v.clone())]);
+        }
+        out
+    }
+
+    /// Reads the file's text back; `path` names it in errors.
+    fn from_ini(path: &Path, text: &str) -> Result<RunStatus> {
+        let ini = Ini::parse(path, text)?;
+        let run = ini.section("run");
+        let time = |sec: crate::config::Section<'_>, key: &str| -> Result<UnixTime> {
+            let v = sec.required(key)?;
+            clock::parse_rfc3339(v)
+                .ok_or_else(|| sec.error(key, format!("'{v}' is not a UTC time")))
+        };
+        let profile = if ini.has_section("profile") {
+            let p = ini.section("profile");
+            Some(ProfileStatus {
+                generated: p.required("generated")?.to_string(),
+                accepted: time(p, "accepted")?,
+                jobs: p.number("jobs", 0, 0..=u64::MAX)?,
+                version: p
+                    .optional("version")
+                    .map(|_| p.number("version", 0, 0..=u64::MAX))
+                    .transpose()?,
+            })
+        } else {
+            None
+        };
+        let blocked = ini.has_section("firewall").then(|| {
+            ini.section("firewall")
+                .get("blocked")
+                .unwrap_or("")
+                .split_ascii_whitespace()
+                .map(str::to_string)
+                .collect()
+        });
+        let trust = if ini.has_section("trust") {
+            let t = ini.section("trust");
+            let opt = |k: &str| {
+                t.optional(k)
+                    .map(|_| t.number(k, 0, 0..=u64::MAX))
+                    .transpose()
+            };
+            Some(TrustStatus {
+                root: t.number("root", 0, 0..=u64::MAX)?,
+                timestamp: opt("timestamp")?,
+                release: opt("release")?,
+            })
+        } else {
+            None
+        };
+        Ok(RunStatus {
+            agent_version: run.required("agent")?.to_string(),
+            agent_target: run.optional("target").unwrap_or("").to_string(),
+            started: time(run, "started")?,
+            duration_ms: run.number("duration_ms", 0, 0..=u64::MAX)?,
+            exit_code: run.number("exit_code", 0, 0..=255)?,
+            summary: run.optional("summary").unwrap_or("").to_string(),
+            last_success: run
+                .optional("last_success")
+                .map(|_| time(run, "last_success"))
+                .transpose()?,
+            profile,
+            blocked,
+            trust,
+            software_announced: ini
+                .section("software")
+                .optional("announced")
+                .map(str::to_string),
+        })
+    }
+
+    /// The `--status --json` document's `last_run` object.
+    fn to_json(&self, s: &mut String) {
+        let time = |s: &mut String, t: Option<UnixTime>| match t {
+            Some(t) => json_str(s, &clock::rfc3339(t)),
+            None => s.push_str("null"),
+        };
+        let num = |s: &mut String, n: Option<u64>| match n {
+            Some(n) => s.push_str(&n.to_string()),
+            None => s.push_str("null"),
+        };
+        s.push_str("{\"agent\":{\"version\":");
+        json_str(s, &self.agent_version);
+        s.push_str(",\"target\":");
+        json_str(s, &self.agent_target);
+        s.push_str("},\"started\":");
+        time(s, Some(self.started));
+        s.push_str(&format!(
+            ",\"duration_ms\":{},\"exit_code\":{},\"succeeded\":{},\"summary\":",
+            self.duration_ms,
+            self.exit_code,
+            self.succeeded()
+        ));
+        json_str(s, &self.summary);
+        s.push_str(",\"last_success\":");
+        time(s, self.last_success);
+        s.push_str(",\"profile\":");
+        match &self.profile {
+            None => s.push_str("null"),
+            Some(p) => {
+                s.push_str("{\"generated\":");
+                json_str(s, &p.generated);
+                s.push_str(",\"accepted\":");
+                time(s, Some(p.accepted));
+                s.push_str(&format!(",\"jobs\":{},\"version\":", p.jobs));
+                num(s, p.version);
+                s.push('}');
+            }
+        }
+        s.push_str(",\"blocked_endpoints\":");
+        match &self.blocked {
+            None => s.push_str("null"),
+            Some(b) => {
+                s.push('[');
+                for (i, e) in b.iter().enumerate() {
+                    if i > 0 {
+                        s.push(',');
+                    }
+                    json_str(s, e);
+                }
+                s.push(']');
+            }
+        }
+        s.push_str(",\"trust\":");
+        match &self.trust {
+            None => s.push_str("null"),
+            Some(t) => {
+                s.push_str(&format!("{{\"root\":{},\"timestamp\":", t.root));
+                num(s, t.timestamp);
+                s.push_str(",\"release\":");
+                num(s, t.release);
+                s.push('}');
+            }
+        }
+        s.push_str(",\"software_announced\":");
+        match &self.software_announced {
+            Some(v) => json_str(s, v),
+            None => s.push_str("null"),
+        }
+        s.push('}');
+    }
+}
+
+/// The previous record, if there is a readable one.
+pub fn read(root: &Path) -> Result<Option<RunStatus>> {
+    let path = path(root);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::Store(format!(
+                "cannot read {}: {}",
+                path.display(),
+                io_reason(&e)
+            )));
+        }
+    };
+    let text = String::from_utf8(text)
+        .map_err(|_| Error::Store(format!("{} is not UTF-8 text", path.display())))?;
+    RunStatus::from_ini(&path, &text).map(Some)
+}
+
+/// Replaces the record: `cncopgetprofile.status.new`, synced, renamed over.
+pub fn write(root: &Path, status: &RunStatus) -> Result<()> {
+    let path = path(root);
+    let tmp = path.with_extension("status.new");
+    let fail = |what: &str, e: std::io::Error| {
+        Error::Store(format!(
+            "cannot {what} {}: {}",
+            tmp.display(),
+            io_reason(&e)
+        ))
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| fail("create the folder of", e))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o644);
+    let mut f = opts.open(&tmp).map_err(|e| fail("create", e))?;
+    f.write_all(status.to_ini().as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| fail("write", e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::Store(format!(
+            "cannot replace {}: {}",
+            path.display(),
+            io_reason(&e)
+        ))
+    })
+}
+
+/// Records a run: carries over what this run did not learn (the last
+/// success, the stored profile when the run did not reach the store) from
+/// the previous record. A failure is logged, never fatal: the record serves
+/// monitoring, it must not change the run's outcome.
+pub fn record(root: &Path, mut status: RunStatus, reached_store: bool) {
+    let previous = read(root).ok().flatten();
+    if !status.succeeded() {
+        status.last_success = previous.as_ref().and_then(|p| p.last_success);
+    }
+    if !reached_store && status.profile.is_none() {
+        status.profile = previous.and_then(|p| p.profile);
+    }
+    if let Err(e) = write(root, &status) {
+        log::warn!("{e}; --status will show an older run");
+    }
+}
+
+/// What `--status` found.
+pub struct Shown {
+    pub exit_code: u8,
+}
+
+/// `--status [--json]`: the last run and whether one is running now, on
+/// `out`. Its exit code: 0 when the last run succeeded, else that run's
+/// code; [`NO_RUN_RECORDED`] when there is none (or it cannot be read).
+pub fn show(root: &Path, json: bool, out: &mut impl Write) -> std::io::Result<Shown> {
+    let running = lock::is_held(&root.join("Config"));
+    let path = path(root);
+    let (last, problem) = match read(root) {
+        Ok(last) => (last, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let exit_code = last.as_ref().map_or(NO_RUN_RECORDED, |l| l.exit_code);
+    if json {
+        let mut s = String::from("{\"status_file\":");
+        json_str(&mut s, &path.display().to_string());
+        s.push_str(",\"running\":");
+        s.push_str(match running {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "null",
+        });
+        s.push_str(",\"last_run\":");
+        match &last {
+            Some(l) => l.to_json(&mut s),
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"problem\":");
+        match &problem {
+            Some(p) => json_str(&mut s, p),
+            None => s.push_str("null"),
+        }
+        s.push_str("}\n");
+        out.write_all(s.as_bytes())?;
+        return Ok(Shown { exit_code });
+    }
+    if running == Some(true) {
+        writeln!(out, "running:      yes, a run is in progress now")?;
+    }
+    let Some(l) = last else {
+        match problem {
+            Some(p) => writeln!(out, "no run recorded: {p}")?,
+            None => writeln!(out, "no run recorded ({} does not exist)", path.display())?,
+        }
+        return Ok(Shown { exit_code });
+    };
+    let result = if l.succeeded() {
+        "succeeded".to_string()
+    } else {
+        format!("FAILED, exit {}", l.exit_code)
+    };
+    writeln!(
+        out,
+        "last run:     {} ({result}, {:.1} s)",
+        clock::rfc3339(l.started),
+        l.duration_ms as f64 / 1000.0
+    )?;
+    writeln!(out, "summary:      {}", l.summary)?;
+    let success = l
+        .last_success
+        .map_or_else(|| "never".to_string(), clock::rfc3339);
+    writeln!(out, "last success: {success}")?;
+    match &l.profile {
+        Some(p) => {
+            let version = p
+                .version
+                .map(|v| format!("version {v}, "))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "profile:      {} jobs, {version}generated {}, accepted {}",
+                p.jobs,
+                p.generated,
+                clock::rfc3339(p.accepted)
+            )?
+        }
+        None => writeln!(out, "profile:      none stored")?,
+    }
+    match &l.blocked {
+        None => writeln!(out, "firewall:     not checked")?,
+        Some(b) if b.is_empty() => writeln!(out, "firewall:     no endpoint blocked")?,
+        Some(b) => writeln!(out, "firewall:     {} blocked: {}", b.len(), b.join(", "))?,
+    }
+    if let Some(t) = &l.trust {
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+        writeln!(
+            out,
+            "trust:        root {}, timestamp {}, release {}",
+            t.root,
+            opt(t.timestamp),
+            opt(t.release)
+        )?;
+    }
+    if let Some(v) = &l.software_announced {
+        writeln!(out, "software:     {v} announced to ccs3updater")?;
+    }
+    writeln!(
+        out,
+        "agent:        cncopgetprofile {} ({})",
+        l.agent_version, l.agent_target
+    )?;
+    Ok(Shown { exit_code })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RunStatus {
+        RunStatus {
+            agent_version: "3.4.0".into(),
+            agent_target: "mips-unknown-linux-musl".into(),
+            started: 1_795_762_805,
+            duration_ms: 210,
+            exit_code: 3,
+            summary: "run failed (exit 3): network error: a = b; \"quoted\"\nsecond".into(),
+            last_success: Some(1_795_759_205),
+            profile: Some(ProfileStatus {
+                generated: "2026-11-27T07:00:00Z".into(),
+                accepted: 1_795_759_205,
+                jobs: 1000,
+                version: Some(1234),
+            }),
+            blocked: Some(vec!["127.0.0.1:9".into(), "[::1]:22".into()]),
+            trust: Some(TrustStatus {
+                root: 2,
+                timestamp: Some(912),
+                release: None,
+            }),
+            software_announced: Some("3.5.0".into()),
+        }
+    }
+
+    #[test]
+    fn the_file_round_trips_every_field() {
+        let s = sample();
+        let back = RunStatus::from_ini(Path::new("x"), &s.to_ini()).unwrap();
+        let mut expect = s.clone();
+        expect.summary = expect.summary.replace('\n', " ");
+        assert_eq!(back, expect);
+        let bare = RunStatus {
+            profile: None,
+            blocked: None,
+            trust: None,
+            software_announced: None,
+            last_success: None,
+            ..s
+        };
+        let back = RunStatus::from_ini(Path::new("x"), &bare.to_ini()).unwrap();
+        assert_eq!(back.blocked, None);
+        assert_eq!(back.profile, None);
+        let none_blocked = RunStatus {
+            blocked: Some(Vec::new()),
+            ..bare
+        };
+        let back = RunStatus::from_ini(Path::new("x"), &none_blocked.to_ini()).unwrap();
+        assert_eq!(back.blocked, Some(Vec::new()));
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_naming_it() {
+        let e = RunStatus::from_ini(
+            Path::new("/r/Spool/s"),
+            "[run]\nagent = 1\nstarted = soon\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("/r/Spool/s [run] started"), "{e}");
+    }
+
+    #[test]
+    fn json_is_one_document_with_escaped_strings() {
+        let mut s = String::new();
+        sample().to_json(&mut s);
+        assert!(s.starts_with('{') && s.ends_with('}'), "{s}");
+        assert!(
+            s.contains(
+                r#""summary":"run failed (exit 3): network error: a = b; \"quoted\"\nsecond""#
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains(r#""blocked_endpoints":["127.0.0.1:9","[::1]:22"]"#),
+            "{s}"
+        );
+        assert!(
+            s.contains(r#""trust":{"root":2,"timestamp":912,"release":null}"#),
+            "{s}"
+        );
+    }
+}
