@@ -229,15 +229,12 @@ struct Run {
 /// Everything before the first request: the INI, the run lock, old logs,
 /// the store, the client. Any failure here ends the run.
 fn prepare(root: &Path, opts: &RunOptions) -> Result<Run> {
+    log_head(root);
     let cfg = Config::load(root, opts.config.as_deref())?;
-    log::debug!(
-        "cncopgetprofile {} ({}) for device {}, root {}, config {}",
-        env!("CARGO_PKG_VERSION"),
-        fetch::target_triple(),
-        cfg.device.id,
-        root.display(),
-        cfg.ini.path().display()
-    );
+    logs::set_cap(cfg.max_log_bytes);
+    for line in cfg.describe() {
+        log::debug!("{line}");
+    }
     let config_dir = cfg.config_dir();
     std::fs::create_dir_all(&config_dir).map_err(|e| {
         crate::Error::Store(format!(
@@ -264,6 +261,36 @@ fn prepare(root: &Path, opts: &RunOptions) -> Result<Run> {
         client,
         now,
     })
+}
+
+/// The first lines of a `-d` log: what explains the device when one log
+/// file is all a technician pulled from it.
+fn log_head(root: &Path) {
+    let built = clock::build_time();
+    log::debug!(
+        "cncopgetprofile {} ({}), built {}",
+        env!("CARGO_PKG_VERSION"),
+        fetch::target_triple(),
+        clock::rfc3339(built)
+    );
+    let system = clock::system_now();
+    let mut clock_note = String::new();
+    if system < built {
+        clock_note.push_str(" (earlier than the build time: the clock is wrong)");
+    }
+    if clock::now() != system {
+        clock_note.push_str(&format!(
+            ", the run's time {} ({})",
+            clock::rfc3339(clock::now()),
+            clock::NOW_VAR
+        ));
+    }
+    log::debug!(
+        "install root {}, clock {}{clock_note}, pid {}",
+        root.display(),
+        clock::rfc3339(system),
+        std::process::id()
+    );
 }
 
 /// Fetches the profile and, if it changed, makes it the store.

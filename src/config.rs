@@ -168,6 +168,14 @@ impl Ini {
         &self.path
     }
 
+    /// Every `(section, key, value)` in file order. Values may be secrets:
+    /// [`shown_value`] is how they may be shown.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.entries
+            .iter()
+            .map(|(s, k, v, _)| (s.as_str(), k.as_str(), v.as_str()))
+    }
+
     pub fn has_section(&self, name: &str) -> bool {
         self.sections.iter().any(|s| s == name)
     }
@@ -290,6 +298,29 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// An INI value as logs may show it: `***` for a secret key (`key`, or one
+/// naming a password, secret or token), and a URL's password as `***`.
+pub fn shown_value(key: &str, value: &str) -> String {
+    let key = key.to_ascii_lowercase();
+    if key == "key"
+        || ["password", "passwd", "secret", "token"]
+            .iter()
+            .any(|w| key.contains(w))
+    {
+        return "***".to_string();
+    }
+    // scheme://user:password@host...
+    if let Some(scheme_end) = value.find("://") {
+        let rest = &value[scheme_end + 3..];
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if let Some(at) = authority.rfind('@') {
+            let user = authority[..at].split(':').next().unwrap_or("");
+            return format!("{}{user}:***{}", &value[..scheme_end + 3], &rest[at..]);
+        }
+    }
+    value.to_string()
+}
+
 /// A short reason for an I/O error, without the "(os error N)" noise.
 pub fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
@@ -332,6 +363,8 @@ pub struct Config {
     pub device: Device,
     pub network: Network,
     pub days_of_logs: u32,
+    /// `[defaults] max_log_mib`, in bytes: the `gp*.log` files together.
+    pub max_log_bytes: u64,
 }
 
 pub const DEFAULT_MAX_PROFILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -410,16 +443,73 @@ impl Config {
             )?,
             allow_insecure_http,
         };
-        let days_of_logs = ini
-            .section("defaults")
-            .number("days_of_logs", 90, 1..=3650)?;
+        let defaults = ini.section("defaults");
+        let days_of_logs = defaults.number("days_of_logs", 90, 1..=3650)?;
+        let max_log_bytes = match defaults.optional("max_log_mib") {
+            None => crate::logs::DEFAULT_MAX_LOG_BYTES,
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|mib| (0.01..=1024.0).contains(mib))
+                .map(|mib| (mib * 1024.0 * 1024.0) as u64)
+                .ok_or_else(|| {
+                    defaults.error(
+                        "max_log_mib",
+                        format!(
+                            "'{v}' is not a number of MiB from 0.01 to 1024 (decimals allowed)"
+                        ),
+                    )
+                })?,
+        };
         Ok(Config {
             root: root.to_path_buf(),
             ini,
             device,
             network,
             days_of_logs,
+            max_log_bytes,
         })
+    }
+
+    /// The configuration as this run uses it, for the head of a `-d` log:
+    /// every key of the file in order, secrets as `***`, then the core
+    /// settings with their defaults applied.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![format!("config file {}", self.ini.path().display())];
+        for (section, key, value) in self.ini.entries() {
+            let value = shown_value(key, value).replace('\n', " ");
+            lines.push(format!("config [{section}] {key} = {value}"));
+        }
+        let n = &self.network;
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or_else(|| "-".to_string(), |p| p.display().to_string())
+        };
+        lines.push(format!(
+            "effective [network] url = {}, ca_file = {}, client_cert = {}, proxy = {}, \
+             connect_timeout = {} s, read_timeout = {} s, timeout = {} s, retries = {}, \
+             splay = {} s, max_profile_bytes = {}, allow_insecure_http = {}",
+            shown_value("url", &n.url),
+            path(&n.ca_file),
+            path(&n.client_cert),
+            n.proxy
+                .as_deref()
+                .map_or_else(|| "-".to_string(), |p| shown_value("proxy", p)),
+            n.connect_timeout.as_secs(),
+            n.read_timeout.as_secs(),
+            n.timeout.as_secs(),
+            n.retries,
+            n.splay.as_secs(),
+            n.max_profile_bytes,
+            if n.allow_insecure_http { "On" } else { "Off" },
+        ));
+        lines.push(format!(
+            "effective [defaults] days_of_logs = {}, max_log_mib = {} ({} bytes)",
+            self.days_of_logs,
+            self.max_log_bytes as f64 / 1024.0 / 1024.0,
+            self.max_log_bytes
+        ));
+        lines
     }
 
     pub fn config_dir(&self) -> PathBuf {
@@ -530,6 +620,44 @@ allow_insecure_http = off
         assert_eq!(net.max_profile_bytes, DEFAULT_MAX_PROFILE_BYTES);
         assert!(!net.allow_insecure_http);
         assert_eq!(cfg.days_of_logs, 90);
+        assert_eq!(cfg.max_log_bytes, crate::logs::DEFAULT_MAX_LOG_BYTES);
+    }
+
+    #[test]
+    fn max_log_mib_takes_decimals_within_range() {
+        let with = |v: &str| {
+            let text = format!("{GOOD}\n[defaults]\nmax_log_mib = {v}\n");
+            Config::from_ini(Path::new("/r"), ini(&text).unwrap())
+        };
+        assert_eq!(with("0.01").unwrap().max_log_bytes, 10_485);
+        assert_eq!(with("2").unwrap().max_log_bytes, 2 * 1024 * 1024);
+        for bad in ["0", "-1", "nan", "inf", "2000", "lots"] {
+            let e = with(bad).unwrap_err();
+            assert!(
+                e.to_string().contains("[defaults] max_log_mib"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn described_configuration_shows_no_secret() {
+        let text = GOOD.replace(
+            "retries = 5",
+            "proxy = http://proxyuser:pr0xy-pass@127.0.0.1:3128/\n[reporter]\napi_token = t0k3n",
+        );
+        let cfg = Config::from_ini(Path::new("/r"), ini(&text).unwrap()).unwrap();
+        let all = cfg.describe().join("\n");
+        for secret in ["s3cret", "pr0xy-pass", "t0k3n"] {
+            assert!(!all.contains(secret), "{secret} shown:\n{all}");
+        }
+        assert!(all.contains("config [device] key = ***"), "{all}");
+        assert!(
+            all.contains("proxy = http://proxyuser:***@127.0.0.1:3128/"),
+            "{all}"
+        );
+        assert!(all.contains("config [device] id = NAS-00042"), "{all}");
+        assert!(all.contains("max_log_mib = 8 (8388608 bytes)"), "{all}");
     }
 
     #[test]

@@ -5,16 +5,35 @@
 //! warnings and errors go to stderr and each run appends one summary line.
 //! Only this crate's own log records are kept: ureq and rustls log request
 //! details that may include the Authorization header.
+//!
+//! The log folder cannot fill the flash, even with `-d` left in the crontab:
+//! the `gp*.log` files together stay within `[defaults] max_log_mib`. A line
+//! that would cross the cap first removes the oldest other days' files; when
+//! only the day's own file is left, one line saying so ends it, and nothing
+//! more is written to it that day (a file ending with that line stays as it
+//! is). Every line goes through one [`DayFile`], whole lines only.
 
 use crate::clock::{self, UnixTime};
 use simplelog::{ConfigBuilder, LevelFilter, SharedLogger, WriteLogger};
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// `[defaults] max_log_mib`'s default, in bytes.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Kept free under the cap for the line that says the cap was reached.
+const CAP_LINE_RESERVE: u64 = 1024;
+
+/// The words of that line; a day's file whose last line holds them is full.
+const CAP_MARK: &str = "log cap reached";
+
+/// The day's file of this process, shared by the logger and the summary.
+static DAY_FILE: Mutex<Option<DayFile>> = Mutex::new(None);
 
 /// Where this run's log lines go.
 pub struct Logs {
-    file: Option<(PathBuf, File)>,
     debug: bool,
 }
 
@@ -23,15 +42,164 @@ pub fn file_name(now: UnixTime) -> String {
     format!("gp{}.log", clock::day_stamp(now))
 }
 
-fn open_day_file(dir: &Path, now: UnixTime) -> std::io::Result<(PathBuf, File)> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(file_name(now));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.create(true).append(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o640);
-    let file = opts.open(&path)?;
-    Ok((path, file))
+/// The day of a `gp<YYYYMMDD>.log` name.
+fn day_of(name: &std::ffi::OsStr) -> Option<UnixTime> {
+    name.to_str()
+        .and_then(|n| n.strip_prefix("gp"))
+        .and_then(|n| n.strip_suffix(".log"))
+        .and_then(clock::parse_day_stamp)
+}
+
+/// The day's log file and the budget it shares with the other days' files.
+///
+/// Invariant: `size` plus the sizes in `older` plus `stuck` is what the
+/// `gp*.log` files hold (as far as this process knows), and a line is
+/// written only if that stays within `cap - CAP_LINE_RESERVE`.
+struct DayFile {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    size: u64,
+    /// The other days' files, oldest first, with their sizes.
+    older: Vec<(PathBuf, u64)>,
+    /// Bytes of older files that could not be removed.
+    stuck: u64,
+    cap: u64,
+    /// The cap line ends the file: nothing more is written to it.
+    full: bool,
+}
+
+impl DayFile {
+    fn open(dir: &Path, now: UnixTime) -> std::io::Result<DayFile> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(file_name(now));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).append(true).read(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o640);
+        let mut file = opts.open(&path)?;
+        let size = file.metadata()?.len();
+        let full = last_line_has_mark(&mut file, size);
+        let mut day = DayFile {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            size,
+            older: Vec::new(),
+            stuck: 0,
+            cap: DEFAULT_MAX_LOG_BYTES,
+            full,
+        };
+        day.rescan();
+        Ok(day)
+    }
+
+    /// Lists the other days' files again (after some were removed by age).
+    fn rescan(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut older: Vec<(UnixTime, PathBuf, u64)> = entries
+            .flatten()
+            .filter(|e| e.path() != self.path)
+            .filter_map(|e| {
+                let day = day_of(&e.file_name())?;
+                let len = e.metadata().ok().filter(|m| m.is_file())?.len();
+                Some((day, e.path(), len))
+            })
+            .collect();
+        older.sort();
+        self.older = older.into_iter().map(|(_, p, l)| (p, l)).collect();
+        self.stuck = 0;
+    }
+
+    fn total(&self) -> u64 {
+        self.size + self.stuck + self.older.iter().map(|(_, l)| l).sum::<u64>()
+    }
+
+    /// Appends one whole line (with its newline), within the cap.
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self.full {
+            return Ok(());
+        }
+        let room = self.cap.saturating_sub(CAP_LINE_RESERVE);
+        let len = line.len() as u64;
+        while self.total() + len > room && !self.older.is_empty() {
+            let (path, bytes) = self.older.remove(0);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => self.stuck += bytes,
+            }
+        }
+        if self.total() + len <= room {
+            self.file.write_all(line)?;
+            self.size += len;
+            return Ok(());
+        }
+        self.full = true;
+        let cap_line = format!(
+            "{} [WARN] {CAP_MARK}: the gp*.log files in {} hold {} bytes, [defaults] max_log_mib is {} bytes; {} gets no more lines today\n",
+            clock::rfc3339(clock::system_now()),
+            self.dir.display(),
+            self.total(),
+            self.cap,
+            self.path.display()
+        );
+        self.file.write_all(cap_line.as_bytes())?;
+        self.size += cap_line.len() as u64;
+        Ok(())
+    }
+}
+
+/// Whether the last line of the file (of `size` bytes) is the cap line.
+fn last_line_has_mark(file: &mut File, size: u64) -> bool {
+    let tail = size.min(CAP_LINE_RESERVE);
+    let mut buf = Vec::new();
+    if file.seek(SeekFrom::Start(size - tail)).is_err()
+        || file.take(tail).read_to_end(&mut buf).is_err()
+    {
+        return false;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let text = text.trim_end_matches('\n');
+    text.rsplit('\n')
+        .next()
+        .is_some_and(|l| l.contains(CAP_MARK))
+}
+
+/// Runs `f` on the day's file, if it is open.
+fn with_day_file(f: impl FnOnce(&mut DayFile)) {
+    // A panic elsewhere while logging must not silence the logs.
+    let mut guard = DAY_FILE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(day) = guard.as_mut() {
+        f(day);
+    }
+}
+
+/// The logger's writer: hands whole lines to the day's file (simplelog
+/// writes one record in several pieces).
+struct LineSink {
+    pending: Vec<u8>,
+}
+
+impl Write for LineSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        if let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') {
+            let lines: Vec<u8> = self.pending.drain(..=end).collect();
+            with_day_file(|day| {
+                for line in lines.split_inclusive(|&b| b == b'\n') {
+                    let _ = day.append(line);
+                }
+            });
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn log_config(with_time: bool) -> simplelog::Config {
@@ -58,26 +226,25 @@ impl Logs {
             log_config(false),
             std::io::stderr(),
         )];
-        let file = match open_day_file(dir, now) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                eprintln!(
-                    "[WARN] cannot write the log folder {}: {}; logging to stderr only",
-                    dir.display(),
-                    crate::config::io_reason(&e)
-                );
-                None
+        match DayFile::open(dir, now) {
+            Ok(day) => {
+                *DAY_FILE.lock().unwrap_or_else(|p| p.into_inner()) = Some(day);
+                if debug {
+                    let sink = LineSink {
+                        pending: Vec::new(),
+                    };
+                    loggers.push(WriteLogger::new(LevelFilter::Debug, log_config(true), sink));
+                }
             }
-        };
-        if let (true, Some((_, f))) = (debug, &file) {
-            match f.try_clone() {
-                Ok(f) => loggers.push(WriteLogger::new(LevelFilter::Debug, log_config(true), f)),
-                Err(e) => eprintln!("[WARN] cannot write the debug log: {e}"),
-            }
+            Err(e) => eprintln!(
+                "[WARN] cannot write the log folder {}: {}; logging to stderr only",
+                dir.display(),
+                crate::config::io_reason(&e)
+            ),
         }
         // Only fails if a logger is already set (tests); then keep that one.
         let _ = simplelog::CombinedLogger::init(loggers);
-        Logs { file, debug }
+        Logs { debug }
     }
 
     /// Appends the run's one summary line to the day's file. With `-d` it is
@@ -87,14 +254,17 @@ impl Logs {
             log::info!("{line}");
             return;
         }
-        if let Some((_, f)) = &mut self.file {
-            let _ = writeln!(f, "{} [INFO] {line}", clock::rfc3339(clock::system_now()));
-        }
+        let line = format!("{} [INFO] {line}\n", clock::rfc3339(clock::system_now()));
+        with_day_file(|day| {
+            let _ = day.append(line.as_bytes());
+        });
     }
+}
 
-    pub fn path(&self) -> Option<&Path> {
-        self.file.as_ref().map(|(p, _)| p.as_path())
-    }
+/// Sets the cap on the `gp*.log` files together (`[defaults] max_log_mib`);
+/// until it is called the default applies.
+pub fn set_cap(bytes: u64) {
+    with_day_file(|day| day.cap = bytes);
 }
 
 /// Deletes `gp<YYYYMMDD>.log` files whose day is more than `days` days
@@ -106,22 +276,22 @@ pub fn remove_old(dir: &Path, days: u32, now: UnixTime) -> usize {
     };
     let cutoff = now.saturating_sub(u64::from(days) * 86_400);
     let mut removed = 0;
+    let mut failed = Vec::new();
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(day) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("gp"))
-            .and_then(|n| n.strip_suffix(".log"))
-            .and_then(clock::parse_day_stamp)
-        else {
+        let Some(day) = day_of(&entry.file_name()) else {
             continue;
         };
         if day + 86_400 <= cutoff {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => removed += 1,
-                Err(e) => log::warn!("cannot remove old log {}: {e}", entry.path().display()),
+                Err(e) => failed.push(format!("{}: {e}", entry.path().display())),
             }
         }
+    }
+    with_day_file(DayFile::rescan);
+    // Logged after the day's file is released: the logger writes to it.
+    for f in failed {
+        log::warn!("cannot remove old log {f}");
     }
     removed
 }
@@ -158,5 +328,73 @@ mod tests {
                 "other.log"
             ]
         );
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_cap_removes_oldest_days_first_then_ends_the_day_with_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = clock::parse_day_stamp("20261127").unwrap();
+        let kib = vec![b'x'; 1023];
+        for name in ["gp20261120.log", "gp20261125.log", "gp20261126.log"] {
+            std::fs::write(dir.path().join(name), [&kib[..], b"\n"].concat()).unwrap();
+        }
+        std::fs::write(dir.path().join("other.log"), vec![b'y'; 5000]).unwrap();
+        let mut day = DayFile::open(dir.path(), now).unwrap();
+        day.cap = 4 * 1024 + CAP_LINE_RESERVE;
+        let line = [&vec![b'l'; 99][..], b"\n"].concat();
+        // 3 KiB of older days + 10 lines fill the 4 KiB; the 11th line
+        // needs room.
+        for _ in 0..10 {
+            day.append(&line).unwrap();
+        }
+        assert_eq!(names(dir.path()).len(), 5, "nothing removed below the cap");
+        day.append(&line).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            [
+                "gp20261125.log",
+                "gp20261126.log",
+                "gp20261127.log",
+                "other.log"
+            ],
+            "the oldest day went first; other files are not the agent's"
+        );
+        for _ in 0..40 {
+            day.append(&line).unwrap();
+        }
+        assert_eq!(names(dir.path()), ["gp20261127.log", "other.log"]);
+        let text = std::fs::read_to_string(dir.path().join("gp20261127.log")).unwrap();
+        assert_eq!(text.matches(CAP_MARK).count(), 1, "one cap line");
+        assert!(
+            text.trim_end().ends_with("gets no more lines today"),
+            "{text}"
+        );
+        assert!(text.len() as u64 <= day.cap, "{} > {}", text.len(), day.cap);
+        assert!(
+            text.lines().all(|l| l.len() == 99 || l.contains(CAP_MARK)),
+            "whole lines only"
+        );
+
+        // A later run the same day writes nothing more.
+        drop(day);
+        let mut again = DayFile::open(dir.path(), now).unwrap();
+        again.cap = 4 * 1024 + CAP_LINE_RESERVE;
+        again.append(&line).unwrap();
+        let after = std::fs::read_to_string(dir.path().join("gp20261127.log")).unwrap();
+        assert_eq!(after, text);
+        // The next day starts a new file, and the full one is the oldest.
+        let mut next = DayFile::open(dir.path(), now + 86_400).unwrap();
+        next.cap = 4 * 1024 + CAP_LINE_RESERVE;
+        next.append(&line).unwrap();
+        assert_eq!(names(dir.path()), ["gp20261128.log", "other.log"]);
     }
 }
