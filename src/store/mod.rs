@@ -17,6 +17,7 @@ pub use reader::{Jobs, StoreReader};
 pub use tables::{STORE_SCHEMA, StoreMeta};
 
 use crate::error::{Error, Result};
+use crate::files::{self, create_private, io_error, remove_leftover};
 use crate::profile::{Endpoint, Header, Job, ProfileSink, Summary};
 use reader::{OpenError, storage_error};
 use redb::ReadableTable;
@@ -85,10 +86,6 @@ pub struct JobStore {
     meta: Option<StoreMeta>,
 }
 
-fn io_error(path: &Path, what: &str, e: &std::io::Error) -> Error {
-    storage_error(path, what, crate::config::io_reason(e))
-}
-
 impl JobStore {
     /// Opens the store at `path` for a run. A damaged file is moved aside to
     /// `backupjobs.db.corrupt-<UTC time>` (logged as an error) and the run
@@ -125,10 +122,7 @@ impl JobStore {
                 None
             }
             Err(OpenError::Corrupt(why)) if may_write => {
-                let aside = aside_path(path, now);
-                std::fs::rename(path, &aside)
-                    .map_err(|e| io_error(path, "damaged and cannot be moved aside", &e))?;
-                sync_dir(path);
+                let aside = files::move_aside(path, now)?;
                 log::error!(
                     "{} was damaged ({why}); moved it to {} and rebuilding from a full download",
                     path.display(),
@@ -278,9 +272,7 @@ impl JobStore {
         // The reader of the old file must go before the rename: afterwards
         // it would read a file that is no longer the store.
         self.current = None;
-        std::fs::rename(tmp, &self.path)
-            .map_err(|e| io_error(&self.path, "cannot replace the store", &e))?;
-        sync_dir(&self.path);
+        files::rename_into_place(tmp, &self.path)?;
         self.reopen()
     }
 
@@ -379,16 +371,6 @@ impl JobStore {
     }
 }
 
-/// Removes a temporary file an earlier, interrupted run may have left.
-fn remove_leftover(tmp: &Path) -> Result<()> {
-    match std::fs::remove_file(tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(io_error(tmp, "cannot remove a leftover temporary file", &e))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// redb repairs a file that was not closed cleanly when it is opened for
 /// writing; the repair is its own crash-safe commit.
 fn repair(path: &Path) -> std::result::Result<(), OpenError> {
@@ -399,31 +381,6 @@ fn repair(path: &Path) -> std::result::Result<(), OpenError> {
             .map(drop)
             .map_err(|e| OpenError::Corrupt(e.to_string()))
     })
-}
-
-fn aside_path(path: &Path, now: u64) -> PathBuf {
-    let stamp = crate::clock::rfc3339(now).replace([':', '-'], "");
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".corrupt-{stamp}"));
-    path.with_file_name(name)
-}
-
-/// Creates `path` anew with mode 0600.
-pub(crate) fn create_private(path: &Path) -> Result<std::fs::File> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true).write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)
-        .map_err(|e| io_error(path, "cannot create", &e))
-}
-
-/// Makes a rename in `path`'s folder durable. Best effort: some file
-/// systems refuse to fsync a directory, and the rename itself is atomic.
-fn sync_dir(path: &Path) {
-    if let Some(Ok(d)) = path.parent().map(std::fs::File::open) {
-        let _ = d.sync_all();
-    }
 }
 
 /// Receives the parsed profile and writes it into the new store file.

@@ -1,0 +1,132 @@
+//! How the agent changes its files under `Config/`: a file is created with
+//! mode 0600 (the store holds credentials, the state file trust data), it is
+//! never rewritten in place but replaced whole by a rename of a synced file
+//! beside it, the rename is made durable by syncing the folder, and a
+//! damaged file is moved aside rather than deleted. The job store and the
+//! state file both go through these few functions.
+
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// `<path>: <what>: <reason>`, the shape of every file error message.
+pub(crate) fn io_error(path: &Path, what: &str, e: &std::io::Error) -> Error {
+    Error::Store(format!(
+        "{}: {what}: {}",
+        path.display(),
+        crate::config::io_reason(e)
+    ))
+}
+
+/// Creates `path` anew with mode 0600; fails if it exists.
+pub(crate) fn create_private(path: &Path) -> Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)
+        .map_err(|e| io_error(path, "cannot create", &e))
+}
+
+/// Removes a temporary file an earlier, interrupted run may have left.
+pub(crate) fn remove_leftover(tmp: &Path) -> Result<()> {
+    match std::fs::remove_file(tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io_error(tmp, "cannot remove a leftover temporary file", &e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Makes a rename in `path`'s folder durable. Best effort: some file
+/// systems refuse to fsync a directory, and the rename itself is atomic.
+pub(crate) fn sync_dir(path: &Path) {
+    if let Some(Ok(d)) = path.parent().map(std::fs::File::open) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Makes the complete, synced file `tmp` the file `path`: the one atomic
+/// step of every change to a file of the agent.
+pub(crate) fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).map_err(|e| io_error(path, "cannot replace the file", &e))?;
+    sync_dir(path);
+    Ok(())
+}
+
+/// Replaces `path` with `bytes`: written to `tmp` beside it (mode 0600),
+/// synced, renamed over `path`, the folder synced. A crash at any moment
+/// leaves the old file or the new one whole, and maybe `tmp`, which the
+/// next run removes.
+pub(crate) fn replace_with_bytes(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<()> {
+    remove_leftover(tmp)?;
+    let written = create_private(tmp).and_then(|mut f| {
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io_error(tmp, "cannot write", &e))
+    });
+    if let Err(e) = written {
+        // Best effort: a leftover is removed by the next run anyway.
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
+    rename_into_place(tmp, path)
+}
+
+/// Moves a damaged `path` to `<name>.corrupt-<UTC time>` beside it and
+/// returns the new name.
+pub(crate) fn move_aside(path: &Path, now: u64) -> Result<PathBuf> {
+    let stamp = crate::clock::rfc3339(now).replace([':', '-'], "");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".corrupt-{stamp}"));
+    let aside = path.with_file_name(name);
+    std::fs::rename(path, &aside)
+        .map_err(|e| io_error(path, "damaged and cannot be moved aside", &e))?;
+    sync_dir(path);
+    Ok(aside)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn replace_with_bytes_writes_a_private_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let tmp = dir.path().join("f.new");
+        std::fs::write(&tmp, b"left by a killed run").unwrap();
+        replace_with_bytes(&path, &tmp, b"one").unwrap();
+        replace_with_bytes(&path, &tmp, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert!(!tmp.exists());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_failed_replacement_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"old").unwrap();
+        // The temporary file's folder does not exist: creating it fails.
+        let tmp = dir.path().join("missing").join("f.new");
+        assert!(replace_with_bytes(&path, &tmp, b"new").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+    }
+
+    #[test]
+    fn move_aside_names_the_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.state");
+        std::fs::write(&path, b"junk").unwrap();
+        let aside = move_aside(&path, 1_795_762_805).unwrap();
+        assert_eq!(
+            aside.file_name().unwrap(),
+            "x.state.corrupt-20261127T070005Z"
+        );
+        assert!(!path.exists());
+        assert_eq!(std::fs::read(aside).unwrap(), b"junk");
+    }
+}
