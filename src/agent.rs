@@ -219,8 +219,8 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
 /// What every step of a run shares.
 struct Run {
     cfg: Config,
-    /// Held until the run ends.
-    _lock: RunLock,
+    /// Held until the run ends (a dry run may find no lock file to hold).
+    _lock: Option<RunLock>,
     store: JobStore,
     client: fetch::Client,
     now: u64,
@@ -236,14 +236,20 @@ fn prepare(root: &Path, opts: &RunOptions) -> Result<Run> {
         log::debug!("{line}");
     }
     let config_dir = cfg.config_dir();
-    std::fs::create_dir_all(&config_dir).map_err(|e| {
-        crate::Error::Store(format!(
-            "cannot create {}: {}",
-            config_dir.display(),
-            crate::config::io_reason(&e)
-        ))
-    })?;
-    let lock = RunLock::acquire(&config_dir)?;
+    // A dry run writes nothing under Config/, not even the folder or the
+    // lock file, so it also works where Config/ is read-only.
+    let lock = if opts.dry_run {
+        RunLock::acquire_read_only(&config_dir)?
+    } else {
+        std::fs::create_dir_all(&config_dir).map_err(|e| {
+            crate::Error::Store(format!(
+                "cannot create {}: {}",
+                config_dir.display(),
+                crate::config::io_reason(&e)
+            ))
+        })?;
+        Some(RunLock::acquire(&config_dir)?)
+    };
     let now = clock::now();
     let removed = logs::remove_old(&cfg.logs_dir(), cfg.days_of_logs, now);
     if removed > 0 {

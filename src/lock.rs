@@ -31,6 +31,27 @@ impl RunLock {
                 crate::config::io_reason(&e)
             ))
         })?;
+        RunLock::take(file, &path)
+    }
+
+    /// For a run that writes nothing (`--dry-run`): takes the lock through
+    /// a read-only handle, so it works on a read-only `Config/`, and creates
+    /// no file. `None` when no run ever made the lock file (then no run has
+    /// a store to change under us either).
+    pub fn acquire_read_only(config_dir: &Path) -> Result<Option<RunLock>> {
+        let path = config_dir.join(LOCK_FILE);
+        match File::open(&path) {
+            Ok(file) => RunLock::take(file, &path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Store(format!(
+                "cannot open the lock file {}: {}",
+                path.display(),
+                crate::config::io_reason(&e)
+            ))),
+        }
+    }
+
+    fn take(file: File, path: &Path) -> Result<RunLock> {
         // `--status` (`is_held`) holds a shared lock for a moment; a run
         // that meets it tries again a few times before calling the lock taken.
         let mut tries = 0;
@@ -93,6 +114,19 @@ mod tests {
         assert_eq!(is_held(dir.path()), Some(true));
         drop(first);
         assert_eq!(is_held(dir.path()), Some(false));
+        RunLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_read_only_lock_excludes_writers_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(RunLock::acquire_read_only(dir.path()).unwrap().is_none());
+        assert!(!dir.path().join(LOCK_FILE).exists());
+        drop(RunLock::acquire(dir.path()).unwrap());
+        let reader = RunLock::acquire_read_only(dir.path()).unwrap().unwrap();
+        let writer = RunLock::acquire(dir.path()).unwrap_err();
+        assert_eq!(writer.exit_code(), crate::error::exit::LOCKED);
+        drop(reader);
         RunLock::acquire(dir.path()).unwrap();
     }
 }

@@ -472,6 +472,38 @@ fn same_content_under_another_etag_writes_nothing() {
 // 4. A changed profile, and --dry-run
 // ---------------------------------------------------------------------------
 
+/// A dry run keeps no new store file to find repeated ids in, yet refuses
+/// them as a real run does: an id the store has (seen twice in the stored
+/// positions) and an id it lacks (seen twice among the new ids).
+#[test]
+fn dry_run_refuses_duplicate_ids_like_a_real_run() {
+    let v1 = small_profile(DEVICE_ID, &[("1001", "CCS"), ("1002", "FTP")]);
+    let (inst, net) = first_run(v1, "");
+    for (what, dup) in [("a stored id twice", "1002"), ("a new id twice", "1009")] {
+        let v2 = small_profile_generated(
+            DEVICE_ID,
+            "2026-11-28T07:00:00Z",
+            &[
+                ("1001", "CCS"),
+                (dup, "SFTP"),
+                ("1003", "FTP"),
+                (dup, "RSYNC"),
+            ],
+        );
+        net.set_profile(DEVICE_ID, v2.clone(), Some(etag_for(&v2)));
+        let before = snap(&inst);
+        let o = inst.run(&["--dry-run"]);
+        assert_exit(&o, 5, what);
+        let err = stderr_of(&o);
+        assert!(
+            err.contains(&format!("job \"{dup}\" appears more than once")),
+            "{what}: names the repeated id\n{}",
+            show(&o)
+        );
+        assert_store_untouched(&before, &inst, what);
+    }
+}
+
 #[test]
 fn changed_profile_dry_run_then_update() {
     let v1 = small_profile(

@@ -375,6 +375,56 @@ fn config_on_a_read_only_file_system_exits_6_and_keeps_the_store() {
     assert_eq!(stored_ids(&inst), gen_ids(2000));
 }
 
+/// `--dry-run` writes nothing under `Config/`: not a store-sized scratch
+/// file, not the lock file. On a read-only `Config/` it still reports the
+/// whole diff (a dry run that needed to write would fail there with exit 6).
+#[test]
+fn dry_run_on_a_read_only_config_reports_the_diff_and_writes_nothing() {
+    let case = "--dry-run with Config/ on a read-only file system";
+    if !is_root() {
+        eprintln!("SKIPPED {case}: a read-only bind mount needs root");
+        return;
+    }
+    let (inst, _net) = stored_then_serving(bigger_profile());
+    let config = inst.path("Config");
+    let before = snap(&inst);
+    let mounted = match Mounted::read_only(&config) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIPPED {case}: cannot bind-mount read-only here: {e}");
+            return;
+        }
+    };
+    let o = inst.run(&["--dry-run"]);
+    assert_exit(&o, 0, case);
+    let text = stdout_of(&o);
+    let added: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("add     "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    let want: std::collections::BTreeSet<String> =
+        gen_ids(2000).difference(&gen_ids(50)).cloned().collect();
+    assert_eq!(added, want, "{case}: every new job is an add line");
+    assert!(
+        !text.lines().any(|l| l.starts_with("remove")),
+        "{case}: no stored job is removed\n{text}"
+    );
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("dry run:") && last.contains("1950 added"),
+        "{case}: the summary counts the adds: {last}"
+    );
+    drop(mounted);
+    old_store_kept(&before, &inst, case);
+    assert_eq!(
+        config_files(&inst, "backupjobs.db."),
+        Vec::<PathBuf>::new(),
+        "{case}: no files beside the store"
+    );
+}
+
 /// No `Config/` at all, the INI given with `-c` elsewhere: the agent makes
 /// the folder and stores the profile there.
 #[test]

@@ -48,11 +48,15 @@ pub struct Summary {
 /// Parses a whole profile document from `body`. Returns only after the root
 /// element ended and the rest of the body was checked; any error means the
 /// sink's work must be thrown away.
-pub fn parse<R: Read, S: ProfileSink>(body: R, device: &str, sink: &mut S) -> Result<Summary> {
+pub fn parse<R: Read, S: ProfileSink + ?Sized>(
+    body: R,
+    device: &str,
+    sink: &mut S,
+) -> Result<Summary> {
     parse_with(body, device, sink, Limits::DEFAULT)
 }
 
-fn parse_with<R: Read, S: ProfileSink>(
+fn parse_with<R: Read, S: ProfileSink + ?Sized>(
     body: R,
     device: &str,
     sink: &mut S,
@@ -104,7 +108,7 @@ enum Known {
 /// The longest known path: profile/jobs/job/pre.
 const KNOWN_DEPTH: usize = 4;
 
-struct Shape<'a, S> {
+struct Shape<'a, S: ?Sized> {
     device: &'a str,
     sink: &'a mut S,
     /// The known elements open from the root down; an element below an
@@ -123,7 +127,7 @@ struct Shape<'a, S> {
     endpoints: usize,
 }
 
-impl<S: ProfileSink> Handler for Shape<'_, S> {
+impl<S: ProfileSink + ?Sized> Handler for Shape<'_, S> {
     fn start(&mut self, tag: &StartTag<'_>) -> Result<()> {
         if tag.depth == 1 {
             return self.root(tag);
@@ -215,7 +219,7 @@ impl<S: ProfileSink> Handler for Shape<'_, S> {
     }
 }
 
-impl<S: ProfileSink> Shape<'_, S> {
+impl<S: ProfileSink + ?Sized> Shape<'_, S> {
     fn root(&mut self, tag: &StartTag<'_>) -> Result<()> {
         if tag.name != "profile" {
             return Err(refuse(format!(

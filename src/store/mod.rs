@@ -9,6 +9,8 @@
 //!   touches the live file: not its bytes, not its mtime (flash wear).
 //! - Files are created with mode 0600: the store holds credentials.
 
+mod dry_run;
+mod old;
 pub mod reader;
 pub mod record;
 mod tables;
@@ -19,10 +21,11 @@ pub use tables::{STORE_SCHEMA, StoreMeta};
 use crate::error::{Error, Result};
 use crate::files::{self, create_private, io_error, remove_leftover};
 use crate::profile::{Endpoint, Header, Job, ProfileSink, Summary};
+use old::{OldJobs, compare, digest_record, duplicate, read_error};
 use reader::{OpenError, storage_error};
 use redb::ReadableTable;
 use std::path::{Path, PathBuf};
-use tables::{ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META, position_key, position_value};
+use tables::{ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META, position_key};
 
 /// Jobs per transaction while a new store file is written.
 const COMMIT_EVERY: u32 = 8192;
@@ -97,6 +100,7 @@ impl JobStore {
             // A killed run leaves its temporary file; remove it now, not only
             // when a new profile comes (a 304 run would keep it for good).
             // The caller holds the run lock: no other run is writing it.
+            // (`.db.dryrun`: older agents wrote one for each dry run.)
             for suffix in ["new", "dryrun"] {
                 let tmp = path.with_extension(format!("db.{suffix}"));
                 match std::fs::remove_file(&tmp) {
@@ -179,14 +183,17 @@ impl JobStore {
     /// sink), then, if it is complete and differs from the store (or `force`),
     /// makes it the store. Any error leaves the live file as it was.
     /// `on_change` hears every job-level difference as it is found.
+    /// A dry run writes nothing at all: it only compares (`dry_run.rs`).
     pub fn replace(
         &mut self,
         opts: &ReplaceOptions,
         on_change: &mut dyn FnMut(Change<'_>),
-        parse: impl FnOnce(&mut StoreSink<'_>) -> Result<Summary>,
+        parse: impl FnOnce(&mut dyn ProfileSink) -> Result<Summary>,
     ) -> Result<Replaced> {
-        let suffix = if opts.dry_run { "dryrun" } else { "new" };
-        let tmp = self.path.with_extension(format!("db.{suffix}"));
+        if opts.dry_run {
+            return dry_run::diff(self, opts.force, on_change, parse);
+        }
+        let tmp = self.path.with_extension("db.new");
         let result = self.write_new(&tmp, opts, on_change, parse);
         let keep = matches!(result, Ok(Replaced::Written(..)));
         if !keep {
@@ -281,7 +288,7 @@ impl JobStore {
         tmp: &Path,
         opts: &ReplaceOptions,
         on_change: &mut dyn FnMut(Change<'_>),
-        parse: impl FnOnce(&mut StoreSink<'_>) -> Result<Summary>,
+        parse: impl FnOnce(&mut dyn ProfileSink) -> Result<Summary>,
     ) -> Result<Replaced> {
         remove_leftover(tmp)?;
         let file = create_private(tmp)?;
@@ -293,18 +300,14 @@ impl JobStore {
             )
             .map_err(|e| storage_error(tmp, "cannot create", e))?;
         let werr = |e: redb::TableError| write_err(tmp, e);
-        let (old_ids, old_jobs) = match &self.current {
-            Some(r) if !self.needs_rebuild() => (r.table(JOB_IDS)?, r.table(JOBS)?),
-            _ => (None, None),
-        };
+        let old = OldJobs::open(self)?;
         let (txn, summary, digest, header, mut diff) = {
             let mut sink = StoreSink {
                 path: tmp,
                 db: &db,
                 txn: Some(db.begin_write().map_err(|e| write_err(tmp, e))?),
                 in_batch: 0,
-                old_ids,
-                old_jobs,
+                old,
                 digest: ring::digest::Context::new(&ring::digest::SHA256),
                 buf: Vec::new(),
                 old_buf: Vec::new(),
@@ -338,9 +341,6 @@ impl JobStore {
                 .is_some_and(|m| m.schema == STORE_SCHEMA && m.digest == digest_bytes);
         if unchanged {
             return Ok(Replaced::Unchanged(summary));
-        }
-        if opts.dry_run {
-            return Ok(Replaced::DryRun(summary, diff));
         }
         let header = header.unwrap_or_default();
         let meta = StoreMeta {
@@ -390,8 +390,7 @@ pub struct StoreSink<'a> {
     txn: Option<redb::WriteTransaction>,
     /// Jobs written since `txn` began.
     in_batch: u32,
-    old_ids: Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
-    old_jobs: Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    old: Option<OldJobs>,
     digest: ring::digest::Context,
     buf: Vec<u8>,
     old_buf: Vec<u8>,
@@ -438,33 +437,12 @@ impl StoreSink<'_> {
         })
     }
 
-    fn old_record(&mut self, id: &str) -> Result<bool> {
-        let (Some(ids), Some(jobs)) = (&self.old_ids, &self.old_jobs) else {
-            return Ok(false);
-        };
-        let read =
-            |e: redb::StorageError| Error::Store(format!("cannot read the current store: {e}"));
-        let Some(seq) = ids.get(id.as_bytes()).map_err(read)? else {
-            return Ok(false);
-        };
-        let Some(seq) = position_value(seq.value()) else {
-            return Ok(false);
-        };
-        let Some(rec) = jobs.get(position_key(seq).as_slice()).map_err(read)? else {
-            return Ok(false);
-        };
-        self.old_buf.clear();
-        self.old_buf.extend_from_slice(rec.value());
-        Ok(true)
-    }
-
     /// Old ids that the new profile does not have.
     fn find_removed(&mut self) -> Result<u64> {
-        let Some(old_ids) = &self.old_ids else {
+        let Some(old) = &self.old else {
             return Ok(0);
         };
-        let read =
-            |e: redb::StorageError| Error::Store(format!("cannot read the current store: {e}"));
+        let read = read_error;
         let Some(txn) = &self.txn else {
             return Err(Error::Store(format!(
                 "{}: an earlier write failed",
@@ -475,7 +453,7 @@ impl StoreSink<'_> {
             .open_table(JOB_IDS)
             .map_err(|e| write_err(self.path, e))?;
         let mut removed = 0;
-        for entry in old_ids.iter().map_err(read)? {
+        for entry in old.ids.iter().map_err(read)? {
             let (id, _) = entry.map_err(read)?;
             let id = id.value();
             if new_ids.get(id).map_err(read)?.is_none() {
@@ -497,9 +475,7 @@ impl ProfileSink for StoreSink<'_> {
     fn endpoint(&mut self, endpoint: &Endpoint) -> Result<()> {
         let path = self.path;
         record::encode_endpoint(endpoint, &mut self.buf);
-        self.digest.update(b"E");
-        self.digest.update(&(self.buf.len() as u32).to_le_bytes());
-        self.digest.update(&self.buf);
+        digest_record(&mut self.digest, b'E', &self.buf);
         let seq = self.next_endpoint;
         self.txn()?
             .open_table(ENDPOINTS)
@@ -524,15 +500,10 @@ impl ProfileSink for StoreSink<'_> {
             .map_err(|e| write_err(path, e))?
             .is_some();
         if duplicate {
-            return Err(Error::Profile(format!(
-                "job \"{}\" appears more than once; job ids must be unique",
-                job.id
-            )));
+            return Err(self::duplicate(&job.id));
         }
         record::encode_job(job, &mut self.buf);
-        self.digest.update(b"J");
-        self.digest.update(&(self.buf.len() as u32).to_le_bytes());
-        self.digest.update(&self.buf);
+        digest_record(&mut self.digest, b'J', &self.buf);
         self.txn()?
             .open_table(JOBS)
             .map_err(|e| write_err(path, e))?
@@ -540,24 +511,13 @@ impl ProfileSink for StoreSink<'_> {
             .map_err(|e| write_err(path, e))?;
         self.next_job += 1;
         self.in_batch += 1;
-        let change = if self.old_record(&job.id)? {
-            if self.old_buf == self.buf {
-                self.diff.unchanged += 1;
-                None
-            } else {
-                self.diff.changed += 1;
-                Some(Change::Changed {
-                    id: &job.id,
-                    name: &job.name,
-                })
-            }
-        } else {
-            self.diff.added += 1;
-            Some(Change::Added {
-                id: &job.id,
-                name: &job.name,
-            })
+        let old = match &self.old {
+            Some(old) => old
+                .get(&job.id, &mut self.old_buf)?
+                .map(|_| self.old_buf.as_slice()),
+            None => None,
         };
+        let change = compare(&mut self.diff, job, old, &self.buf);
         if let Some(c) = change {
             (self.on_change)(c);
         }
