@@ -167,6 +167,7 @@ impl Report {
 pub fn run(root: &Path, opts: &RunOptions) -> Report {
     let Run {
         cfg,
+        steps,
         _lock,
         mut store,
         client,
@@ -201,13 +202,13 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
             }
         }
     };
-    note("update check", update_step(&cfg, opts, &client));
+    note("update check", update_step(&steps.update, opts, &client));
     let mut blocked = None;
     note(
         "firewall check",
-        firewall_step(&cfg, &mut store, &client, now, &mut blocked),
+        firewall_step(&steps.firewall, &mut store, &client, now, &mut blocked),
     );
-    note("cncopreporter", reporter_step(&cfg, opts));
+    reporter_step(&cfg, steps.reporter.as_ref(), opts);
     Report {
         profile,
         later_config_error,
@@ -219,6 +220,7 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
 /// What every step of a run shares.
 struct Run {
     cfg: Config,
+    steps: StepSettings,
     /// Held until the run ends (a dry run may find no lock file to hold).
     _lock: Option<RunLock>,
     store: JobStore,
@@ -226,8 +228,18 @@ struct Run {
     now: u64,
 }
 
-/// Everything before the first request: the INI, the run lock, old logs,
-/// the store, the client. Any failure here ends the run.
+/// The settings of the steps after the profile, each parsed by its module.
+struct StepSettings {
+    update: update::UpdateConfig,
+    firewall: firewall::FirewallConfig,
+    /// `None`: the step is off.
+    reporter: Option<reporter::ReporterConfig>,
+}
+
+/// Everything before the first request: the whole INI and the files it
+/// names, then the run lock, old logs, the store. Any failure here ends the
+/// run; a configuration error ends it before anything is done (no lock, no
+/// store, no request).
 fn prepare(root: &Path, opts: &RunOptions) -> Result<Run> {
     log_head(root);
     let cfg = Config::load(root, opts.config.as_deref())?;
@@ -235,6 +247,15 @@ fn prepare(root: &Path, opts: &RunOptions) -> Result<Run> {
     for line in cfg.describe() {
         log::debug!("{line}");
     }
+    for warning in cfg.ini.near_misses(crate::config::KNOWN_KEYS) {
+        log::warn!("{warning}");
+    }
+    let steps = StepSettings {
+        update: update::UpdateConfig::from_ini(&cfg.ini)?,
+        firewall: firewall::FirewallConfig::from_ini(&cfg.ini)?,
+        reporter: reporter::ReporterConfig::from_ini(&cfg.ini, &cfg.root)?,
+    };
+    let client = fetch::Client::new(&cfg)?;
     let config_dir = cfg.config_dir();
     // A dry run writes nothing under Config/, not even the folder or the
     // lock file, so it also works where Config/ is read-only.
@@ -259,9 +280,9 @@ fn prepare(root: &Path, opts: &RunOptions) -> Result<Run> {
         );
     }
     let store = JobStore::open(&cfg.store_path(), !opts.dry_run, now)?;
-    let client = fetch::Client::new(&cfg)?;
     Ok(Run {
         cfg,
+        steps,
         _lock: lock,
         store,
         client,
@@ -388,8 +409,11 @@ fn profile_step(
 
 /// PROTOCOL 4: asks for the latest software and tells ccs3updater, by one
 /// UDP datagram, when it is newer than what is installed.
-fn update_step(cfg: &Config, opts: &RunOptions, client: &fetch::Client) -> Result<()> {
-    let ucfg = update::UpdateConfig::from_ini(&cfg.ini)?;
+fn update_step(
+    ucfg: &update::UpdateConfig,
+    opts: &RunOptions,
+    client: &fetch::Client,
+) -> Result<()> {
     let (noupdate, forced) = (
         opts.update == UpdateChoice::Never,
         opts.update == UpdateChoice::Always,
@@ -448,13 +472,12 @@ fn update_step(cfg: &Config, opts: &RunOptions, client: &fetch::Client) -> Resul
 /// changes (and what an earlier run could not deliver), keeps the states.
 /// Sets `found_blocked` to the endpoints found blocked once it has probed.
 fn firewall_step(
-    cfg: &Config,
+    fcfg: &firewall::FirewallConfig,
     store: &mut JobStore,
     client: &fetch::Client,
     now: u64,
     found_blocked: &mut Option<Vec<String>>,
 ) -> Result<()> {
-    let fcfg = firewall::FirewallConfig::from_ini(&cfg.ini)?;
     if !fcfg.enabled {
         log::debug!("firewall check off ([firewall] enabled = Off)");
         return Ok(());
@@ -575,15 +598,20 @@ fn firewall_step(
 }
 
 /// PROTOCOL 6: runs cncopreporter; its result never changes the exit code.
-fn reporter_step(cfg: &Config, opts: &RunOptions) -> Result<()> {
-    let rcfg = reporter::ReporterConfig::from_ini(&cfg.ini, &cfg.root)?;
-    let outcome = reporter::run(&rcfg, cfg.ini.path(), opts.debug);
-    let line = outcome.describe(&rcfg);
+/// A reporter that is not installed is a line in the day's log, not on
+/// stderr: busybox cron would mail it every hour.
+fn reporter_step(cfg: &Config, rcfg: Option<&reporter::ReporterConfig>, opts: &RunOptions) {
+    let Some(rcfg) = rcfg else {
+        log::debug!("cncopreporter off ([reporter] command is empty)");
+        return;
+    };
+    let outcome = reporter::run(rcfg, cfg.ini.path(), opts.debug);
+    let line = outcome.describe(rcfg);
     match outcome {
         reporter::Outcome::Exited(_) if outcome.is_success() => log::debug!("{line}"),
+        reporter::Outcome::Missing => log::info!(target: logs::DAY_LOG, "{line}"),
         _ => log::warn!("{line}"),
     }
-    Ok(())
 }
 
 /// Names the first `DIFF_LOG_LIMIT` changes of each kind in the debug log;

@@ -1,9 +1,14 @@
 //! Configuration: where the install root is, reading `Config/cncop3.ini`
 //! (Python `configparser` syntax), and the typed settings of the core run.
 //!
-//! Sections other than `[device]`, `[network]` and `[defaults]` are read by
-//! the step that uses them (`Ini::section`), so that a bad key there fails
-//! that step only, not the profile work.
+//! Sections other than `[device]`, `[network]` and `[defaults]` are parsed
+//! by the module of the step that uses them; the run parses them all before
+//! it takes the lock, so a bad value anywhere stops it with nothing done.
+//!
+//! The INI is shared by the whole suite: sections and keys the agent does not
+//! know are allowed. A key that is a near miss of one the agent knows, in a
+//! section it reads ([`KNOWN_KEYS`]), is almost surely a typo whose default
+//! would silently apply, so [`Ini::near_misses`] names it.
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -56,6 +61,40 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The sections the agent reads and every key it reads in them. Keep in step
+/// with the modules' `from_ini` and the shipped `Config/cncop3.ini` (a test
+/// checks the sample against it).
+pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    ("device", &["id", "key"]),
+    (
+        "network",
+        &[
+            "url",
+            "ca_file",
+            "client_cert",
+            "client_key",
+            "proxy",
+            "connect_timeout",
+            "read_timeout",
+            "timeout",
+            "retries",
+            "splay",
+            "max_profile_bytes",
+            "allow_insecure_http",
+        ],
+    ),
+    ("defaults", &["days_of_logs", "max_log_mib"]),
+    (
+        "version",
+        &["installed", "autoupdate", "updater_host", "updater_port"],
+    ),
+    (
+        "firewall",
+        &["enabled", "probe_timeout", "budget", "rereport_hours"],
+    ),
+    ("reporter", &["command", "timeout"]),
+];
+
 /// One parsed INI file, keys lower-cased as configparser does.
 #[derive(Clone)]
 pub struct Ini {
@@ -78,7 +117,19 @@ impl std::fmt::Debug for Ini {
 impl Ini {
     pub fn load(path: &Path) -> Result<Ini> {
         let text = std::fs::read(path).map_err(|e| {
-            Error::Config(format!("cannot read {}: {}", path.display(), io_reason(&e)))
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "; set {HOME_VAR} to the install root, pass -c with the INI's path, \
+                     or copy the sample (cncop3.ini.sample) there and set [device] and [network]"
+                )
+            } else {
+                String::new()
+            };
+            Error::Config(format!(
+                "cannot read {}: {}{hint}",
+                path.display(),
+                io_reason(&e)
+            ))
         })?;
         let text = String::from_utf8(text)
             .map_err(|_| Error::Config(format!("{} is not UTF-8 text", path.display())))?;
@@ -178,6 +229,42 @@ impl Ini {
 
     pub fn has_section(&self, name: &str) -> bool {
         self.sections.iter().any(|s| s == name)
+    }
+
+    /// One warning line for each section name that is a near miss of a
+    /// section in `known` and each key, in a section of `known`, that is a
+    /// near miss of a key known there: naming file, line, section and key,
+    /// and what was most likely meant. `[DEFAULT]` is the suite's, not
+    /// checked.
+    pub fn near_misses(&self, known: &[(&str, &[&str])]) -> Vec<String> {
+        let path = self.path.display();
+        let mut out = Vec::new();
+        for name in &self.sections {
+            if known.iter().any(|(s, _)| s == name) {
+                continue;
+            }
+            if let Some(meant) = near_miss(name, known.iter().map(|(s, _)| *s)) {
+                out.push(format!(
+                    "{path}: section [{name}] is not one cncopgetprofile reads, so it is ignored; \
+                     did you mean [{meant}]?"
+                ));
+            }
+        }
+        for (section, key, _, line) in &self.entries {
+            let Some((_, keys)) = known.iter().find(|(s, _)| s == section) else {
+                continue;
+            };
+            if keys.contains(&key.as_str()) {
+                continue;
+            }
+            if let Some(meant) = near_miss(key, keys.iter().copied()) {
+                out.push(format!(
+                    "{path} line {line}: [{section}] {key} is not a key cncopgetprofile knows, \
+                     so it is ignored; did you mean `{meant}`?"
+                ));
+            }
+        }
+        out
     }
 
     /// A view of one section; keys missing there fall back to `[DEFAULT]`, as
@@ -287,6 +374,43 @@ impl<'a> Section<'a> {
     pub fn path(&self, key: &str, root: &Path) -> Option<PathBuf> {
         self.optional(key).map(|v| root.join(v))
     }
+}
+
+/// The word of `candidates` that `word` most likely misspells: at most one
+/// edit away (two for words of 6 or more characters), counting a swap of
+/// neighbours as one edit; `None` when nothing is that close.
+fn near_miss<'k>(word: &str, candidates: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+    let limit = if word.chars().count() >= 6 { 2 } else { 1 };
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions
+/// and swaps of neighbouring characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Three rows of the classic table: two back, one back, this one.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur: Vec<usize> = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(before[j - 2] + 1);
+            }
+            cur[j] = d;
+        }
+        std::mem::swap(&mut before, &mut prev);
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
 }
 
 /// configparser's `getboolean` words.
@@ -658,6 +782,85 @@ allow_insecure_http = off
         );
         assert!(all.contains("config [device] id = NAS-00042"), "{all}");
         assert!(all.contains("max_log_mib = 8 (8388608 bytes)"), "{all}");
+    }
+
+    #[test]
+    fn near_miss_keys_and_sections_are_named_others_are_allowed() {
+        let text = "[firewall]\nenabeld = Off\nprobe_timeout = 3\n\n[network]\nretires = 1\n\
+                    url = https://x\nproxy_user = other-program\n\n[firwall]\nx = 1\n\n\
+                    [DEFAULT]\nenabeld = 1\n\n[cncopagent]\nenabeld = 1\n";
+        let w = ini(text).unwrap().near_misses(KNOWN_KEYS);
+        assert_eq!(
+            w,
+            [
+                "/r/Config/cncop3.ini: section [firwall] is not one cncopgetprofile reads, \
+                 so it is ignored; did you mean [firewall]?",
+                "/r/Config/cncop3.ini line 2: [firewall] enabeld is not a key cncopgetprofile \
+                 knows, so it is ignored; did you mean `enabled`?",
+                "/r/Config/cncop3.ini line 6: [network] retires is not a key cncopgetprofile \
+                 knows, so it is ignored; did you mean `retries`?",
+            ]
+        );
+    }
+
+    #[test]
+    fn edit_distance_counts_swaps_as_one() {
+        assert_eq!(edit_distance("enabeld", "enabled"), 1);
+        assert_eq!(edit_distance("retires", "retries"), 1);
+        assert_eq!(edit_distance("probe-timeout", "probe_timeout"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(
+            near_miss("timeout", ["timeout", "timeouts"].into_iter()),
+            Some("timeout")
+        );
+        assert_eq!(near_miss("key", ["id", "url"].into_iter()), None);
+        assert_eq!(near_miss("ky", ["key"].into_iter()), Some("key"));
+    }
+
+    /// The sample documents every key the agent reads, and no other in the
+    /// agent's sections.
+    #[test]
+    fn the_shipped_sample_has_exactly_the_known_keys() {
+        let sample = ini(include_str!("../Config/cncop3.ini")).unwrap();
+        assert!(sample.near_misses(KNOWN_KEYS).is_empty());
+        let commented: String = include_str!("../Config/cncop3.ini")
+            .lines()
+            .map(|l| l.strip_prefix(';').unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for (section, keys) in KNOWN_KEYS {
+            let at = commented
+                .find(&format!("[{section}]"))
+                .unwrap_or_else(|| panic!("sample has no [{section}]"));
+            let body = &commented[at..];
+            let body = &body[..body[1..].find("\n[").map_or(body.len(), |e| e + 1)];
+            for key in *keys {
+                assert!(
+                    body.lines().any(|l| l.starts_with(&format!("{key} ="))),
+                    "the sample documents [{section}] {key}"
+                );
+            }
+            for (s, k, _, _) in &sample.entries {
+                if s == section {
+                    assert!(keys.contains(&k.as_str()), "[{s}] {k} is in KNOWN_KEYS");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_ini_says_what_to_do() {
+        let e = Ini::load(Path::new("/nonexistent/Config/cncop3.ini")).unwrap_err();
+        let e = e.to_string();
+        for what in [
+            "/nonexistent/Config/cncop3.ini",
+            "CNCOP_HOME",
+            "-c",
+            "sample",
+        ] {
+            assert!(e.contains(what), "{what}: {e}");
+        }
     }
 
     #[test]

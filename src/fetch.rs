@@ -484,6 +484,13 @@ fn tls_message(what: &str, e: &rustls::Error) -> String {
             clock::rfc3339(clock::build_time())
         );
     }
+    if matches!(e, rustls::Error::InvalidCertificate(C::UnknownIssuer)) {
+        return format!(
+            "{what}: TLS refused the server certificate ({e}): it is not signed by a CA this \
+             device trusts; set [network] ca_file to the cncop network's CA certificate (PEM), \
+             or check that the file it names is that CA"
+        );
+    }
     format!("{what}: TLS failed: {e}")
 }
 

@@ -2,7 +2,9 @@
 //! appended), as the suite's other agents keep them, and stderr for cron.
 //!
 //! With `-d` everything from debug up goes to the day's file; without it
-//! warnings and errors go to stderr and each run appends one summary line.
+//! warnings and errors go to stderr and each run appends one summary line
+//! (`[INFO]`, or `[ERROR]` for a failed run, so grepping a pulled log for
+//! errors finds it), plus the records logged to the [`DAY_LOG`] target.
 //! Only this crate's own log records are kept: ureq and rustls log request
 //! details that may include the Authorization header.
 //!
@@ -31,6 +33,11 @@ const CAP_MARK: &str = "log cap reached";
 
 /// The day's file of this process, shared by the logger and the summary.
 static DAY_FILE: Mutex<Option<DayFile>> = Mutex::new(None);
+
+/// The log target of lines that belong in the day's file even without `-d`
+/// and never on stderr (e.g. "cncopreporter is not installed": cron would
+/// mail a stderr line every hour): `log::info!(target: DAY_LOG, ...)`.
+pub const DAY_LOG: &str = concat!(env!("CARGO_CRATE_NAME"), "::day_log");
 
 /// Where this run's log lines go.
 pub struct Logs {
@@ -202,12 +209,21 @@ impl Write for LineSink {
     }
 }
 
-fn log_config(with_time: bool) -> simplelog::Config {
+/// simplelog's settings: only records whose target starts with `allow` and
+/// not with `ignore`, with or without a time stamp.
+fn log_config(
+    with_time: bool,
+    allow: &'static str,
+    ignore: Option<&'static str>,
+) -> simplelog::Config {
     let mut b = ConfigBuilder::new();
-    b.add_filter_allow_str(env!("CARGO_CRATE_NAME"))
+    b.add_filter_allow_str(allow)
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
         .set_location_level(LevelFilter::Off);
+    if let Some(ignore) = ignore {
+        b.add_filter_ignore_str(ignore);
+    }
     if with_time {
         b.set_time_format_rfc3339();
     } else {
@@ -223,18 +239,27 @@ impl Logs {
     pub fn init(dir: &Path, debug: bool, now: UnixTime) -> Logs {
         let mut loggers: Vec<Box<dyn SharedLogger>> = vec![WriteLogger::new(
             LevelFilter::Warn,
-            log_config(false),
+            log_config(false, env!("CARGO_CRATE_NAME"), Some(DAY_LOG)),
             std::io::stderr(),
         )];
         match DayFile::open(dir, now) {
             Ok(day) => {
                 *DAY_FILE.lock().unwrap_or_else(|p| p.into_inner()) = Some(day);
-                if debug {
-                    let sink = LineSink {
-                        pending: Vec::new(),
-                    };
-                    loggers.push(WriteLogger::new(LevelFilter::Debug, log_config(true), sink));
-                }
+                // With -d, everything of this crate from debug up; without,
+                // only the day-log lines.
+                let (level, allow) = if debug {
+                    (LevelFilter::Debug, env!("CARGO_CRATE_NAME"))
+                } else {
+                    (LevelFilter::Info, DAY_LOG)
+                };
+                let sink = LineSink {
+                    pending: Vec::new(),
+                };
+                loggers.push(WriteLogger::new(
+                    level,
+                    log_config(true, allow, None),
+                    sink,
+                ));
             }
             Err(e) => eprintln!(
                 "[WARN] cannot write the log folder {}: {}; logging to stderr only",
@@ -247,14 +272,24 @@ impl Logs {
         Logs { debug }
     }
 
-    /// Appends the run's one summary line to the day's file. With `-d` it is
-    /// logged like any other line instead.
-    pub fn summary(&mut self, line: &str) {
+    /// Appends the run's one summary line to the day's file: `[INFO]` when
+    /// the run's exit code is 0, else `[ERROR]`. Never on stderr (the error
+    /// itself went there). With `-d` it is logged like any other line.
+    pub fn summary(&mut self, line: &str, exit_code: u8) {
+        let level = if exit_code == crate::error::exit::OK {
+            log::Level::Info
+        } else {
+            log::Level::Error
+        };
         if self.debug {
-            log::info!("{line}");
+            log::log!(target: DAY_LOG, level, "{line}");
             return;
         }
-        let line = format!("{} [INFO] {line}\n", clock::rfc3339(clock::system_now()));
+        let line = format!(
+            "{} [{}] {line}\n",
+            clock::rfc3339(clock::system_now()),
+            level.as_str().to_ascii_uppercase()
+        );
         with_day_file(|day| {
             let _ = day.append(line.as_bytes());
         });

@@ -64,7 +64,10 @@ fn main() -> ExitCode {
     let args = match Args::from_args(&["cncopgetprofile"], &words) {
         Ok(a) => a,
         Err(early) if early.status.is_ok() => {
-            print!("{}", early.output);
+            // argh writes its own usage line ("[--list] [--json]"); the help
+            // shows the same one as a usage error does.
+            let options = early.output.split_once('\n').map_or("", |(_, rest)| rest);
+            println!("{USAGE}\n{}", options.trim_end());
             return ExitCode::SUCCESS;
         }
         Err(early) => {
@@ -127,18 +130,19 @@ fn main() -> ExitCode {
     };
     let started = (clock::now(), std::time::Instant::now());
     let report = agent::run(&root, &opts);
+    let code = report.exit_code();
     match &report.profile {
         Ok(outcome) if opts.dry_run => println!("{outcome}"),
         Ok(_) => {}
         Err(e) => log::error!("{e}"),
     }
-    logs.summary(&report.summary());
+    logs.summary(&report.summary(), code);
     if report.is_recorded() && !opts.dry_run {
         let millis = u64::try_from(started.1.elapsed().as_millis()).unwrap_or(u64::MAX);
         let reached_store = report.stored.is_some();
         status::record(&root, report.status(started.0, millis), reached_store);
     }
-    ExitCode::from(report.exit_code())
+    ExitCode::from(code)
 }
 
 /// Reports an error that happened before logging was set up.

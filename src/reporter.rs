@@ -4,7 +4,8 @@
 //!
 //! The command is one path, executed directly: never a shell, never split
 //! into arguments, never looked up in `PATH`. Its result never changes the
-//! agent's exit code; the caller logs `Outcome::describe`.
+//! agent's exit code; the caller logs `Outcome::describe`. An empty
+//! `command` turns the step off.
 
 use crate::config::Ini;
 use crate::error::Result;
@@ -34,14 +35,16 @@ pub struct ReporterConfig {
 }
 
 impl ReporterConfig {
-    pub fn from_ini(ini: &Ini, root: &Path) -> Result<ReporterConfig> {
+    /// `None` when `command` is set but empty: the step is off (PROTOCOL 6).
+    pub fn from_ini(ini: &Ini, root: &Path) -> Result<Option<ReporterConfig>> {
         let sec = ini.section("reporter");
-        Ok(ReporterConfig {
-            command: sec
-                .path("command", root)
-                .unwrap_or_else(|| root.join(DEFAULT_COMMAND)),
-            timeout: sec.seconds("timeout", DEFAULT_TIMEOUT_SECS, 1..=86_400)?,
-        })
+        let timeout = sec.seconds("timeout", DEFAULT_TIMEOUT_SECS, 1..=86_400)?;
+        let command = match sec.get("command") {
+            Some("") => return Ok(None),
+            Some(path) => root.join(path),
+            None => root.join(DEFAULT_COMMAND),
+        };
+        Ok(Some(ReporterConfig { command, timeout }))
     }
 }
 
@@ -287,18 +290,28 @@ mod tests {
         let ini = |t: &str| Ini::parse(Path::new("/r/Config/cncop3.ini"), t).unwrap();
         let root = Path::new("/opt/cncop");
         let c = ReporterConfig::from_ini(&ini("[device]\nid = X\n"), root).unwrap();
-        assert_eq!(c, cfg(PathBuf::from("/opt/cncop/bin/cncopreporter"), 300));
+        assert_eq!(
+            c,
+            Some(cfg(PathBuf::from("/opt/cncop/bin/cncopreporter"), 300))
+        );
         let c = ReporterConfig::from_ini(
             &ini("[reporter]\ncommand = tools/rep\ntimeout = 10\n"),
             root,
         )
         .unwrap();
-        assert_eq!(c, cfg(PathBuf::from("/opt/cncop/tools/rep"), 10));
+        assert_eq!(c, Some(cfg(PathBuf::from("/opt/cncop/tools/rep"), 10)));
         let c =
             ReporterConfig::from_ini(&ini("[reporter]\ncommand = /usr/bin/rep\n"), root).unwrap();
-        assert_eq!(c.command, PathBuf::from("/usr/bin/rep"));
+        assert_eq!(c.map(|c| c.command), Some(PathBuf::from("/usr/bin/rep")));
         let e = ReporterConfig::from_ini(&ini("[reporter]\ntimeout = soon\n"), root).unwrap_err();
         assert!(e.to_string().contains("[reporter] timeout: 'soon'"), "{e}");
+        let off = ReporterConfig::from_ini(&ini("[reporter]\ncommand =\n"), root).unwrap();
+        assert_eq!(off, None, "an empty command turns the step off");
+        let e = ReporterConfig::from_ini(&ini("[reporter]\ncommand =\ntimeout = 0\n"), root);
+        assert!(
+            e.is_err(),
+            "a bad timeout is an error even when the step is off"
+        );
     }
 
     #[test]

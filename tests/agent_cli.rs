@@ -25,9 +25,100 @@ fn assert_config_error(inst: &Install, net: Option<&TestNetwork>, names: &[&str]
 }
 
 #[test]
-fn missing_ini_file_exits_2_naming_it() {
+fn missing_ini_file_exits_2_naming_it_and_what_to_do() {
     let inst = Install::new();
-    assert_config_error(&inst, None, &["Config/cncop3.ini"]);
+    assert_config_error(
+        &inst,
+        None,
+        &["Config/cncop3.ini", "CNCOP_HOME", "-c", "sample"],
+    );
+}
+
+/// Every section the agent uses is checked before the lock and before any
+/// request: a bad value in a later step's section is exit 2 with nothing
+/// done, also when a profile is already stored (it stays as it was).
+#[test]
+fn a_bad_value_in_any_section_the_agent_uses_stops_it_before_anything() {
+    for (extra, names) in [
+        (
+            "[firewall]\nenabled = maybe",
+            ["[firewall]", "enabled", "maybe"],
+        ),
+        (
+            "[reporter]\ntimeout = soon",
+            ["[reporter]", "timeout", "soon"],
+        ),
+        (
+            "[version]\nautoupdate = sometimes",
+            ["[version]", "autoupdate", "sometimes"],
+        ),
+        (
+            "[defaults]\ndays_of_logs = 0",
+            ["[defaults]", "days_of_logs", "0"],
+        ),
+    ] {
+        let net = net_with_profile(NetOptions::default(), small_profile(DEVICE_ID, &[]));
+        let inst = Install::new();
+        inst.setup(&net, extra);
+        let mut all = vec!["cncop3.ini"];
+        all.extend(names);
+        assert_config_error(&inst, Some(&net), &all);
+        assert!(
+            !inst.path("Config/cncopgetprofile.lock").exists(),
+            "{extra}: checked before the run lock"
+        );
+
+        // With a stored profile: untouched.
+        inst.setup(&net, "");
+        let o = inst.run(&[]);
+        assert_exit(&o, 0, "a good run");
+        let before = std::fs::read(inst.db_path()).expect("the store");
+        let connections = net.connections();
+        inst.setup(&net, extra);
+        let o = inst.run(&[]);
+        assert_exit(&o, 2, extra);
+        assert_eq!(net.connections(), connections, "{extra}: no request");
+        assert_eq!(
+            std::fs::read(inst.db_path()).expect("the store"),
+            before,
+            "{extra}: the store is untouched"
+        );
+    }
+}
+
+/// The INI is shared by the suite: unknown sections and keys are allowed,
+/// but a near miss of a key the agent reads is named, with what was meant.
+#[test]
+fn a_misspelled_key_is_a_warning_naming_file_section_key_and_meaning() {
+    let net = net_with_profile(NetOptions::default(), small_profile(DEVICE_ID, &[]));
+    let inst = new_install();
+    inst.setup(
+        &net,
+        "[firewall]\n-enabled\nenabeld = Off\n[network]\nproxy_user = someone-elses\n\
+         [cncopagent]\nenabeld = 1\n",
+    );
+    let o = inst.run(&[]);
+    assert_exit(&o, 0, "a misspelled key");
+    assert!(o.stdout.is_empty(), "{}", show(&o));
+    let lines = err_lines(&o);
+    assert_eq!(
+        lines.len(),
+        1,
+        "one warning, for the near miss only\n{}",
+        show(&o)
+    );
+    for want in [
+        "cncop3.ini",
+        "[firewall]",
+        "enabeld",
+        "did you mean `enabled`?",
+    ] {
+        assert!(
+            lines[0].contains(want),
+            "the warning says {want:?}: {}",
+            lines[0]
+        );
+    }
 }
 
 #[test]
@@ -125,6 +216,13 @@ fn help_flags_print_help_on_stdout_and_exit_0() {
             "{flag}: nothing on stderr\n{}",
             show(&o)
         );
+        // One usage line: the help's is the one a usage error prints.
+        let bad = inst.run(&["--frobnicate"]);
+        let usage = err_lines(&bad)
+            .into_iter()
+            .find(|l| l.starts_with("usage:"))
+            .expect("a usage line");
+        assert_eq!(out.lines().next(), Some(usage.as_str()), "{flag}");
     }
     assert!(!inst.db_path().exists());
 }

@@ -1198,6 +1198,16 @@ fn without_debug_one_summary_line_per_run() {
         4,
         "one summary line for the failed run:\n{log}"
     );
+    // Grepping a pulled log for errors finds the failed run, and only it.
+    assert!(
+        lines[3].contains("[ERROR]") && lines[3].contains("run failed (exit 4)"),
+        "the failed run's summary is logged at ERROR: {}",
+        lines[3]
+    );
+    assert!(
+        lines[..3].iter().all(|l| l.contains("[INFO]")),
+        "successful runs' summaries are INFO:\n{log}"
+    );
 }
 
 #[test]

@@ -600,7 +600,7 @@ fn every_hostile_document_is_refused_end_to_end() {
     let good = small_profile(DEVICE_ID, &[("1001", "CCS"), ("1002", "MSSQL")]);
     let net = net_with_profile(NetOptions::default(), good);
     let inst = Install::new();
-    // A stub reporter: a missing one is a warning on stderr every run.
+    // A stub reporter: a missing one is a line in the day's log every run.
     let reporter = inst.path("bin/cncopreporter");
     std::fs::write(&reporter, "#!/bin/sh\nexit 0\n").expect("write the stub reporter");
     std::fs::set_permissions(&reporter, std::fs::Permissions::from_mode(0o755))

@@ -735,36 +735,40 @@ fn the_update_check_names_version_and_platform_on_the_profile_connection() {
 }
 
 #[test]
-fn a_bad_updater_port_exits_2_after_storing_the_profile() {
+fn a_bad_updater_port_exits_2_before_anything_is_done() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
     let inst = new_install();
     inst.setup(&net, &update_ini(70000, "On"));
     let o = inst.run(&[]);
     assert_exit(&o, 2, "updater_port = 70000");
     assert_stdout_empty(&o, "updater_port = 70000");
+    let lines = err_lines(&o);
+    assert_eq!(lines.len(), 1, "one line on stderr\n{}", show(&o));
     assert!(
-        stderr_of(&o).contains("updater_port"),
-        "the error names the setting\n{}",
+        lines[0].contains("[version] updater_port") && lines[0].contains("70000"),
+        "the error names the setting and its value\n{}",
         show(&o)
     );
-    assert_eq!(
-        listed_ids(&list(&inst)),
-        set(&["1001", "1002"]),
-        "the profile was stored before the configuration error"
+    assert_eq!(net.connections(), 0, "checked before any request");
+    assert!(!inst.db_path().exists(), "no store is written");
+    assert!(
+        !inst.path("Config/cncopgetprofile.lock").exists(),
+        "checked before the run lock"
     );
 }
 
+/// A bad setting of a later step is found before the profile request, so
+/// the exit code is the configuration's even when the network is down.
 #[test]
-fn a_failed_profile_keeps_its_exit_code_over_a_bad_updater_port() {
+fn a_bad_updater_port_is_found_before_a_failing_profile_request() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
     fail_profile_with_503(&net);
     let inst = new_install();
     inst.setup(&net, &update_ini(70000, "On"));
     let o = inst.run(&[]);
-    assert_exit(&o, 3, "503 past the retries, and updater_port = 70000");
-    assert_stdout_empty(&o, "503");
-    let statuses: Vec<u16> = net.profile_requests().iter().map(|r| r.status).collect();
-    assert_eq!(statuses, [503, 503], "1 try + retries = 1");
+    assert_exit(&o, 2, "503 would follow, but updater_port = 70000");
+    assert_stdout_empty(&o, "updater_port = 70000");
+    assert!(net.profile_requests().is_empty(), "no profile request");
 }
 
 // ---------------------------------------------------------------------------
@@ -1045,8 +1049,10 @@ fn a_hanging_reporter_is_stopped_at_its_timeout() {
     assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
 }
 
+/// PROTOCOL 6: a reporter that is not installed is one line in the day's
+/// log, not on stderr (cron would mail it every hour), and not a failure.
 #[test]
-fn a_missing_reporter_is_one_warning_and_exit_0() {
+fn a_missing_reporter_is_one_line_in_the_days_log_not_on_stderr() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
     let inst = Install::new();
     inst.setup(&net, "");
@@ -1054,10 +1060,38 @@ fn a_missing_reporter_is_one_warning_and_exit_0() {
     let o = inst.run(&[]);
     assert_exit(&o, 0, "no reporter installed");
     assert_stdout_empty(&o, "no reporter installed");
-    let lines = err_lines(&o);
-    assert_eq!(lines.len(), 1, "exactly one warning line\n{}", show(&o));
-    assert!(lines[0].contains("cncopreporter"), "{}", lines[0]);
+    assert!(o.stderr.is_empty(), "nothing on stderr\n{}", show(&o));
     assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+    let log = inst.read_logs();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cncopreporter"))
+        .collect();
+    assert_eq!(said.len(), 1, "one line about the reporter:\n{log}");
+    assert!(
+        said[0].contains("not found") && said[0].contains("[reporter] command"),
+        "says it is missing and what to set: {}",
+        said[0]
+    );
+}
+
+/// An empty `[reporter] command` turns the step off: the installed
+/// reporter does not run and nothing is said about it.
+#[test]
+fn an_empty_reporter_command_turns_the_step_off() {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    let inst = new_install();
+    recording_reporter(&inst, "reporter ran");
+    inst.setup(&net, "[reporter]\ncommand =\n");
+    let o = inst.run(&["-d"]);
+    assert_exit(&o, 0, "[reporter] command =");
+    assert!(o.stderr.is_empty(), "nothing on stderr\n{}", show(&o));
+    assert!(!inst.path("args.txt").exists(), "the reporter ran");
+    let log = inst.read_logs();
+    assert!(
+        !log.contains("reporter ran"),
+        "the reporter's output is in the log:\n{log}"
+    );
 }
 
 #[test]

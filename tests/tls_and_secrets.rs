@@ -89,6 +89,8 @@ fn refused_certificate(cert: ServerCert, host: &str) -> String {
 fn a_certificate_from_another_ca_is_refused() {
     let line = refused_certificate(ServerCert::OtherCa, "127.0.0.1");
     assert_says(&line, &["issuer"], "another CA");
+    // What to do about it: the network's own CA goes in [network] ca_file.
+    assert_says(&line, &["set [network] ca_file"], "another CA");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! A real cncop network on loopback, for tests and the `localnet` example.
 //!
-//! It speaks the server side of `shared/PROTOCOL.md` (device protocol v3):
+//! It speaks the server side of `docs/protocol.md` (device protocol v3):
 //! HTTPS (HTTP/1.1 over rustls, ring provider) or, on request, plain HTTP,
 //! on `127.0.0.1` only, one thread per connection, keep-alive. Its PKI (a CA,
 //! the server leaf and the bad certificates TLS-negative tests need) is made
