@@ -255,11 +255,7 @@ impl Logs {
                 let sink = LineSink {
                     pending: Vec::new(),
                 };
-                loggers.push(WriteLogger::new(
-                    level,
-                    log_config(true, allow, None),
-                    sink,
-                ));
+                loggers.push(WriteLogger::new(level, log_config(true, allow, None), sink));
             }
             Err(e) => eprintln!(
                 "[WARN] cannot write the log folder {}: {}; logging to stderr only",
