@@ -998,6 +998,155 @@ pub fn mode_of(path: &Path) -> u32 {
         & 0o777
 }
 
+/// A minimal JSON syntax check (RFC 8259 grammar, no semantics).
+pub fn check_json(s: &str) -> Result<(), String> {
+    fn ws(b: &[u8], i: &mut usize) {
+        while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\n' | b'\r') {
+            *i += 1;
+        }
+    }
+    fn lit(b: &[u8], i: &mut usize, word: &[u8]) -> Result<(), String> {
+        if b[*i..].starts_with(word) {
+            *i += word.len();
+            Ok(())
+        } else {
+            Err(format!("bad literal at byte {i}"))
+        }
+    }
+    fn string(b: &[u8], i: &mut usize) -> Result<(), String> {
+        *i += 1; // opening quote
+        while *i < b.len() {
+            match b[*i] {
+                b'"' => {
+                    *i += 1;
+                    return Ok(());
+                }
+                b'\\' => {
+                    *i += 1;
+                    match b.get(*i) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => *i += 1,
+                        Some(b'u') => {
+                            let hex = b.get(*i + 1..*i + 5).ok_or("short \\u escape")?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(format!("bad \\u escape at byte {i}"));
+                            }
+                            *i += 5;
+                        }
+                        _ => return Err(format!("bad escape at byte {i}")),
+                    }
+                }
+                c if c < 0x20 => return Err(format!("control character in a string at byte {i}")),
+                _ => *i += 1,
+            }
+        }
+        Err("unterminated string".into())
+    }
+    fn number(b: &[u8], i: &mut usize) -> Result<(), String> {
+        let start = *i;
+        if b.get(*i) == Some(&b'-') {
+            *i += 1;
+        }
+        let digits = |i: &mut usize| {
+            let s = *i;
+            while *i < b.len() && b[*i].is_ascii_digit() {
+                *i += 1;
+            }
+            *i > s
+        };
+        if !digits(i) {
+            return Err(format!("bad number at byte {start}"));
+        }
+        if b.get(*i) == Some(&b'.') {
+            *i += 1;
+            if !digits(i) {
+                return Err(format!("bad number at byte {start}"));
+            }
+        }
+        if matches!(b.get(*i), Some(b'e' | b'E')) {
+            *i += 1;
+            if matches!(b.get(*i), Some(b'+' | b'-')) {
+                *i += 1;
+            }
+            if !digits(i) {
+                return Err(format!("bad number at byte {start}"));
+            }
+        }
+        Ok(())
+    }
+    fn value(b: &[u8], i: &mut usize, depth: usize) -> Result<(), String> {
+        if depth > 64 {
+            return Err("nested too deep".into());
+        }
+        ws(b, i);
+        match b.get(*i) {
+            Some(b'{') => {
+                *i += 1;
+                ws(b, i);
+                if b.get(*i) == Some(&b'}') {
+                    *i += 1;
+                    return Ok(());
+                }
+                loop {
+                    ws(b, i);
+                    if b.get(*i) != Some(&b'"') {
+                        return Err(format!("expected a key at byte {i}"));
+                    }
+                    string(b, i)?;
+                    ws(b, i);
+                    if b.get(*i) != Some(&b':') {
+                        return Err(format!("expected ':' at byte {i}"));
+                    }
+                    *i += 1;
+                    value(b, i, depth + 1)?;
+                    ws(b, i);
+                    match b.get(*i) {
+                        Some(b',') => *i += 1,
+                        Some(b'}') => {
+                            *i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(format!("expected ',' or '}}' at byte {i}")),
+                    }
+                }
+            }
+            Some(b'[') => {
+                *i += 1;
+                ws(b, i);
+                if b.get(*i) == Some(&b']') {
+                    *i += 1;
+                    return Ok(());
+                }
+                loop {
+                    value(b, i, depth + 1)?;
+                    ws(b, i);
+                    match b.get(*i) {
+                        Some(b',') => *i += 1,
+                        Some(b']') => {
+                            *i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(format!("expected ',' or ']' at byte {i}")),
+                    }
+                }
+            }
+            Some(b'"') => string(b, i),
+            Some(b't') => lit(b, i, b"true"),
+            Some(b'f') => lit(b, i, b"false"),
+            Some(b'n') => lit(b, i, b"null"),
+            Some(b'-' | b'0'..=b'9') => number(b, i),
+            _ => Err(format!("expected a value at byte {i}")),
+        }
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    value(b, &mut i, 0)?;
+    ws(b, &mut i);
+    if i != b.len() {
+        return Err(format!("trailing data at byte {i}"));
+    }
+    Ok(())
+}
+
 /// A port on 127.0.0.1 where nothing listens (bound, then released).
 pub fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
