@@ -16,6 +16,9 @@ pub mod exit {
     pub const PROFILE: u8 = 5;
     pub const STORE: u8 = 6;
     pub const LOCKED: u8 = 7;
+    /// `--status` only: no run has been recorded (PROTOCOL 7 is silent;
+    /// the next free code).
+    pub const NO_RUN_RECORDED: u8 = 8;
 }
 
 #[derive(Debug)]

@@ -14,7 +14,7 @@
 
 use crate::clock::{self, UnixTime};
 use crate::config::{Ini, io_reason};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, exit::NO_RUN_RECORDED};
 use crate::listing::json_str;
 use crate::lock;
 use std::io::Write;
@@ -22,9 +22,6 @@ use std::path::{Path, PathBuf};
 
 /// The file's name under `Spool/`.
 pub const STATUS_FILE: &str = "cncopgetprofile.status";
-
-/// `--status`'s exit code when no run has been recorded.
-pub const NO_RUN_RECORDED: u8 = 8;
 
 /// `root/Spool/cncopgetprofile.status`.
 pub fn path(root: &Path) -> PathBuf {
