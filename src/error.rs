@@ -42,6 +42,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// The message without its category, for a file that is not what the
+    /// category names (the run record is neither configuration nor store).
+    pub fn detail(&self) -> &str {
+        match self {
+            Error::Usage(m)
+            | Error::Config(m)
+            | Error::Network(m)
+            | Error::Auth(m)
+            | Error::Profile(m)
+            | Error::Store(m)
+            | Error::Locked(m) => m,
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Config(_) => exit::USAGE,

@@ -359,7 +359,14 @@ pub fn show(root: &Path, json: bool, out: &mut impl Write) -> std::io::Result<Sh
     let path = path(root);
     let (last, problem) = match read(root) {
         Ok(last) => (last, None),
-        Err(e) => (None, Some(e.to_string())),
+        Err(e) => (
+            None,
+            Some(format!(
+                "{}; the next run replaces {}",
+                e.detail(),
+                path.display()
+            )),
+        ),
     };
     let exit_code = last.as_ref().map_or(NO_RUN_RECORDED, |l| l.exit_code);
     if json {
@@ -390,7 +397,7 @@ pub fn show(root: &Path, json: bool, out: &mut impl Write) -> std::io::Result<Sh
     }
     let Some(l) = last else {
         match problem {
-            Some(p) => writeln!(out, "no run recorded: {p}")?,
+            Some(p) => writeln!(out, "no readable run record: {p}")?,
             None => writeln!(out, "no run recorded ({} does not exist)", path.display())?,
         }
         return Ok(Shown { exit_code });

@@ -92,6 +92,35 @@ fn status_before_any_run_exits_8_and_creates_nothing() {
 }
 
 #[test]
+fn a_damaged_record_is_named_and_exits_8_until_the_next_run_replaces_it() {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    let inst = new_install();
+    inst.setup(&net, "");
+    std::fs::write(
+        status_file(&inst),
+        "[run]\nagent = 3.4.0\nstarted = yesterday\n",
+    )
+    .unwrap();
+    let (out, code) = status(&inst, &[]);
+    assert_eq!(code, Some(8), "{out}");
+    assert!(
+        out.contains("cncopgetprofile.status") && out.contains("started"),
+        "names the file and the bad field\n{out}"
+    );
+    let (doc, code) = status(&inst, &["--json"]);
+    assert_eq!(code, Some(8));
+    assert_one_json_document(&doc);
+    assert_eq!(json_field(&doc, "last_run"), Some("null"), "{doc}");
+    assert!(
+        json_field(&doc, "problem").is_some_and(|p| p.contains("started")),
+        "{doc}"
+    );
+    run_ok(&inst, &[]);
+    let (out, code) = status(&inst, &[]);
+    assert_eq!(code, Some(0), "the run replaced the damaged record\n{out}");
+}
+
+#[test]
 fn status_shows_the_last_run_and_keeps_the_last_success_through_a_failure() {
     let profile = small_profile_generated(
         DEVICE_ID,
