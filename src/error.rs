@@ -23,8 +23,6 @@ pub mod exit {
 
 #[derive(Debug)]
 pub enum Error {
-    /// Bad command line.
-    Usage(String),
     /// A missing or bad configuration file, section, key or value, or a file
     /// the configuration names that cannot be used.
     Config(String),
@@ -46,8 +44,7 @@ impl Error {
     /// category names (the run record is neither configuration nor store).
     pub fn detail(&self) -> &str {
         match self {
-            Error::Usage(m)
-            | Error::Config(m)
+            Error::Config(m)
             | Error::Network(m)
             | Error::Auth(m)
             | Error::Profile(m)
@@ -58,7 +55,9 @@ impl Error {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::Config(_) => exit::USAGE,
+            // A bad command line never reaches the library: main.rs
+            // answers it with the usage line and this same code.
+            Error::Config(_) => exit::USAGE,
             Error::Network(_) => exit::NETWORK,
             Error::Auth(_) => exit::AUTH,
             Error::Profile(_) => exit::PROFILE,
@@ -84,7 +83,6 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (what, msg) = match self {
-            Error::Usage(m) => ("usage", m),
             Error::Config(m) => ("configuration error", m),
             Error::Network(m) => ("network error", m),
             Error::Auth(m) => ("refused by the cncop network", m),

@@ -9,13 +9,27 @@ use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// `<path>: <what>: <reason>`, the shape of every file error message.
+/// `<path>: <what>: <reason>`, the shape of every file error message. A
+/// full disk, the common failure on a small appliance, says what to do.
 pub(crate) fn io_error(path: &Path, what: &str, e: &std::io::Error) -> Error {
-    Error::Store(format!(
-        "{}: {what}: {}",
-        path.display(),
-        crate::config::io_reason(e)
-    ))
+    let reason = crate::config::io_reason(e);
+    if is_disk_full(e) {
+        return Error::Store(format!(
+            "{}: {what}: the disk is full ({reason}); free space on it (the previous file is kept)",
+            path.display()
+        ));
+    }
+    Error::Store(format!("{}: {what}: {reason}", path.display()))
+}
+
+/// No space left, a file-size limit (`ulimit -f`) or a quota: all mean
+/// "free space", whatever words the platform's errno has.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::StorageFull | ErrorKind::FileTooLarge | ErrorKind::QuotaExceeded
+    )
 }
 
 /// Creates `path` anew with mode 0600; fails if it exists.
@@ -103,6 +117,27 @@ mod tests {
         assert!(!tmp.exists());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_full_disk_is_told_by_its_kind_not_its_words() {
+        use std::io::{Error as IoError, ErrorKind};
+        for kind in [
+            ErrorKind::StorageFull,
+            ErrorKind::FileTooLarge,
+            ErrorKind::QuotaExceeded,
+        ] {
+            // Words that name nothing: only the kind can tell.
+            let e = io_error(
+                Path::new("/x/f"),
+                "cannot write",
+                &IoError::new(kind, "errno 28"),
+            );
+            assert!(e.to_string().contains("the disk is full"), "{kind:?}: {e}");
+        }
+        let e = IoError::new(ErrorKind::Other, "No space left on device (lookalike)");
+        let e = io_error(Path::new("/x/f"), "cannot write", &e);
+        assert!(!e.to_string().contains("the disk is full"), "{e}");
     }
 
     #[test]

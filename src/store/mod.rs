@@ -401,17 +401,14 @@ pub struct StoreSink<'a> {
     on_change: &'a mut dyn FnMut(Change<'_>),
 }
 
-/// A failed write into the new store file; a full disk gets its own words
-/// because it is the common case on small appliances.
-fn write_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    let text = e.to_string();
-    if text.contains("No space left") || text.contains("File too large") {
-        return Error::Store(format!(
-            "{}: the disk is full ({text}); free space on it (the old store is kept)",
-            path.display()
-        ));
+/// A failed write into the new store file. redb hands back the I/O error
+/// itself, so a full disk is told by its kind (`files::io_error`), not by
+/// matching message text, which differs between platforms and libcs.
+fn write_err(path: &Path, e: impl Into<redb::Error>) -> Error {
+    match e.into() {
+        redb::Error::Io(io) => crate::files::io_error(path, "cannot write", &io),
+        other => storage_error(path, "cannot write", other),
     }
-    storage_error(path, "cannot write", text)
 }
 
 impl StoreSink<'_> {
