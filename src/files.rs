@@ -135,7 +135,7 @@ mod tests {
             );
             assert!(e.to_string().contains("the disk is full"), "{kind:?}: {e}");
         }
-        let e = IoError::new(ErrorKind::Other, "No space left on device (lookalike)");
+        let e = IoError::other("No space left on device (lookalike)");
         let e = io_error(Path::new("/x/f"), "cannot write", &e);
         assert!(!e.to_string().contains("the disk is full"), "{e}");
     }
