@@ -319,6 +319,62 @@ fn same_content_under_another_etag_writes_nothing() {
     assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
 }
 
+#[test]
+fn the_same_jobs_in_another_order_or_one_endpoint_more_are_written() {
+    let jobs = [("1001", "CCS"), ("1002", "MSSQL"), ("1003", "FTP")];
+    let (inst, net) = first_run(small_profile(DEVICE_ID, &jobs), "");
+    // Every job as stored, only their order differs: the store keeps the
+    // document's order, so this is a new profile.
+    let moved = [jobs[2], jobs[0], jobs[1]];
+    net.set_profile(DEVICE_ID, small_profile(DEVICE_ID, &moved), None);
+    age_store(&inst);
+    let before = snap(&inst);
+    run_ok(&inst, &[]);
+    assert_ne!(
+        snap(&inst).ino,
+        before.ino,
+        "a reordered profile is written"
+    );
+    let order: Vec<String> = list(&inst)
+        .lines()
+        .skip_while(|l| l.split_whitespace().next() != Some("ID"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(
+        order,
+        ["1003", "1001", "1002"],
+        "--list shows the new order"
+    );
+
+    // The same jobs in the same order with one firewall endpoint more.
+    let text = String::from_utf8(small_profile(DEVICE_ID, &moved)).unwrap();
+    let with_endpoint = text.replacen(
+        "<jobs>",
+        "<firewall><endpoint host=\"127.0.0.1\" port=\"1\"/></firewall><jobs>",
+        1,
+    );
+    assert_ne!(with_endpoint, text);
+    net.set_profile(DEVICE_ID, with_endpoint.into_bytes(), None);
+    age_store(&inst);
+    let before = snap(&inst);
+    run_ok(&inst, &["--noupdate"]);
+    assert_ne!(snap(&inst).ino, before.ino, "a new endpoint is written");
+}
+
+#[test]
+fn an_empty_profile_sent_again_writes_nothing() {
+    let empty = small_profile(DEVICE_ID, &[]);
+    let (inst, net) = first_run(empty.clone(), "");
+    assert!(listed_ids(&list(&inst)).is_empty());
+    age_store(&inst);
+    let before = snap(&inst);
+    net.set_profile(DEVICE_ID, empty, Some("\"another-etag\"".into()));
+    run_ok(&inst, &[]);
+    assert_eq!(net.profile_requests().last().unwrap().status, 200);
+    assert_store_untouched(&before, &inst, "after the same empty profile");
+}
+
 // ---------------------------------------------------------------------------
 // 4. A changed profile, and --dry-run
 // ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 //! endpoint`, `profile/jobs/job/...`); everything else is skipped, though
 //! `xml` still checks it. One `Job` is reused for every job.
 
+mod bytes;
 pub mod job;
 mod xml;
 

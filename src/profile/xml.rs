@@ -19,6 +19,7 @@
 //! (including which error, at which byte) does not depend on how the reads
 //! split the body.
 
+use super::bytes::{below, eq, position};
 use super::job::MAX_DEPTH;
 use crate::error::{Error, Result};
 use std::fmt;
@@ -69,17 +70,21 @@ impl<'a> StartTag<'a> {
         self.attrs
             .iter()
             .find(|a| sub(self.src, a.name.clone()) == name)
-            .map(|a| sub(self.values, a.value.clone()))
+            .map(|a| self.value(a))
+    }
+
+    fn value(&self, a: &Attr) -> &'a str {
+        sub(
+            if a.unescaped { self.values } else { self.src },
+            a.value.clone(),
+        )
     }
 
     #[cfg(test)]
     fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
-        self.attrs.iter().map(|a| {
-            (
-                sub(self.src, a.name.clone()),
-                sub(self.values, a.value.clone()),
-            )
-        })
+        self.attrs
+            .iter()
+            .map(|a| (sub(self.src, a.name.clone()), self.value(a)))
     }
 }
 
@@ -332,7 +337,7 @@ fn scan(view: &[u8], whole_rest: bool) -> Scan {
         (b"<!DOCTYPE", Kind::Doctype),
     ];
     if view.first() != Some(&b'<') {
-        return match view.iter().position(|&b| b == b'<') {
+        return match position(view, |w| eq(w, b'<'), |b| b == b'<') {
             Some(i) => Scan::Unit(Kind::Text, i),
             None if whole_rest => Scan::Unit(Kind::Text, view.len()),
             None => Scan::Partial(Kind::Text),
@@ -377,18 +382,42 @@ fn delimited(view: &[u8], from: usize, end: &[u8], kind: Kind) -> Scan {
 /// malformed; the unit stops there so the error is reported where it is,
 /// not after reading on to some later `>`.
 fn tag_end(view: &[u8], kind: Kind) -> Scan {
-    let mut quote = None;
-    for (i, &b) in view.iter().enumerate().skip(1) {
-        match (quote, b) {
-            (_, b'<') => return Scan::Unit(kind, i),
-            (Some(q), _) if b == q => quote = None,
-            (Some(_), _) => {}
-            (None, b'>') => return Scan::Unit(kind, i + 1),
-            (None, b'"' | b'\'') if kind == Kind::StartTag => quote = Some(b),
-            (None, _) => {}
+    let quotes = kind == Kind::StartTag;
+    let mut from = 1;
+    loop {
+        let rest = view.get(from..).unwrap_or_default();
+        let found = if quotes {
+            position(
+                rest,
+                |w| eq(w, b'<') | eq(w, b'>') | eq(w, b'"') | eq(w, b'\''),
+                |b| matches!(b, b'<' | b'>' | b'"' | b'\''),
+            )
+        } else {
+            position(
+                rest,
+                |w| eq(w, b'<') | eq(w, b'>'),
+                |b| b == b'<' || b == b'>',
+            )
+        };
+        let Some(i) = found.map(|i| from + i) else {
+            return Scan::Partial(kind);
+        };
+        let quote = match view.get(i) {
+            Some(b'>') => return Scan::Unit(kind, i + 1),
+            Some(&q @ (b'"' | b'\'')) => q,
+            _ => return Scan::Unit(kind, i),
+        };
+        let value = view.get(i + 1..).unwrap_or_default();
+        match position(
+            value,
+            |w| eq(w, quote) | eq(w, b'<'),
+            |b| b == quote || b == b'<',
+        ) {
+            None => return Scan::Partial(kind),
+            Some(j) if value.get(j) == Some(&b'<') => return Scan::Unit(kind, i + 1 + j),
+            Some(j) => from = i + 2 + j,
         }
     }
-    Scan::Partial(kind)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -407,8 +436,10 @@ enum Phase {
 struct Attr {
     /// In the unit's text.
     name: Range<usize>,
-    /// In the unit's text until unescaped, then in `Doc::values`.
+    /// In `Doc::values` if `unescaped`, else in the unit's text (a value
+    /// with no reference and no white space to normalize is not copied).
     value: Range<usize>,
+    unescaped: bool,
 }
 
 /// The document-level state: everything but the window.
@@ -476,10 +507,16 @@ impl<H: Handler> Doc<'_, H> {
                     })),
             };
         }
-        // xmlparser's own check of the run (`]]>` is not allowed in text).
-        match single(text, at)? {
-            Token::Text { .. } => {}
-            _ => return Err(at.wf("malformed text")),
+        // xmlparser's own check of the run (`]]>` is not allowed in text);
+        // the white space between elements, most runs, cannot hold it.
+        if !text.bytes().all(is_space) {
+            match single(text, at)? {
+                Token::Text { .. } => {}
+                _ => return Err(at.wf("malformed text")),
+            }
+        }
+        if special(text, false).is_none() {
+            return self.handler.text(text, self.ends.len());
         }
         self.text.clear();
         unescape(text, false, &mut self.text)
@@ -602,6 +639,7 @@ impl<H: Handler> Doc<'_, H> {
                     self.attrs.push(Attr {
                         name: attr,
                         value: value.range(),
+                        unescaped: false,
                     });
                 }
                 Ok(Token::ElementEnd {
@@ -629,6 +667,9 @@ impl<H: Handler> Doc<'_, H> {
         for attr in &mut self.attrs {
             let start = self.values.len();
             let raw = sub(text, attr.value.clone());
+            if special(raw, true).is_none() {
+                continue;
+            }
             unescape(raw, true, &mut self.values).map_err(|e| {
                 // Only the attribute's name: its value may be a secret.
                 at.within(text.as_bytes(), attr.value.start + e.at)
@@ -640,6 +681,7 @@ impl<H: Handler> Doc<'_, H> {
                     ))
             })?;
             attr.value = start..self.values.len();
+            attr.unescaped = true;
         }
         self.phase = Phase::Root;
         self.names.push_str(name);
@@ -747,10 +789,26 @@ fn single<'t>(text: &'t str, at: At) -> Result<Token<'t>> {
 /// looking for (no surrogates).
 fn check_chars(raw: &[u8], kind: Kind, at: At) -> Result<u64> {
     let mut lines = 0;
-    for (i, &b) in raw.iter().enumerate() {
+    let mut i = 0;
+    // A word holding neither a control character nor the first byte of
+    // U+FFFE/U+FFFF (0xEF) is skipped whole; the others are looked at bytewise.
+    let (words, _) = raw.as_chunks::<8>();
+    let mut next_word = words.iter();
+    while let Some(&b) = raw.get(i) {
+        if i % 8 == 0
+            && let Some(w) = next_word.next()
+        {
+            let w = u64::from_le_bytes(*w);
+            if below(w, 0x20) | eq(w, 0xEF) == 0 {
+                i += 8;
+                continue;
+            }
+        }
+        i += 1;
         if b >= 0x20 && b != 0xEF {
             continue;
         }
+        let i = i - 1;
         if b == b'\n' {
             lines += 1;
         }
@@ -880,16 +938,13 @@ fn unescape(raw: &str, attr: bool, out: &mut String) -> std::result::Result<(), 
     let line_end = if attr { ' ' } else { '\n' };
     let mut run = 0;
     let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let (replacement, len) = match b {
-            b'&' => reference(raw, i)?,
-            b'\r' if bytes.get(i + 1) == Some(&b'\n') => (line_end, 2),
-            b'\r' => (line_end, 1),
-            b'\n' | b'\t' if attr => (' ', 1),
-            _ => {
-                i += 1;
-                continue;
-            }
+    while let Some(next) = special(bytes.get(i..).unwrap_or_default(), attr) {
+        i += next;
+        let (replacement, len) = match bytes.get(i) {
+            Some(b'&') => reference(raw, i)?,
+            Some(b'\r') if bytes.get(i + 1) == Some(&b'\n') => (line_end, 2),
+            Some(b'\r') => (line_end, 1),
+            _ => (' ', 1),
         };
         out.push_str(sub(raw, run..i));
         out.push(replacement);
@@ -898,6 +953,27 @@ fn unescape(raw: &str, attr: bool, out: &mut String) -> std::result::Result<(), 
     }
     out.push_str(sub(raw, run..raw.len()));
     Ok(())
+}
+
+/// Where `raw` first needs `unescape` to change it: a reference, a `\r`,
+/// and in an attribute value (`attr`) a `\n` or a tab. `None`: it reads as
+/// it is written.
+#[inline]
+fn special(raw: impl AsRef<[u8]>, attr: bool) -> Option<usize> {
+    let raw = raw.as_ref();
+    if attr {
+        position(
+            raw,
+            |w| eq(w, b'&') | eq(w, b'\r') | eq(w, b'\n') | eq(w, b'\t'),
+            |b| matches!(b, b'&' | b'\r' | b'\n' | b'\t'),
+        )
+    } else {
+        position(
+            raw,
+            |w| eq(w, b'&') | eq(w, b'\r'),
+            |b| b == b'&' || b == b'\r',
+        )
+    }
 }
 
 /// An attribute value as XML reads it (references replaced, white space
@@ -1017,6 +1093,7 @@ fn is_space(b: u8) -> bool {
 }
 
 /// The name as written, prefix included.
+#[inline]
 fn qname(prefix: StrSpan<'_>, local: StrSpan<'_>) -> Range<usize> {
     if prefix.is_empty() {
         local.range()
@@ -1027,6 +1104,7 @@ fn qname(prefix: StrSpan<'_>, local: StrSpan<'_>) -> Range<usize> {
 
 /// `s[r]`, or "" where that is not a slice of `s` (never, for ranges found
 /// by the code above, but input must not be able to cause a panic).
+#[inline]
 fn sub(s: &str, r: Range<usize>) -> &str {
     s.get(r).unwrap_or_default()
 }

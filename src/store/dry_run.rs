@@ -8,11 +8,11 @@
 //! removed job; only ids the store lacks are remembered, as 128-bit hashes
 //! (16 bytes a new job; collisions are beyond reach at 100 000 jobs).
 
-use super::old::{OldJobs, compare, digest_record, duplicate, read_error};
-use super::{Change, Diff, JobStore, Replaced, STORE_SCHEMA, record};
+use super::old::{OldJobs, compare, duplicate, read_error};
+use super::{Change, Diff, JobStore, Replaced, record};
 use crate::error::{Error, Result};
 use crate::profile::{Endpoint, Header, Job, ProfileSink, Summary};
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::ReadableTable;
 use std::collections::HashSet;
 
 /// Runs `parse` against a sink that only compares, and says what a real run
@@ -24,15 +24,11 @@ pub(super) fn diff(
     parse: impl FnOnce(&mut dyn ProfileSink) -> Result<Summary>,
 ) -> Result<Replaced> {
     let old = OldJobs::open(store)?;
-    let stored_jobs = match &old {
-        Some(o) => o.jobs.len().map_err(read_error)?,
-        None => 0,
-    };
+    let stored_jobs = old.as_ref().map_or(0, |o| o.count);
     let mut sink = DryRunSink {
         seen_old: vec![0; usize::try_from(stored_jobs.div_ceil(64)).unwrap_or(0)],
         old,
         new_ids: HashSet::new(),
-        digest: ring::digest::Context::new(&ring::digest::SHA256),
         buf: Vec::new(),
         old_buf: Vec::new(),
         diff: Diff::default(),
@@ -40,10 +36,10 @@ pub(super) fn diff(
     };
     let summary = parse(&mut sink)?;
     sink.report_removed()?;
-    let unchanged = !force
-        && store.meta.as_ref().is_some_and(|m| {
-            m.schema == STORE_SCHEMA && m.digest.as_slice() == sink.digest.clone().finish().as_ref()
-        });
+    let unchanged = match &mut sink.old {
+        Some(old) => !force && old.unchanged()?,
+        None => false,
+    };
     Ok(if unchanged {
         Replaced::Unchanged(summary)
     } else {
@@ -57,7 +53,6 @@ struct DryRunSink<'a> {
     seen_old: Vec<u64>,
     /// Hashes of the new profile's ids that the store does not have.
     new_ids: HashSet<[u8; 16]>,
-    digest: ring::digest::Context,
     buf: Vec<u8>,
     old_buf: Vec<u8>,
     diff: Diff,
@@ -82,10 +77,10 @@ impl DryRunSink<'_> {
 
     /// Every stored job whose position was never marked, in document order.
     fn report_removed(&mut self) -> Result<()> {
-        let Some(old) = &self.old else {
+        let Some(jobs) = self.old.as_ref().and_then(|o| o.jobs.as_ref()) else {
             return Ok(());
         };
-        for (position, entry) in old.jobs.iter().map_err(read_error)?.enumerate() {
+        for (position, entry) in jobs.iter().map_err(read_error)?.enumerate() {
             let (_, rec) = entry.map_err(read_error)?;
             let seen = self
                 .seen_old
@@ -113,15 +108,16 @@ impl ProfileSink for DryRunSink<'_> {
 
     fn endpoint(&mut self, endpoint: &Endpoint) -> Result<()> {
         record::encode_endpoint(endpoint, &mut self.buf);
-        digest_record(&mut self.digest, b'E', &self.buf);
-        Ok(())
+        match &mut self.old {
+            Some(old) => old.endpoint(&self.buf),
+            None => Ok(()),
+        }
     }
 
     fn job(&mut self, job: &Job) -> Result<()> {
         record::encode_job(job, &mut self.buf);
-        digest_record(&mut self.digest, b'J', &self.buf);
-        let position = match &self.old {
-            Some(old) => old.get(&job.id, &mut self.old_buf)?,
+        let position = match &mut self.old {
+            Some(old) => old.find(&job.id, &self.buf, &mut self.old_buf)?,
             None => None,
         };
         let first_sighting = match position {

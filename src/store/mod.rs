@@ -5,14 +5,16 @@
 //!   a fresh file beside it (`backupjobs.db.new`), committed, and renamed over
 //!   the old one. A kill at any moment leaves the old file or the new one,
 //!   never a mix, and readers holding the old file keep a consistent view.
-//! - An unchanged profile (304, or a 200 whose records hash the same) never
-//!   touches the live file: not its bytes, not its mtime (flash wear).
+//! - An unchanged profile (304, or a 200 whose records are byte for byte the
+//!   stored ones, in the same order) never touches the live file: not its
+//!   bytes, not its mtime (flash wear).
 //! - Files are created with mode 0600: the store holds credentials.
 
 mod dry_run;
 mod old;
 pub mod reader;
 pub mod record;
+mod seen;
 mod tables;
 
 pub use reader::{Jobs, StoreReader};
@@ -21,14 +23,21 @@ pub use tables::{STORE_SCHEMA, StoreMeta};
 use crate::error::{Error, Result};
 use crate::files::{self, create_private, io_error, remove_leftover};
 use crate::profile::{Endpoint, Header, Job, ProfileSink, Summary};
-use old::{OldJobs, compare, digest_record, duplicate, read_error};
+use old::{OldJobs, compare, duplicate, read_error};
 use reader::{OpenError, storage_error};
 use redb::ReadableTable;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use tables::{ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META, position_key};
 
 /// Jobs per transaction while a new store file is written.
 const COMMIT_EVERY: u32 = 8192;
+/// New jobs are held back and written a batch at a time, each table opened
+/// once per batch: opening one (and writing its root back when it is
+/// dropped) costs about as much as two inserts. A batch ends at this many
+/// jobs or bytes of records (or one bigger job).
+const BATCH_JOBS: usize = 64;
+const BATCH_BYTES: usize = 32 * 1024;
 /// redb's default cache is 1 GiB; the agent's memory budget is a few MiB.
 /// Dirty pages beyond this spill to the new file before commit.
 const WRITE_CACHE_BYTES: usize = 64 * 1024;
@@ -301,14 +310,17 @@ impl JobStore {
             .map_err(|e| storage_error(tmp, "cannot create", e))?;
         let werr = |e: redb::TableError| write_err(tmp, e);
         let old = OldJobs::open(self)?;
-        let (txn, summary, digest, header, mut diff) = {
+        let (txn, summary, header, mut diff, same) = {
             let mut sink = StoreSink {
                 path: tmp,
                 db: &db,
                 txn: Some(db.begin_write().map_err(|e| write_err(tmp, e))?),
                 in_batch: 0,
                 old,
-                digest: ring::digest::Context::new(&ring::digest::SHA256),
+                matched: 0,
+                seen: seen::Seen::new(),
+                pending: Vec::new(),
+                pending_bytes: Vec::new(),
                 buf: Vec::new(),
                 old_buf: Vec::new(),
                 next_job: 0,
@@ -317,28 +329,31 @@ impl JobStore {
                 diff: Diff::default(),
                 on_change,
             };
-            let summary = parse(&mut sink)?;
+            let summary = match parse(&mut sink) {
+                // A write that failed for a job held back in the batch
+                // happened before whatever the parser found after it.
+                Err(e) => return Err(sink.flush().err().unwrap_or(e)),
+                Ok(s) => s,
+            };
+            sink.flush()?;
             let removed = sink.find_removed()?;
             sink.diff.removed = removed;
-            let digest = sink.digest.clone().finish();
+            let same = match &mut sink.old {
+                Some(old) => old.unchanged()?,
+                None => false,
+            };
             let Some(txn) = sink.txn.take() else {
                 return Err(Error::Store(format!(
                     "{}: an earlier write failed",
                     tmp.display()
                 )));
             };
-            (txn, summary, digest, sink.header.take(), sink.diff)
+            (txn, summary, sink.header.take(), sink.diff, same)
         };
-        let mut digest_bytes = [0u8; 32];
-        digest_bytes.copy_from_slice(digest.as_ref());
         if self.meta.is_none() {
             diff.removed = 0;
         }
-        let unchanged = !opts.force
-            && self
-                .meta
-                .as_ref()
-                .is_some_and(|m| m.schema == STORE_SCHEMA && m.digest == digest_bytes);
+        let unchanged = !opts.force && same;
         if unchanged {
             return Ok(Replaced::Unchanged(summary));
         }
@@ -349,7 +364,6 @@ impl JobStore {
             etag: opts.etag.clone(),
             generated: header.generated.to_string(),
             accepted: opts.now,
-            digest: digest_bytes,
             jobs: summary.jobs as u64,
             endpoints: summary.endpoints as u64,
         };
@@ -391,7 +405,14 @@ pub struct StoreSink<'a> {
     /// Jobs written since `txn` began.
     in_batch: u32,
     old: Option<OldJobs>,
-    digest: ring::digest::Context,
+    /// New jobs whose id is in the stored profile.
+    matched: u64,
+    /// The ids of the new jobs, written or pending.
+    seen: seen::Seen,
+    /// Jobs not yet written: position, then ranges of id and record in
+    /// `pending_bytes`.
+    pending: Vec<(u32, Range<usize>, Range<usize>)>,
+    pending_bytes: Vec<u8>,
     buf: Vec<u8>,
     old_buf: Vec<u8>,
     next_job: u32,
@@ -434,11 +455,20 @@ impl StoreSink<'_> {
         })
     }
 
-    /// Old ids that the new profile does not have.
+    /// Old ids that the new profile does not have. Ids are unique in both
+    /// profiles, so their number is known without a look at each.
     fn find_removed(&mut self) -> Result<u64> {
-        let Some(old) = &self.old else {
+        let Some(OldJobs {
+            ids: Some(old_ids),
+            count,
+            ..
+        }) = &self.old
+        else {
             return Ok(0);
         };
+        if *count <= self.matched {
+            return Ok(0);
+        }
         let read = read_error;
         let Some(txn) = &self.txn else {
             return Err(Error::Store(format!(
@@ -450,7 +480,7 @@ impl StoreSink<'_> {
             .open_table(JOB_IDS)
             .map_err(|e| write_err(self.path, e))?;
         let mut removed = 0;
-        for entry in old.ids.iter().map_err(read)? {
+        for entry in old_ids.iter().map_err(read)? {
             let (id, _) = entry.map_err(read)?;
             let id = id.value();
             if new_ids.get(id).map_err(read)?.is_none() {
@@ -463,6 +493,75 @@ impl StoreSink<'_> {
     }
 }
 
+impl StoreSink<'_> {
+    /// Writes the pending jobs, each table opened once. After an error
+    /// they are gone (the whole replacement failed), so a second call does
+    /// not write them again.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        let mut bytes = std::mem::take(&mut self.pending_bytes);
+        self.write_pending(&pending, &bytes)?;
+        self.in_batch += pending.len() as u32;
+        // Kept for their capacity.
+        pending.clear();
+        bytes.clear();
+        self.pending = pending;
+        self.pending_bytes = bytes;
+        Ok(())
+    }
+
+    fn write_pending(
+        &mut self,
+        pending: &[(u32, Range<usize>, Range<usize>)],
+        bytes: &[u8],
+    ) -> Result<()> {
+        if self.in_batch >= COMMIT_EVERY {
+            self.commit_batch()?;
+        }
+        let path = self.path;
+        let werr = |e: redb::StorageError| write_err(path, e);
+        let txn = self.txn()?;
+        let part = |r: &Range<usize>| bytes.get(r.clone()).unwrap_or_default();
+        {
+            let mut ids = txn.open_table(JOB_IDS).map_err(|e| write_err(path, e))?;
+            for (seq, id, _) in pending {
+                // `seen` let no repeated id through; this is its backstop.
+                if ids
+                    .insert(part(id), seq.to_le_bytes().as_slice())
+                    .map_err(werr)?
+                    .is_some()
+                {
+                    return Err(duplicate(&String::from_utf8_lossy(part(id))));
+                }
+            }
+        }
+        {
+            let mut jobs = txn.open_table(JOBS).map_err(|e| write_err(path, e))?;
+            for (seq, _, rec) in pending {
+                jobs.insert(position_key(*seq).as_slice(), part(rec))
+                    .map_err(werr)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True when a job with this id is already written or pending.
+    fn holds_id(&mut self, id: &[u8]) -> Result<bool> {
+        self.flush()?;
+        let table = self
+            .txn()?
+            .open_table(JOB_IDS)
+            .map_err(|e| write_err(self.path, e))?;
+        Ok(table
+            .get(id)
+            .map_err(|e| write_err(self.path, e))?
+            .is_some())
+    }
+}
+
 impl ProfileSink for StoreSink<'_> {
     fn header(&mut self, header: &Header) -> Result<()> {
         self.header = Some(header.clone());
@@ -472,7 +571,9 @@ impl ProfileSink for StoreSink<'_> {
     fn endpoint(&mut self, endpoint: &Endpoint) -> Result<()> {
         let path = self.path;
         record::encode_endpoint(endpoint, &mut self.buf);
-        digest_record(&mut self.digest, b'E', &self.buf);
+        if let Some(old) = &mut self.old {
+            old.endpoint(&self.buf)?;
+        }
         let seq = self.next_endpoint;
         self.txn()?
             .open_table(ENDPOINTS)
@@ -484,36 +585,29 @@ impl ProfileSink for StoreSink<'_> {
     }
 
     fn job(&mut self, job: &Job) -> Result<()> {
-        let path = self.path;
-        let seq = self.next_job;
-        if self.in_batch >= COMMIT_EVERY {
-            self.commit_batch()?;
+        let id = job.id.as_bytes();
+        if self.seen.may_hold(id) && self.holds_id(id)? {
+            return Err(duplicate(&job.id));
         }
-        let duplicate = self
-            .txn()?
-            .open_table(JOB_IDS)
-            .map_err(|e| write_err(path, e))?
-            .insert(job.id.as_bytes(), seq.to_le_bytes().as_slice())
-            .map_err(|e| write_err(path, e))?
-            .is_some();
-        if duplicate {
-            return Err(self::duplicate(&job.id));
-        }
+        self.seen.insert(id);
         record::encode_job(job, &mut self.buf);
-        digest_record(&mut self.digest, b'J', &self.buf);
-        self.txn()?
-            .open_table(JOBS)
-            .map_err(|e| write_err(path, e))?
-            .insert(position_key(seq).as_slice(), self.buf.as_slice())
-            .map_err(|e| write_err(path, e))?;
+        let at = self.pending_bytes.len();
+        self.pending_bytes.extend_from_slice(id);
+        self.pending_bytes.extend_from_slice(&self.buf);
+        let end = self.pending_bytes.len();
+        self.pending
+            .push((self.next_job, at..at + id.len(), at + id.len()..end));
         self.next_job += 1;
-        self.in_batch += 1;
-        let old = match &self.old {
+        if self.pending.len() >= BATCH_JOBS || end >= BATCH_BYTES {
+            self.flush()?;
+        }
+        let old = match &mut self.old {
             Some(old) => old
-                .get(&job.id, &mut self.old_buf)?
+                .find(&job.id, &self.buf, &mut self.old_buf)?
                 .map(|_| self.old_buf.as_slice()),
             None => None,
         };
+        self.matched += u64::from(old.is_some());
         let change = compare(&mut self.diff, job, old, &self.buf);
         if let Some(c) = change {
             (self.on_change)(c);

@@ -70,6 +70,19 @@ pub fn encode_job(job: &Job, out: &mut Vec<u8>) {
     out.extend_from_slice(job.children.as_bytes());
 }
 
+/// True when job records `a` and `b` are of the same job id (their id is
+/// their first field: compared without decoding either).
+pub fn same_job_id(a: &[u8], b: &[u8]) -> bool {
+    let id_end = |r: &[u8]| {
+        r.get(1..3)
+            .map(|len| 3 + usize::from(u16::from_le_bytes([len[0], len[1]])))
+    };
+    match (id_end(a), id_end(b)) {
+        (Some(n), Some(m)) if n == m => a.first() == Some(&JOB_FORMAT) && a.get(..n) == b.get(..n),
+        _ => false,
+    }
+}
+
 struct Reader<'a> {
     rest: &'a [u8],
 }

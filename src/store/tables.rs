@@ -48,8 +48,6 @@ pub struct StoreMeta {
     pub generated: String,
     /// When this agent accepted the profile (Unix seconds, UTC).
     pub accepted: u64,
-    /// SHA-256 over the stored records, to tell a 200 with unchanged content.
-    pub digest: [u8; 32],
     pub jobs: u64,
     pub endpoints: u64,
 }
@@ -88,7 +86,6 @@ impl StoreMeta {
                 etag: None,
                 generated: String::new(),
                 accepted: 0,
-                digest: [0; 32],
                 jobs: 0,
                 endpoints: 0,
             }));
@@ -99,10 +96,6 @@ impl StoreMeta {
             etag: text("etag")?,
             generated: text("generated")?.unwrap_or_default(),
             accepted: u64_of("accepted")?,
-            digest: get("digest")?
-                .ok_or("digest")?
-                .try_into()
-                .map_err(|_| "digest")?,
             jobs: u64_of("jobs")?,
             endpoints: u64_of("endpoints")?,
         }))
@@ -122,7 +115,6 @@ impl StoreMeta {
             b"accepted".as_slice(),
             self.accepted.to_le_bytes().as_slice(),
         )?;
-        table.insert(b"digest".as_slice(), self.digest.as_slice())?;
         table.insert(b"jobs".as_slice(), self.jobs.to_le_bytes().as_slice())?;
         table.insert(
             b"endpoints".as_slice(),
