@@ -84,24 +84,6 @@ pub fn agent_runner() -> Option<std::ffi::OsString> {
     env_nonempty("CNCOP_TEST_RUNNER")
 }
 
-/// `true`, after a `SKIPPED` note on stderr, when the agent runs under a
-/// runner (an emulator); for tests that cannot work there, saying `why`.
-/// (None needs it so far: qemu-user emulates `/proc/self/exe` for the guest,
-/// libfaketime reaches the guest through qemu's own clock calls, setpriv and
-/// kills work on the qemu process.)
-pub fn skip_under_emulation(why: &str) -> bool {
-    match agent_runner() {
-        Some(r) => {
-            eprintln!(
-                "SKIPPED under CNCOP_TEST_RUNNER={}: {why}",
-                r.to_string_lossy()
-            );
-            true
-        }
-        None => false,
-    }
-}
-
 /// The argv that starts the agent at `exe`: `[RUNNER, exe]` or `[exe]`.
 pub fn agent_argv_at(exe: &Path) -> Vec<std::ffi::OsString> {
     let mut v = Vec::with_capacity(2);
@@ -130,7 +112,8 @@ pub fn agent_command_via(prefix: &[&str]) -> Command {
     agent_command_via_at(prefix, &agent_path())
 }
 
-fn agent_command_via_at(prefix: &[&str], exe: &Path) -> Command {
+/// [`agent_command_via`] for the agent at `exe` (e.g. a copy of it).
+pub fn agent_command_via_at(prefix: &[&str], exe: &Path) -> Command {
     let mut argv: Vec<std::ffi::OsString> = prefix.iter().map(Into::into).collect();
     argv.extend(agent_argv_at(exe));
     let mut cmd = Command::new(&argv[0]);
