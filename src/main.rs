@@ -115,7 +115,7 @@ fn main() -> ExitCode {
     if args.status {
         let mut out = std::io::stdout().lock();
         return match status::show(&root, args.json, &mut out) {
-            Ok(shown) => ExitCode::from(shown.exit_code),
+            Ok(code) => ExitCode::from(code),
             Err(e) => fail(&cncopgetprofile::Error::Store(format!("cannot print: {e}"))),
         };
     }

@@ -346,15 +346,10 @@ pub fn record(root: &Path, mut status: RunStatus, reached_store: bool) {
     }
 }
 
-/// What `--status` found.
-pub struct Shown {
-    pub exit_code: u8,
-}
-
 /// `--status [--json]`: the last run and whether one is running now, on
-/// `out`. Its exit code: 0 when the last run succeeded, else that run's
-/// code; [`NO_RUN_RECORDED`] when there is none (or it cannot be read).
-pub fn show(root: &Path, json: bool, out: &mut impl Write) -> std::io::Result<Shown> {
+/// `out`. Returns its exit code: 0 when the last run succeeded, else that
+/// run's code; [`NO_RUN_RECORDED`] when there is none (or it cannot be read).
+pub fn show(root: &Path, json: bool, out: &mut impl Write) -> std::io::Result<u8> {
     let running = lock::is_held(&root.join("Config"));
     let path = path(root);
     let (last, problem) = match read(root) {
@@ -390,7 +385,7 @@ pub fn show(root: &Path, json: bool, out: &mut impl Write) -> std::io::Result<Sh
         }
         s.push_str("}\n");
         out.write_all(s.as_bytes())?;
-        return Ok(Shown { exit_code });
+        return Ok(exit_code);
     }
     if running == Some(true) {
         writeln!(out, "running:      yes, a run is in progress now")?;
@@ -400,7 +395,7 @@ pub fn show(root: &Path, json: bool, out: &mut impl Write) -> std::io::Result<Sh
             Some(p) => writeln!(out, "no readable run record: {p}")?,
             None => writeln!(out, "no run recorded ({} does not exist)", path.display())?,
         }
-        return Ok(Shown { exit_code });
+        return Ok(exit_code);
     };
     let result = if l.succeeded() {
         "succeeded".to_string()
@@ -457,7 +452,7 @@ pub fn show(root: &Path, json: bool, out: &mut impl Write) -> std::io::Result<Sh
         "agent:        cncopgetprofile {} ({})",
         l.agent_version, l.agent_target
     )?;
-    Ok(Shown { exit_code })
+    Ok(exit_code)
 }
 
 #[cfg(test)]
