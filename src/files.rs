@@ -3,9 +3,12 @@
 //! never rewritten in place but replaced whole by a rename of a synced file
 //! beside it, the rename is made durable by syncing the folder, and a
 //! damaged file is moved aside rather than deleted. The job store and the
-//! state file both go through these few functions.
+//! state file both go through these few functions, and each reports what it
+//! did to `write_tap` (the crash-state explorer's seam; nothing in
+//! production listens).
 
 use crate::error::{Error, Result};
+use crate::write_tap::{self, Event};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -38,25 +41,49 @@ pub(crate) fn create_private(path: &Path) -> Result<std::fs::File> {
     opts.read(true).write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)
-        .map_err(|e| io_error(path, "cannot create", &e))
+    let file = opts
+        .open(path)
+        .map_err(|e| io_error(path, "cannot create", &e))?;
+    write_tap::report(Event::Create(path));
+    Ok(file)
+}
+
+/// The redb backend of a store file the agent writes: `file` itself, its
+/// changes reported to `write_tap`.
+pub(crate) fn store_backend(
+    file: std::fs::File,
+    path: &Path,
+) -> std::result::Result<write_tap::TappedBackend, redb::DatabaseError> {
+    write_tap::TappedBackend::new(file, path)
+}
+
+/// Removes `path`; `Ok(false)` when there was none.
+pub(crate) fn remove(path: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            write_tap::report(Event::Remove(path));
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes a temporary file an earlier, interrupted run may have left.
 pub(crate) fn remove_leftover(tmp: &Path) -> Result<()> {
-    match std::fs::remove_file(tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(io_error(tmp, "cannot remove a leftover temporary file", &e))
-        }
-        _ => Ok(()),
-    }
+    remove(tmp)
+        .map(drop)
+        .map_err(|e| io_error(tmp, "cannot remove a leftover temporary file", &e))
 }
 
 /// Makes a rename in `path`'s folder durable. Best effort: some file
 /// systems refuse to fsync a directory, and the rename itself is atomic.
 pub(crate) fn sync_dir(path: &Path) {
-    if let Some(Ok(d)) = path.parent().map(std::fs::File::open) {
-        let _ = d.sync_all();
+    let Some(dir) = path.parent() else { return };
+    if let Ok(d) = std::fs::File::open(dir)
+        && d.sync_all().is_ok()
+    {
+        write_tap::report(Event::SyncDir(dir));
     }
 }
 
@@ -64,6 +91,10 @@ pub(crate) fn sync_dir(path: &Path) {
 /// step of every change to a file of the agent.
 pub(crate) fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
     std::fs::rename(tmp, path).map_err(|e| io_error(path, "cannot replace the file", &e))?;
+    write_tap::report(Event::Rename {
+        from: tmp,
+        to: path,
+    });
     sync_dir(path);
     Ok(())
 }
@@ -76,12 +107,20 @@ pub(crate) fn replace_with_bytes(path: &Path, tmp: &Path, bytes: &[u8]) -> Resul
     remove_leftover(tmp)?;
     let written = create_private(tmp).and_then(|mut f| {
         f.write_all(bytes)
+            .map(|()| {
+                write_tap::report(Event::Write {
+                    path: tmp,
+                    offset: 0,
+                    data: bytes,
+                })
+            })
             .and_then(|()| f.sync_all())
+            .map(|()| write_tap::report(Event::Sync(tmp)))
             .map_err(|e| io_error(tmp, "cannot write", &e))
     });
     if let Err(e) = written {
         // Best effort: a leftover is removed by the next run anyway.
-        let _ = std::fs::remove_file(tmp);
+        let _ = remove(tmp);
         return Err(e);
     }
     rename_into_place(tmp, path)
@@ -96,6 +135,10 @@ pub(crate) fn move_aside(path: &Path, now: u64) -> Result<PathBuf> {
     let aside = path.with_file_name(name);
     std::fs::rename(path, &aside)
         .map_err(|e| io_error(path, "damaged and cannot be moved aside", &e))?;
+    write_tap::report(Event::Rename {
+        from: path,
+        to: &aside,
+    });
     sync_dir(path);
     Ok(aside)
 }

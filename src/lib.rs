@@ -23,5 +23,7 @@ pub mod state;
 pub mod status;
 pub mod store;
 pub mod update;
+#[doc(hidden)]
+pub mod write_tap;
 
 pub use error::{Error, Result};

@@ -112,9 +112,9 @@ impl JobStore {
             // (`.db.dryrun`: older agents wrote one for each dry run.)
             for suffix in ["new", "dryrun"] {
                 let tmp = path.with_extension(format!("db.{suffix}"));
-                match std::fs::remove_file(&tmp) {
-                    Ok(()) => log::debug!("removed {} left by an interrupted run", tmp.display()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                match files::remove(&tmp) {
+                    Ok(true) => log::debug!("removed {} left by an interrupted run", tmp.display()),
+                    Ok(false) => {}
                     Err(e) => log::warn!("cannot remove {}: {e}", tmp.display()),
                 }
             }
@@ -207,7 +207,7 @@ impl JobStore {
         let keep = matches!(result, Ok(Replaced::Written(..)));
         if !keep {
             // Best effort: a leftover is removed by the next run anyway.
-            let _ = std::fs::remove_file(&tmp);
+            let _ = files::remove(&tmp);
             return result;
         }
         self.install(&tmp)?;
@@ -251,7 +251,7 @@ impl JobStore {
         let tmp = self.path.with_extension("db.new");
         let result = self.write_firewall_copy(&tmp, changes);
         if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = files::remove(&tmp);
             return Err(e);
         }
         self.install(&tmp)
@@ -259,14 +259,15 @@ impl JobStore {
 
     fn write_firewall_copy(&self, tmp: &Path, changes: &[(String, Option<Vec<u8>>)]) -> Result<()> {
         remove_leftover(tmp)?;
-        let mut copy = create_private(tmp)?;
-        let mut live =
-            std::fs::File::open(&self.path).map_err(|e| io_error(&self.path, "cannot read", &e))?;
-        std::io::copy(&mut live, &mut copy).map_err(|e| write_err(tmp, e))?;
-        drop(copy);
+        let copy = create_private(tmp)?;
+        let live =
+            std::fs::read(&self.path).map_err(|e| io_error(&self.path, "cannot read", &e))?;
+        let backend =
+            files::store_backend(copy, tmp).map_err(|e| storage_error(tmp, "cannot create", e))?;
+        redb::StorageBackend::write(&backend, 0, &live).map_err(|e| write_err(tmp, e))?;
         let db = redb::Builder::new()
             .set_cache_size(WRITE_CACHE_BYTES)
-            .open(tmp)
+            .create_with_backend(backend)
             .map_err(|e| storage_error(tmp, "cannot open for writing", e))?;
         let txn = db.begin_write().map_err(|e| write_err(tmp, e))?;
         {
@@ -304,7 +305,7 @@ impl JobStore {
         let db = redb::Builder::new()
             .set_cache_size(WRITE_CACHE_BYTES)
             .create_with_backend(
-                redb::backends::FileBackend::new(file)
+                files::store_backend(file, tmp)
                     .map_err(|e| storage_error(tmp, "cannot create", e))?,
             )
             .map_err(|e| storage_error(tmp, "cannot create", e))?;
@@ -388,10 +389,17 @@ impl JobStore {
 /// redb repairs a file that was not closed cleanly when it is opened for
 /// writing; the repair is its own crash-safe commit.
 fn repair(path: &Path) -> std::result::Result<(), OpenError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| OpenError::Failed(io_error(path, "cannot open for repair", &e)))?;
     reader::guarded(|| {
+        let backend =
+            files::store_backend(file, path).map_err(|e| OpenError::Corrupt(e.to_string()))?;
         redb::Builder::new()
             .set_cache_size(WRITE_CACHE_BYTES)
-            .open(path)
+            .create_with_backend(backend)
             .map(drop)
             .map_err(|e| OpenError::Corrupt(e.to_string()))
     })
