@@ -1034,20 +1034,14 @@ pub fn assert_says(line: &str, words: &[&str], what: &str) {
     );
 }
 
-/// (year, month, day) in UTC of `t`.
+/// (year, month, day) in UTC of `t`, by the agent's own calendar.
 pub fn civil_date(t: SystemTime) -> (i32, u8, u8) {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
         .as_secs();
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y as i32, m as u8, d as u8)
+    // 2026-11-27T07:00:05Z
+    let stamp = cncopgetprofile::clock::rfc3339(secs);
+    let part = |r: std::ops::Range<usize>| stamp[r].parse::<i32>().expect("rfc3339 digits");
+    (part(0..4), part(5..7) as u8, part(8..10) as u8)
 }

@@ -68,37 +68,26 @@ pub fn random_hex(n: usize) -> String {
     s
 }
 
-/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), e.g. for `Retry-After`.
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), e.g. for `Retry-After`:
+/// the agent's own UTC calendar (`clock::rfc3339`), rearranged.
 pub fn http_date(t: SystemTime) -> String {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil from days (H. Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
+    // 2026-11-27T07:00:05Z
+    let stamp = cncopgetprofile::clock::rfc3339(secs);
+    let month: usize = stamp[5..7].parse().expect("rfc3339 has a month");
     const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MON: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        WD[days.rem_euclid(7) as usize],
-        d,
-        MON[(mo - 1) as usize],
-        y,
-        h,
-        m,
-        s
+        "{}, {} {} {} {} GMT",
+        WD[(secs / 86_400 % 7) as usize],
+        &stamp[8..10],
+        MON[month - 1],
+        &stamp[..4],
+        &stamp[11..19]
     )
 }
