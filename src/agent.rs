@@ -9,8 +9,10 @@ use crate::fetch::{self, ProfileResponse};
 use crate::lock::RunLock;
 use crate::logs;
 use crate::profile;
+use crate::state::{STATE_FILE, Section, StateFile};
 use crate::status::{ProfileStatus, RunStatus};
 use crate::store::{Change, Diff, JobStore, ReplaceOptions, Replaced, StoreMeta};
+use crate::trust::{self, Trust};
 use crate::{firewall, reporter, update};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -108,6 +110,9 @@ pub struct Report {
     pub stored: Option<Option<StoreMeta>>,
     /// Endpoints the firewall check found blocked, if it ran.
     pub blocked: Option<Vec<String>>,
+    /// The trusted metadata versions and the highest software announced,
+    /// when there is a trusted root.
+    pub trust: Option<(crate::status::TrustStatus, Option<String>)>,
 }
 
 impl Report {
@@ -150,11 +155,11 @@ impl Report {
                 generated: m.generated,
                 accepted: m.accepted,
                 jobs: m.jobs,
-                version: None,
+                version: m.version,
             }),
             blocked: self.blocked.clone(),
-            trust: None,
-            software_announced: None,
+            trust: self.trust.as_ref().map(|(t, _)| t.clone()),
+            software_announced: self.trust.as_ref().and_then(|(_, a)| a.clone()),
         }
     }
 }
@@ -170,8 +175,10 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
         steps,
         _lock,
         mut store,
+        mut state,
         client,
         now,
+        mut trust,
     } = match prepare(root, opts) {
         Ok(run) => run,
         Err(e) => {
@@ -180,16 +187,22 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
                 later_config_error: None,
                 stored: None,
                 blocked: None,
+                trust: None,
             };
         }
     };
-    let profile = profile_step(&cfg, opts, &mut store, &client, now);
+    splay(&cfg);
+    if let Some(t) = trust.as_mut() {
+        rotate_step(&client, t, &mut state);
+    }
+    let profile = profile_step(&cfg, opts, &mut store, &client, trust.as_ref(), now);
     if opts.dry_run {
         return Report {
             profile,
             later_config_error: None,
             stored: Some(store.meta().cloned()),
             blocked: None,
+            trust: trust.as_ref().map(Trust::status),
         };
     }
 
@@ -202,7 +215,10 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
             }
         }
     };
-    note("update check", update_step(&steps.update, opts, &client));
+    note(
+        "update check",
+        update_step(&steps.update, opts, &client, trust.as_mut(), &mut state),
+    );
     let mut blocked = None;
     note(
         "firewall check",
@@ -214,6 +230,7 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
         later_config_error,
         stored: Some(store.meta().cloned()),
         blocked,
+        trust: trust.as_ref().map(Trust::status),
     }
 }
 
@@ -224,8 +241,12 @@ struct Run {
     /// Held until the run ends (a dry run may find no lock file to hold).
     _lock: Option<RunLock>,
     store: JobStore,
+    /// The agent's own state file (PROTOCOL 3).
+    state: StateFile,
     client: fetch::Client,
     now: u64,
+    /// `None`: no trusted root (PROTOCOL 8.2: TLS alone, no update check).
+    trust: Option<Trust>,
 }
 
 /// The settings of the steps after the profile, each parsed by its module.
@@ -280,13 +301,23 @@ fn prepare(root: &Path, opts: &RunOptions) -> Result<Run> {
         );
     }
     let store = JobStore::open(&cfg.store_path(), !opts.dry_run, now)?;
+    let state = StateFile::open(&config_dir.join(STATE_FILE), !opts.dry_run, now);
+    let saved = match (state.was_damaged(), state.get(Section::TRUST)) {
+        (true, _) => trust::Saved::Damaged,
+        (false, Some(bytes)) => trust::Saved::Bytes(bytes.to_vec()),
+        (false, None) => trust::Saved::None,
+    };
+    let tcfg = trust::TrustConfig::from_ini(&cfg.ini, &cfg.root);
+    let trust = Trust::open(&tcfg, saved, trust::Clock::new(now))?;
     Ok(Run {
         cfg,
         steps,
         _lock: lock,
         store,
+        state,
         client,
         now,
+        trust,
     })
 }
 
@@ -326,6 +357,7 @@ fn profile_step(
     opts: &RunOptions,
     store: &mut JobStore,
     client: &fetch::Client,
+    trust: Option<&Trust>,
     now: u64,
 ) -> Result<Outcome> {
     let rebuild = opts.recreate || store.needs_rebuild();
@@ -335,16 +367,36 @@ fn profile_step(
             store.path().display()
         );
     }
-    let etag = if rebuild {
+    let stored = store.meta().and_then(|m| match (m.version, m.sha256) {
+        (Some(version), Some(sha256)) => Some(trust::Stored { version, sha256 }),
+        _ => None,
+    });
+    // With a trusted root, a 304 must name a signed stored profile: a store
+    // of an unsigned one is downloaded whole once.
+    let etag = if rebuild || (trust.is_some() && stored.is_none()) {
         None
     } else {
         store.etag().map(str::to_string)
     };
 
-    splay(cfg);
+    let device = cfg.device.id.clone();
+    let verify = |signed: &fetch::SignedHeaders| -> Result<Option<trust::Manifest>> {
+        let Some(t) = trust else {
+            return Ok(None);
+        };
+        let sigs = signed.signatures.iter().map(String::as_str);
+        t.verify_manifest(&device, signed.manifest.as_deref(), sigs)
+            .map(Some)
+            .map_err(trust::profile_refused)
+    };
     let started = Instant::now();
-    let (etag, mut body) = match client.profile(etag.as_deref())? {
-        ProfileResponse::NotModified => {
+    let (etag, body, manifest) = match client.profile(etag.as_deref())? {
+        ProfileResponse::NotModified { signed } => {
+            if let Some(m) = verify(&signed)? {
+                m.confirms(stored.as_ref())
+                    .map_err(|e| trust::profile_refused(format!("the manifest of a {e}")))?;
+                log::debug!("304 confirmed by the signed manifest ({m})");
+            }
             let jobs = store.meta().map_or(0, |m| m.jobs);
             return Ok(if opts.dry_run {
                 Outcome::DryRun {
@@ -356,7 +408,15 @@ fn profile_step(
                 Outcome::NotModified { jobs }
             });
         }
-        ProfileResponse::Changed { etag, body } => (etag, body),
+        ProfileResponse::Changed { etag, body, signed } => {
+            let manifest = verify(&signed)?;
+            if let Some(m) = &manifest {
+                m.allows_replacing(stored.as_ref())
+                    .map_err(|e| trust::profile_refused(format!("the signed manifest's {e}")))?;
+                log::debug!("signed manifest: {m}");
+            }
+            (etag, body, manifest)
+        }
     };
 
     let mut logged = Diff::default();
@@ -372,17 +432,35 @@ fn profile_step(
             log_change(&mut logged, c);
         }
     };
+    // Same content under a new signed version still rewrites the store, so
+    // that it names the version the next 304 will.
+    let resigned = manifest
+        .as_ref()
+        .is_some_and(|m| stored.is_none_or(|s| (s.version, s.sha256) != (m.version, m.sha256)));
     let replace = ReplaceOptions {
         etag,
-        force: rebuild,
+        force: rebuild || resigned,
         dry_run: opts.dry_run,
         now,
+        version: manifest.as_ref().map(|m| m.version),
+        sha256: manifest.as_ref().map(|m| m.sha256),
     };
-    let device = cfg.device.id.clone();
-    let replaced = store.replace(&replace, &mut on_change, |sink| {
-        profile::parse(&mut body, &device, sink)
-    })?;
-    let bytes = body.bytes_read();
+    let (replaced, bytes) = match &manifest {
+        Some(m) => {
+            let mut body = trust::CheckedBody::new(body, m);
+            let r = store.replace(&replace, &mut on_change, |sink| {
+                profile::parse(&mut body, &device, sink)
+            })?;
+            (r, body.inner().bytes_read())
+        }
+        None => {
+            let mut body = body;
+            let r = store.replace(&replace, &mut on_change, |sink| {
+                profile::parse(&mut body, &device, sink)
+            })?;
+            (r, body.bytes_read())
+        }
+    };
     log::debug!(
         "read {bytes} bytes of profile in {} ms",
         started.elapsed().as_millis()
@@ -407,12 +485,15 @@ fn profile_step(
     })
 }
 
-/// PROTOCOL 4: asks for the latest software and tells ccs3updater, by one
-/// UDP datagram, when it is newer than what is installed.
+/// PROTOCOL 4 and 8: the signed release's build for this platform, told to
+/// ccs3updater by one UDP datagram when it is newer than what is installed.
+/// A failed check is an error line; it does not change the exit code.
 fn update_step(
     ucfg: &update::UpdateConfig,
     opts: &RunOptions,
     client: &fetch::Client,
+    trust: Option<&mut Trust>,
+    state: &mut StateFile,
 ) -> Result<()> {
     let (noupdate, forced) = (
         opts.update == UpdateChoice::Never,
@@ -422,50 +503,28 @@ fn update_step(
         log::debug!("update check skipped (--noupdate, or autoupdate = Off without --update)");
         return Ok(());
     }
-    let platform = fetch::target_triple();
-    let (status, body) = client.get_small(
-        &update::latest_path(platform, &ucfg.installed),
-        update::MAX_ANSWER_BYTES as u64,
-    )?;
-    let software = match update::parse_answer(status, &body) {
-        Ok(Some(sw)) => sw,
-        Ok(None) => {
-            log::debug!("no software update (installed {})", ucfg.installed);
-            return Ok(());
-        }
-        Err(why) => {
-            log::warn!("update check: {why}; ignored");
-            return Ok(());
-        }
-    };
-    if !update::decide(&ucfg.installed, &software) {
-        log::debug!(
-            "software {} is not newer than installed {}",
-            software.version,
-            ucfg.installed
-        );
+    let Some(trust) = trust else {
+        // Trust::open said once this run that there is no trusted root.
         return Ok(());
-    }
-    let datagram = match update::datagram(&software, platform) {
-        Ok(d) => d,
-        Err(why) => {
-            log::warn!("update check: {why}; ignored");
-            return Ok(());
-        }
     };
-    match update::notify(&ucfg.updater_host, ucfg.updater_port, &datagram) {
-        Ok(()) => log::info!(
-            "software {} is available; told ccs3updater at {}:{}",
-            software.version,
-            ucfg.updater_host,
-            ucfg.updater_port
-        ),
-        Err(why) => log::warn!(
-            "software {} is available but ccs3updater could not be told: {why}",
-            software.version
-        ),
+    let save = |bytes: &[u8]| state.put(Section::TRUST, Some(bytes.to_vec())).map(drop);
+    if let Err(why) = update::check(ucfg, trust, client, fetch::target_triple(), save) {
+        log::error!("update check failed: {why}");
     }
     Ok(())
+}
+
+/// PROTOCOL 8.2: asks for the next roots before anything else of signed
+/// metadata, and keeps what was accepted (also the first trusted root a
+/// device reads from `[trust] root`). A refused root is an error line; the
+/// trusted one stays.
+fn rotate_step(client: &fetch::Client, trust: &mut Trust, state: &mut StateFile) {
+    if let Err(why) = trust.rotate(client) {
+        log::error!("trusted root update refused: {why}");
+    }
+    if let Err(e) = state.put(Section::TRUST, Some(trust.encode())) {
+        log::error!("the trust state could not be kept: {e}");
+    }
 }
 
 /// PROTOCOL 5: probes the endpoints the stored profile needs, reports

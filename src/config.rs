@@ -93,6 +93,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
         &["enabled", "probe_timeout", "budget", "rereport_hours"],
     ),
     ("reporter", &["command", "timeout"]),
+    ("trust", &["root"]),
 ];
 
 /// One parsed INI file, keys lower-cased as configparser does.

@@ -7,6 +7,7 @@
 use crate::clock;
 use crate::config::{Config, Network, Secret, io_reason};
 use crate::error::{Error, Result};
+use base64::Engine as _;
 use std::io::Read;
 use std::time::{Duration, Instant};
 use ureq::tls::{ClientCert, PemItem, RootCerts, TlsConfig};
@@ -31,12 +32,51 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The answer to a profile request.
 pub enum ProfileResponse {
     /// 304: the stored profile is current.
-    NotModified,
+    NotModified { signed: SignedHeaders },
     /// 200: the new profile, to be read from `body`.
     Changed {
         etag: Option<String>,
         body: ProfileBody,
+        signed: SignedHeaders,
     },
+}
+
+/// The signed-metadata headers of a profile answer (PROTOCOL 8.2).
+#[derive(Clone, Debug, Default)]
+pub struct SignedHeaders {
+    /// The `Cncop-Profile` manifest (the first, if several).
+    pub manifest: Option<String>,
+    /// Every `Cncop-Signature` value.
+    pub signatures: Vec<String>,
+}
+
+impl SignedHeaders {
+    fn of(resp: &ureq::http::Response<ureq::Body>) -> SignedHeaders {
+        let text = |v: &ureq::http::HeaderValue| v.to_str().ok().map(str::to_string);
+        SignedHeaders {
+            manifest: resp
+                .headers()
+                .get(crate::trust::MANIFEST_HEADER)
+                .and_then(text),
+            signatures: signatures(resp),
+        }
+    }
+}
+
+/// A signed document (PROTOCOL 8.1): the status, the exact body bytes and
+/// every `Cncop-Signature` value.
+pub struct Signed {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub signatures: Vec<String>,
+}
+
+fn signatures(resp: &ureq::http::Response<ureq::Body>) -> Vec<String> {
+    resp.headers()
+        .get_all(crate::trust::SIGNATURE_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect()
 }
 
 /// A client of the cncop network for one run.
@@ -98,7 +138,10 @@ impl Client {
             agent,
             base: net.url.clone(),
             device: cfg.device.id.clone(),
-            authorization: Secret::new(format!("Basic {}", base64(credentials.as_bytes()))),
+            authorization: Secret::new(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(credentials.as_bytes())
+            )),
             retries: net.retries,
             retry_budget: net.timeout,
             max_profile_bytes: net.max_profile_bytes,
@@ -124,8 +167,9 @@ impl Client {
             }
             req.call()
         })?;
+        let signed = SignedHeaders::of(&resp);
         match resp.status().as_u16() {
-            304 => Ok(ProfileResponse::NotModified),
+            304 => Ok(ProfileResponse::NotModified { signed }),
             200 => {
                 let etag = resp
                     .headers()
@@ -151,16 +195,18 @@ impl Client {
                         limit: self.max_profile_bytes,
                         bytes: 0,
                     },
+                    signed,
                 })
             }
             other => Err(unexpected_status(&url, other)),
         }
     }
 
-    /// One GET of a small answer for a side task (`path` is relative to the
-    /// base URL): status and body, at most `max_bytes`. No retries: the side
-    /// tasks run again next hour, and must not hold up the run.
-    pub fn get_small(&self, path: &str, max_bytes: u64) -> Result<(u16, Vec<u8>)> {
+    /// One GET of a signed document (`path` relative to the base URL): at
+    /// most `max_bytes` of body, its signature headers. No retries: the
+    /// update check runs again next hour, and must not hold up the run. A
+    /// body over `max_bytes` is an error naming the limit.
+    pub fn get_signed(&self, path: &str, max_bytes: u64) -> Result<Signed> {
         let url = format!("{}/{path}", self.base);
         let started = Instant::now();
         let resp = self
@@ -170,22 +216,35 @@ impl Client {
             .call()
             .map_err(|e| network_error(&url, e))?;
         let status = resp.status().as_u16();
+        let signatures = signatures(&resp);
+        let over = || Error::Network(format!("{url}: the body is longer than {max_bytes} bytes"));
+        if status == 200 && resp.body().content_length().is_some_and(|n| n > max_bytes) {
+            return Err(over());
+        }
         let body = resp
             .into_body()
             .into_with_config()
             .limit(max_bytes)
             .read_to_vec()
-            .map_err(|e| network_error(&url, e))?;
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => over(),
+                e => network_error(&url, e),
+            })?;
         log::debug!(
-            "GET {url}: {status}, {} bytes in {} ms",
+            "GET {url}: {status}, {} bytes, {} signatures in {} ms",
             body.len(),
+            signatures.len(),
             started.elapsed().as_millis()
         );
-        Ok((status, body))
+        Ok(Signed {
+            status,
+            body,
+            signatures,
+        })
     }
 
     /// One POST of an XML document (`path` relative to the base URL); the
-    /// answer's status. No retries, for the same reason as `get_small`.
+    /// answer's status. No retries, for the same reason as `get_signed`.
     pub fn post_xml(&self, path: &str, xml: &str) -> Result<u16> {
         let url = format!("{}/{path}", self.base);
         let started = Instant::now();
@@ -579,45 +638,9 @@ pub fn random_unit() -> f64 {
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
-    }
 
     #[test]
     fn random_units_are_in_range_and_differ() {

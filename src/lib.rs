@@ -22,6 +22,7 @@ pub mod reporter;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod trust;
 pub mod update;
 #[doc(hidden)]
 pub mod write_tap;

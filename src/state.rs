@@ -11,6 +11,7 @@
 //! | --- | --- | --- |
 //! | `etag` | `store::etag` | the stored profile's ETag and content digest |
 //! | `firewall` | `firewall` | each endpoint's last state |
+//! | `trust` | `trust::Kept` | the trusted root, timestamp and release versions, the release, the highest software announced |
 //!
 //! Adding a section: declare a [`Section`] constant below (a new name, never
 //! a reused one), encode its bytes in the owning module with a format byte of
@@ -81,7 +82,9 @@ impl Section {
     pub const FIREWALL: Section = Section("firewall");
 
     /// Every declared section (for the tests that pin the names).
-    pub const ALL: &[Section] = &[Section::ETAG, Section::FIREWALL];
+    /// The trust state of signed metadata (`trust::Kept`).
+    pub const TRUST: Section = Section("trust");
+    pub const ALL: &[Section] = &[Section::ETAG, Section::FIREWALL, Section::TRUST];
 
     pub fn name(self) -> &'static str {
         self.0

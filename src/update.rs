@@ -1,12 +1,14 @@
 //! Software updates (PROTOCOL 4): the `[version]` settings, version
-//! comparison, the server's `<software .../>` answer, and the one UDP
-//! datagram that tells ccs3updater a newer build exists.
+//! comparison, the decision to announce a build of the signed release, and
+//! the one UDP datagram that tells ccs3updater a newer build exists.
 //!
-//! The HTTP request itself is `fetch`'s; this module only judges its answer.
-//! Nothing here fails the run: the caller logs an `Err` and carries on.
+//! The signed metadata (timestamp, release) is `trust`'s; the requests are
+//! `fetch`'s. Nothing here fails the run: the caller logs an `Err` and
+//! carries on.
 
 use crate::config::Ini;
-use crate::error::Result;
+use crate::error::{Result, printable};
+use crate::trust::Trust;
 use std::cmp::Ordering;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
@@ -17,8 +19,6 @@ pub const DEFAULT_UPDATER_PORT: u16 = 9998;
 pub const MAX_DATAGRAM: usize = 1024;
 /// Longest version text accepted; real ones are a few characters.
 const MAX_VERSION_LEN: usize = 64;
-/// Longest `<software/>` answer accepted; the real one is a few hundred bytes.
-pub const MAX_ANSWER_BYTES: usize = 8 * 1024;
 
 /// `[version]`: what is installed and whether and where to announce updates.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,26 +69,6 @@ impl UpdateConfig {
 /// `autoupdate = Off` only when `--update` is given.
 pub fn should_check(autoupdate: bool, noupdate: bool, update: bool) -> bool {
     !noupdate && (autoupdate || update)
-}
-
-/// The request path below the base URL, `v3/software/latest?platform=..&installed=..`.
-pub fn latest_path(platform: &str, installed: &Version) -> String {
-    format!(
-        "v3/software/latest?platform={}&installed={installed}",
-        percent_encode(platform)
-    )
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A dotted numeric version. Parts compare as numbers and missing trailing
@@ -175,7 +155,7 @@ impl fmt::Display for Version {
     }
 }
 
-/// The server's 200 answer: the newest build for this platform.
+/// One build of the release document (PROTOCOL 8.2), for this platform.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Software {
     pub version: Version,
@@ -186,72 +166,35 @@ pub struct Software {
     pub size: u64,
 }
 
-/// What the server's answer to the update check means.
-pub fn parse_answer(status: u16, body: &[u8]) -> std::result::Result<Option<Software>, String> {
-    match status {
-        204 => Ok(None),
-        200 => Software::parse(body).map(Some),
-        other => Err(format!(
-            "the update check got HTTP status {other}, expected 200 or 204"
-        )),
-    }
-}
-
 impl Software {
-    /// Parses `<software version=".." url=".." sha256=".." size=".."/>`.
-    /// An XML declaration and surrounding white space are allowed; anything
-    /// else around or inside the element is refused. Unknown attributes are
-    /// ignored, as the profile's are, so the server can add some.
-    pub fn parse(body: &[u8]) -> std::result::Result<Software, String> {
-        let bad = |why: String| format!("bad update answer: {why}");
-        if body.len() > MAX_ANSWER_BYTES {
-            return Err(bad(format!("larger than {MAX_ANSWER_BYTES} bytes")));
-        }
-        let text = std::str::from_utf8(body).map_err(|_| bad("not UTF-8 text".to_string()))?;
-        let attrs = parse_software_element(text).map_err(bad)?;
-
-        let mut version = None;
-        let mut url = None;
-        let mut sha256 = None;
-        let mut size = None;
-        for (name, value) in attrs {
-            let slot = match name {
-                "version" => &mut version,
-                "url" => &mut url,
-                "sha256" => &mut sha256,
-                "size" => &mut size,
-                _ => continue,
-            };
-            *slot = Some(value);
-        }
-        let need = |v: Option<String>, name: &str| {
-            v.ok_or_else(|| bad(format!("attribute '{name}' is missing")))
-        };
-        let version = need(version, "version")?;
-        let url = need(url, "url")?;
-        let sha256 = need(sha256, "sha256")?;
-        let size = need(size, "size")?;
-
-        let version = Version::parse(&version).map_err(|why| bad(format!("version {why}")))?;
-        check_url(&url).map_err(|why| bad(format!("url '{}' {why}", printable(&url))))?;
+    /// Checks a `<software>` entry's attribute values (already unescaped):
+    /// each error names the attribute and its value.
+    pub fn new(
+        version: &str,
+        url: &str,
+        sha256: &str,
+        size: &str,
+    ) -> std::result::Result<Software, String> {
+        let version = Version::parse(version).map_err(|why| format!("version {why}"))?;
+        check_url(url).map_err(|why| format!("url '{}' {why}", printable(url)))?;
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad(format!(
+            return Err(format!(
                 "sha256 '{}' is not 64 hex digits",
-                printable(&sha256)
-            )));
+                printable(sha256)
+            ));
         }
         let size = match size.parse::<u64>() {
             Ok(n) if n > 0 && size.bytes().all(|b| b.is_ascii_digit()) => n,
             _ => {
-                return Err(bad(format!(
+                return Err(format!(
                     "size '{}' is not a positive whole number of bytes",
-                    printable(&size)
-                )));
+                    printable(size)
+                ));
             }
         };
         Ok(Software {
             version,
-            url,
+            url: url.to_string(),
             sha256: sha256.to_ascii_lowercase(),
             size,
         })
@@ -273,108 +216,74 @@ fn check_url(url: &str) -> std::result::Result<(), &'static str> {
     Ok(())
 }
 
-/// Values from the server end up in log lines: keep those one printable line
-/// and short.
-fn printable(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .take(80)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if s.chars().nth(80).is_some() {
-        out.push_str("...");
-    }
-    out
-}
-
-/// The attributes of the one `software` element, unescaped, in document order.
-fn parse_software_element(text: &str) -> std::result::Result<Vec<(&str, String)>, String> {
-    let mut rest = text.trim_start_matches('\u{feff}').trim_start();
-    if let Some(decl) = rest.strip_prefix("<?xml") {
-        if !decl.starts_with(is_xml_space) {
-            return Err("does not start with <software".to_string());
+/// The update check of one run (PROTOCOL 4): the signed release's build for
+/// `platform`, announced when it is newer than what is installed and not
+/// older than any version announced before. What the check accepted is made
+/// durable by `save` (the trust section of the agent's state) before the
+/// datagram leaves. `Err` is the one line saying why nothing was announced.
+pub fn check(
+    cfg: &UpdateConfig,
+    trust: &mut Trust,
+    client: &crate::fetch::Client,
+    platform: &str,
+    save: impl FnOnce(&[u8]) -> Result<()>,
+) -> std::result::Result<(), String> {
+    let before = trust.encode();
+    let checked = trust.check_release(client)?;
+    let release = checked.release();
+    let name = format!("release version {}", release.version);
+    let offer = release.for_platform(platform).cloned();
+    let announce = match &offer {
+        None => {
+            log::debug!("{name} has no build for {platform}");
+            None
         }
-        let end = decl.find("?>").ok_or("the XML declaration is not closed")?;
-        rest = decl[end + 2..].trim_start();
-    }
-    rest = rest
-        .strip_prefix("<software")
-        .ok_or("does not start with <software")?;
-    let mut attrs: Vec<(&str, String)> = Vec::new();
-    loop {
-        let trimmed = rest.trim_start_matches(is_xml_space);
-        let had_space = trimmed.len() != rest.len();
-        rest = trimmed;
-        if let Some(after) = rest.strip_prefix("/>") {
-            rest = after;
-            break;
-        }
-        if let Some(after) = rest.strip_prefix('>') {
-            // `<software ...></software>` is the same element as `<software .../>`.
-            if after.trim_matches(is_xml_space).is_empty() {
-                return Err("the software element is not closed".to_string());
+        Some(sw) => {
+            if let Some(high) = trust.announced().filter(|high| sw.version < *high) {
+                return Err(format!(
+                    "{name} offers {platform} software {}, older than {high} announced before \
+                     (a rollback); nothing announced",
+                    sw.version
+                ));
             }
-            rest = after
-                .strip_prefix("</software")
-                .map(|t| t.trim_start_matches(is_xml_space))
-                .and_then(|t| t.strip_prefix('>'))
-                .ok_or("the software element must be empty")?;
-            break;
+            if decide(&cfg.installed, sw) {
+                Some(sw.clone())
+            } else {
+                log::debug!(
+                    "{name}: software {} is not newer than installed {}",
+                    sw.version,
+                    cfg.installed
+                );
+                None
+            }
         }
-        if rest.is_empty() {
-            return Err("the software element is not closed".to_string());
-        }
-        if !had_space {
-            return Err("attributes must be separated by white space".to_string());
-        }
-        let name_len = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || "_-.:".contains(c)))
-            .unwrap_or(rest.len());
-        if name_len == 0 {
-            return Err(format!(
-                "unexpected '{}' in the software element",
-                printable(&rest[..rest.chars().next().map_or(0, char::len_utf8)])
-            ));
-        }
-        let name = &rest[..name_len];
-        rest = rest[name_len..].trim_start_matches(is_xml_space);
-        rest = rest
-            .strip_prefix('=')
-            .ok_or_else(|| format!("attribute '{name}' has no value"))?
-            .trim_start_matches(is_xml_space);
-        let quote = rest
-            .chars()
-            .next()
-            .filter(|&c| c == '"' || c == '\'')
-            .ok_or_else(|| format!("attribute '{name}' value is not quoted"))?;
-        rest = &rest[1..];
-        let end = rest
-            .find(quote)
-            .ok_or_else(|| format!("attribute '{name}' value is not closed"))?;
-        let value = unescape(&rest[..end]).map_err(|why| format!("attribute '{name}': {why}"))?;
-        rest = &rest[end + 1..];
-        if attrs.iter().any(|(n, _)| *n == name) {
-            return Err(format!("attribute '{name}' appears twice"));
-        }
-        attrs.push((name, value));
+    };
+    let line = match &announce {
+        Some(sw) => Some(datagram(sw, platform)?),
+        None => None,
+    };
+    trust.accept(checked, announce.as_ref().map(|sw| &sw.version));
+    let after = trust.encode();
+    if after != before {
+        save(&after)
+            .map_err(|e| format!("the trust state could not be kept ({e}); nothing announced"))?;
     }
-    if !rest.trim_matches(is_xml_space).is_empty() {
-        return Err("unexpected text after the software element".to_string());
+    let (Some(sw), Some(line)) = (announce, line) else {
+        return Ok(());
+    };
+    match notify(&cfg.updater_host, cfg.updater_port, &line) {
+        Ok(()) => log::info!(
+            "software {} is available ({name}); told ccs3updater at {}:{}",
+            sw.version,
+            cfg.updater_host,
+            cfg.updater_port
+        ),
+        Err(why) => log::warn!(
+            "software {} is available but ccs3updater could not be told: {why}",
+            sw.version
+        ),
     }
-    Ok(attrs)
-}
-
-fn is_xml_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\r' | '\n')
-}
-
-/// Replaces the five predefined entities and character references, with the
-/// profile parser's own rules.
-fn unescape(raw: &str) -> std::result::Result<String, String> {
-    if raw.contains('<') {
-        return Err("'<' must be written &lt;".to_string());
-    }
-    crate::profile::unescape_attribute(raw)
+    Ok(())
 }
 
 /// Whether `sw` is newer than what is installed.
@@ -449,10 +358,8 @@ mod tests {
 
     const HASH: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-    fn good_body() -> String {
-        format!(
-            r#"<software version="3.5.0" url="https://dl.example.net/a?x=1&amp;y=2" sha256="{HASH}" size="1234567"/>"#
-        )
+    fn good() -> Software {
+        Software::new("3.5.0", "https://dl.example.net/a?x=1&y=2", HASH, "1234567").unwrap()
     }
 
     #[test]
@@ -541,103 +448,49 @@ mod tests {
     }
 
     #[test]
-    fn parses_the_software_answer() {
-        let sw = Software::parse(good_body().as_bytes()).unwrap();
+    fn checks_software_entries() {
+        let sw = good();
         assert_eq!(sw.version, v("3.5.0"));
-        assert_eq!(sw.url, "https://dl.example.net/a?x=1&y=2");
         assert_eq!(sw.sha256, HASH);
         assert_eq!(sw.size, 1_234_567);
-
-        // Any attribute order, single quotes, white space, declaration,
-        // upper-case hex, an unknown attribute, the long empty form.
-        let other = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<software\n  size='1234567' sha256 = '{}'\tfuture=\"x\" url='https://dl.example.net/a?x=1&#38;y=2' version='3.5.0'></software>\n",
-            HASH.to_uppercase()
-        );
-        assert_eq!(Software::parse(other.as_bytes()).unwrap(), sw);
-
-        assert_eq!(parse_answer(204, b"").unwrap(), None);
-        assert_eq!(parse_answer(200, good_body().as_bytes()).unwrap(), Some(sw));
-        assert!(parse_answer(500, b"").unwrap_err().contains("status 500"));
-    }
-
-    #[test]
-    fn refuses_bad_software_answers() {
-        let good = good_body();
-        let table: Vec<(String, &str)> = vec![
-            (good.replace("3.5.0", "3.5.x"), "version '3.5.x'"),
-            (good.replace("3.5.0", ""), "version ''"),
+        let upper = Software::new("3.5.0", &sw.url, &HASH.to_uppercase(), "1234567").unwrap();
+        assert_eq!(upper, sw);
+        let url = "https://dl.example.net/a";
+        for ((version, url, sha, size), want) in [
+            (("3.5.x", url, HASH, "1"), "version '3.5.x'"),
+            (("", url, HASH, "1"), "version ''"),
             (
-                good.replace("https://", "http://"),
+                ("1", "http://dl.example.net/a", HASH, "1"),
                 "does not start with https://",
             ),
+            (("1", "https://", HASH, "1"), "has no host"),
             (
-                good.replace("https://dl.example.net", "https://"),
-                "has no host",
+                ("1", "https://dl.example.net/a b", HASH, "1"),
+                "white space",
             ),
-            (good.replace("/a?x", "/a b?x"), "white space"),
-            (good.replace("/a?x", "/a&#10;?x"), "control"),
-            (good.replace("/a?x", "/\u{e9}?x"), "non-ASCII"),
-            (good.replace("&amp;", "&"), "does not start a reference"),
+            (("1", "https://dl.example.net/a\n", HASH, "1"), "control"),
             (
-                good.replace("&amp;", "&nbsp;"),
-                "an undefined entity reference",
+                ("1", "https://dl.example.net/\u{e9}", HASH, "1"),
+                "non-ASCII",
             ),
-            (good.replace(HASH, &HASH[1..]), "not 64 hex"),
-            (good.replace(HASH, &HASH.replace('0', "g")), "not 64 hex"),
-            (good.replace("1234567", "0"), "not a positive"),
-            (good.replace("1234567", "-5"), "not a positive"),
-            (good.replace("1234567", "+5"), "not a positive"),
+            (("1", url, &HASH[1..], "1"), "not 64 hex"),
+            (("1", url, &HASH.replace('0', "g"), "1"), "not 64 hex"),
+            (("1", url, HASH, "0"), "not a positive"),
+            (("1", url, HASH, "-5"), "not a positive"),
+            (("1", url, HASH, "+5"), "not a positive"),
             (
-                good.replace("1234567", "99999999999999999999999"),
+                ("1", url, HASH, "99999999999999999999999"),
                 "not a positive",
             ),
-            (good.replace("1234567", "12 kB"), "not a positive"),
-            (good.replace(" size=\"1234567\"", ""), "'size' is missing"),
-            (
-                good.replace(" version=\"3.5.0\"", ""),
-                "'version' is missing",
-            ),
-            (
-                good.replace("<software", "<update"),
-                "does not start with <software",
-            ),
-            (good.replace("/>", ">"), "not closed"),
-            (good.replace("/>", "><x/></software>"), "must be empty"),
-            (good.clone() + "<software/>", "after the software element"),
-            (good.replace(" size=", " size=\"1\" size="), "appears twice"),
-            (
-                good.replace("size=\"1234567\"", "size=1234567"),
-                "not quoted",
-            ),
-            (
-                good.replace("size=\"1234567\"", "size=\"1234567"),
-                "not closed",
-            ),
-            (
-                good.replace("\" size", "\"size"),
-                "separated by white space",
-            ),
-            (good.replace(" size=", " <size="), "unexpected '<'"),
-            ("<!DOCTYPE x><software/>".to_string(), "does not start with"),
-            (String::new(), "does not start with"),
-            ("x".repeat(MAX_ANSWER_BYTES + 1), "larger than"),
-        ];
-        for (body, want) in table {
-            let e = Software::parse(body.as_bytes()).unwrap_err();
-            assert!(e.starts_with("bad update answer: "), "{e}");
-            assert!(e.contains(want), "{body:?}: {e} (wanted {want})");
+        ] {
+            let e = Software::new(version, url, sha, size).unwrap_err();
+            assert!(e.contains(want), "{e} (wanted {want})");
         }
-        assert!(
-            Software::parse(&[0xff, 0xfe])
-                .unwrap_err()
-                .contains("not UTF-8")
-        );
     }
 
     #[test]
     fn decides_only_on_newer() {
-        let sw = Software::parse(good_body().as_bytes()).unwrap();
+        let sw = good();
         assert!(decide(&v("3.4.0"), &sw));
         assert!(decide(&v("3.4.99"), &sw));
         assert!(!decide(&v("3.5"), &sw));
@@ -646,7 +499,7 @@ mod tests {
 
     #[test]
     fn datagram_exact_text_and_limits() {
-        let sw = Software::parse(good_body().as_bytes()).unwrap();
+        let sw = good();
         assert_eq!(
             datagram(&sw, "armv7-unknown-linux-musleabihf").unwrap(),
             format!(
@@ -668,23 +521,11 @@ mod tests {
     }
 
     #[test]
-    fn latest_path_is_encoded() {
-        assert_eq!(
-            latest_path("x86_64-unknown-linux-gnu", &v("3.4.0")),
-            "v3/software/latest?platform=x86_64-unknown-linux-gnu&installed=3.4.0"
-        );
-        assert_eq!(
-            latest_path("a b&c", &v("1")),
-            "v3/software/latest?platform=a%20b%26c&installed=1"
-        );
-    }
-
-    #[test]
     fn notify_sends_one_datagram_over_loopback() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let port = rx.local_addr().unwrap().port();
-        let sw = Software::parse(good_body().as_bytes()).unwrap();
+        let sw = good();
         let line = datagram(&sw, "x86_64-unknown-linux-gnu").unwrap();
         notify("127.0.0.1", port, &line).unwrap();
         let mut buf = [0u8; 2048];

@@ -1265,7 +1265,9 @@ fn profile_and_update_check_share_one_connection() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
     let inst = new_install();
     inst.setup(&net, "");
-    // --update: the update check runs after the profile (204: no update).
+    // A signed setup: the next root is asked for, the profile fetched, and
+    // with --update the update metadata (timestamp, release) after it.
+    signed_release(&net, &inst, "3.4.0");
     run_ok(&inst, &["--update"]);
 
     let reqs = net.requests();
@@ -1273,7 +1275,7 @@ fn profile_and_update_check_share_one_connection() {
         .iter()
         .map(|r| (r.conn, r.path.clone(), r.status))
         .collect();
-    assert!(reqs.len() >= 2, "profile and update check: {seen:?}");
+    assert!(reqs.len() >= 4, "root, profile and update check: {seen:?}");
     assert!(
         reqs.iter().all(|r| r.conn == reqs[0].conn),
         "all requests of one run on one keep-alive connection: {seen:?}"

@@ -397,24 +397,57 @@ fn large_body_streams() {
 }
 
 #[test]
-fn software_and_firewall_routes() {
+fn signed_metadata_and_firewall_routes() {
     let net = net_with_profile(NetOptions::default(), small());
     let mut c = RawClient::connect(&net).unwrap();
-    let sw = "/cncop/v3/software/latest?platform=x86_64-unknown-linux-musl&installed=3.4.0";
+    let ts = "/cncop/v3/software/timestamp.xml";
     let r = c
-        .request("GET", sw, &[("Authorization", &auth())], b"")
+        .request("GET", ts, &[("Authorization", &auth())], b"")
         .unwrap();
-    assert_eq!(r.status, 204);
-    let doc = b"<software version=\"3.5.0\" url=\"https://127.0.0.1/x\" sha256=\"00\" size=\"1\"/>";
-    net.set_software(Some(doc.to_vec()));
-    let r = c.request("GET", sw, &[], b"").unwrap();
-    assert_eq!((r.status, r.body.as_slice()), (200, &doc[..]));
-    let rec = net.requests().pop().unwrap();
-    assert_eq!(rec.query_param("installed"), Some("3.4.0"));
-    assert_eq!(
-        rec.query_param("platform"),
-        Some("x86_64-unknown-linux-musl")
+    assert_eq!(r.status, 404);
+    let mut vendor = Authority::new();
+    vendor.publish_release(
+        &net,
+        &[Build::new("x86_64-unknown-linux-musl", "3.5.0")],
+        FAR,
     );
+    let r = c.request("GET", ts, &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    let sigs = r.header_all(SIGNATURE_HEADER);
+    assert_eq!(sigs.len(), 1, "{:?}", r.headers);
+    assert!(sigs[0].starts_with(&format!("ed25519 {} ", vendor.roles.timestamp.keys[0].id)));
+    let r = c
+        .request("GET", "/cncop/v3/software/release/1.xml", &[], b"")
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        String::from_utf8_lossy(&r.body)
+            .contains("platform=\"x86_64-unknown-linux-musl\" version=\"3.5.0\"")
+    );
+    let r = c
+        .request("GET", "/cncop/v3/trust/root/2.xml", &[], b"")
+        .unwrap();
+    assert_eq!(r.status, 404);
+
+    // Signed profile answers carry a manifest of the body they send.
+    net.sign_profiles(vendor.profile_key());
+    let r = get_profile(&mut c, &[("Accept-Encoding", "identity")]);
+    let m = r.header(MANIFEST_HEADER).expect("a manifest").to_string();
+    assert!(
+        m.starts_with(&format!(
+            "device={DEVICE_ID} version=1 size={} sha256={} ",
+            small().len(),
+            hex(&sha256(&small()))
+        )),
+        "{m}"
+    );
+    assert_eq!(r.header_all(SIGNATURE_HEADER).len(), 1);
+    net.set_manifest_lie(ManifestLie {
+        missing: true,
+        ..ManifestLie::default()
+    });
+    let r = get_profile(&mut c, &[]);
+    assert!(r.header(MANIFEST_HEADER).is_none());
 
     let fw = format!("/cncop/v3/devices/{DEVICE_ID}/firewall");
     let report = b"<firewall-report device=\"NAS-00042\"/>";

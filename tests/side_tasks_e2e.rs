@@ -1,7 +1,8 @@
 //! End-to-end tests of the agent's side tasks, run by the real binary against
 //! the local cncop network (real TLS on 127.0.0.1): software updates
-//! (PROTOCOL 4: the request, and the one UDP datagram to ccs3updater, caught
-//! by a real UDP socket), the open-firewall check (PROTOCOL 5: real TCP
+//! (PROTOCOL 4 over signed metadata: the requests, and the one UDP datagram
+//! to ccs3updater, caught by a real UDP socket; the attacks on the metadata
+//! are in `signed_metadata.rs`), the open-firewall check (PROTOCOL 5: real TCP
 //! probes of loopback endpoints, the report, the state kept in the store) and
 //! cncopreporter (PROTOCOL 6: a real child process).
 //!
@@ -170,27 +171,11 @@ impl Updater {
     }
 }
 
-const HASH: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-/// The network's `<software/>` answer for `version`.
-fn software_body(version: &str) -> Vec<u8> {
-    format!(
-        r#"<software version="{version}" url="https://127.0.0.1/pkg.tar" sha256="{HASH}" size="1234"/>"#
-    )
-    .into_bytes()
-}
-
-/// `[version]` for updates announced to `port` on 127.0.0.1, installed 3.4.0.
-fn update_ini(port: u32, autoupdate: &str) -> String {
-    format!(
-        "[version]\nautoupdate = {autoupdate}\ninstalled = 3.4.0\nupdater_host = 127.0.0.1\nupdater_port = {port}\n"
-    )
-}
-
+/// The update checks so far (each starts with the timestamp).
 fn software_requests(net: &TestNetwork) -> Vec<Recorded> {
     net.requests()
         .into_iter()
-        .filter(|r| r.path.ends_with("/software/latest"))
+        .filter(|r| r.path.ends_with("/software/timestamp.xml"))
         .collect()
 }
 
@@ -201,22 +186,18 @@ fn ua_triple(ua: &str) -> &str {
         .unwrap_or_else(|| panic!("User-Agent {ua:?} is not `cncopgetprofile/<v> (<triple>)`"))
 }
 
-/// The datagram PROTOCOL 4 prescribes for `software_body(version)`.
+/// The datagram PROTOCOL 4 prescribes for the release's `version` build.
 fn expected_datagram(version: &str, platform: &str) -> String {
-    format!(
-        "CCS3UPDATE version={version} platform={platform} sha256={HASH} size=1234 url=https://127.0.0.1/pkg.tar\n"
-    )
+    Build::new(platform, version).datagram()
 }
 
-/// The `platform=` of the one software request so far.
+/// The agent's triple, from the User-Agent of the one update check so far.
 #[track_caller]
 fn requested_platform(net: &TestNetwork) -> String {
     let reqs = software_requests(net);
     assert_eq!(reqs.len(), 1, "one update check: {reqs:#?}");
-    reqs[0]
-        .query_param("platform")
-        .expect("the update check has platform=")
-        .to_string()
+    let ua = reqs[0].header("user-agent").expect("a User-Agent");
+    ua_triple(ua).to_string()
 }
 
 // ---------------------------------------------------------------------------
@@ -548,18 +529,15 @@ fn assert_reports(net: &TestNetwork, want: usize, what: &str) {
 fn newer_software_sends_one_exact_datagram_to_ccs3updater() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    net.set_software(Some(software_body("3.10.0")));
     let inst = new_install();
     inst.setup(&net, &update_ini(updater.port().into(), "On"));
+    signed_release(&net, &inst, "3.10.0");
     run_ok(&inst, &[]);
 
     let reqs = software_requests(&net);
     assert_eq!(reqs.len(), 1, "one update check: {reqs:#?}");
     let req = &reqs[0];
     assert_eq!((req.method.as_str(), req.status), ("GET", 200));
-    let platform = req
-        .query_param("platform")
-        .expect("the update check has platform=");
     let ua = req.header("user-agent").expect("a User-Agent");
     let triple = ua_triple(ua);
     assert_eq!(
@@ -571,15 +549,24 @@ fn newer_software_sends_one_exact_datagram_to_ccs3updater() {
     if let Some(want) = expected_triple() {
         assert_eq!(triple, want, "the User-Agent names the agent's target");
     }
-    assert_eq!(platform, triple, "platform= and the User-Agent's triple");
+    let release: Vec<Recorded> = net
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/software/release/1.xml"))
+        .collect();
+    assert_eq!(
+        release.len(),
+        1,
+        "the release the timestamp names was fetched once"
+    );
 
     let got = updater
         .recv(DATAGRAM_WAIT)
         .expect("ccs3updater got no datagram for 3.10.0 > 3.4.0");
     assert_eq!(
         String::from_utf8_lossy(&got),
-        expected_datagram("3.10.0", platform),
-        "the datagram, byte for byte"
+        expected_datagram("3.10.0", triple),
+        "the datagram, byte for byte: the build for the agent's own triple"
     );
     assert!(got.len() <= 1024 && got.is_ascii());
     updater.assert_none("after the one datagram");
@@ -591,8 +578,11 @@ fn same_or_older_software_is_asked_for_but_not_announced() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
     let inst = new_install();
     inst.setup(&net, &update_ini(updater.port().into(), "On"));
+    let mut vendor = signed_release(&net, &inst, "3.4.0");
     for (i, version) in ["3.4.0", "3.3.9", "3.4"].iter().enumerate() {
-        net.set_software(Some(software_body(version)));
+        if i > 0 {
+            vendor.publish_release(&net, &builds(version), FAR);
+        }
         run_ok(&inst, &[]);
         let reqs = software_requests(&net);
         assert_eq!(reqs.len(), i + 1, "{version}: the update check was made");
@@ -605,9 +595,9 @@ fn same_or_older_software_is_asked_for_but_not_announced() {
 fn noupdate_skips_the_update_check() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    net.set_software(Some(software_body("3.10.0")));
     let inst = new_install();
     inst.setup(&net, &update_ini(updater.port().into(), "On"));
+    signed_release(&net, &inst, "3.10.0");
     run_ok(&inst, &["--noupdate"]);
     assert!(
         software_requests(&net).is_empty(),
@@ -622,9 +612,9 @@ fn noupdate_skips_the_update_check() {
 fn autoupdate_off_skips_the_check_unless_update_is_given() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    net.set_software(Some(software_body("3.10.0")));
     let inst = new_install();
     inst.setup(&net, &update_ini(updater.port().into(), "Off"));
+    signed_release(&net, &inst, "3.10.0");
 
     run_ok(&inst, &[]);
     assert!(
@@ -646,57 +636,63 @@ fn autoupdate_off_skips_the_check_unless_update_is_given() {
 }
 
 #[test]
-fn a_bad_software_answer_is_a_warning_not_an_update() {
+fn a_bad_build_entry_is_an_error_line_not_an_update() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
     let inst = new_install();
     inst.setup(&net, &update_ini(updater.port().into(), "On"));
-    let good = String::from_utf8(software_body("3.10.0")).expect("UTF-8");
-    let cases = [
-        (good.replace(HASH, "0123456789"), "sha256"),
-        (good.replace("https://", "http://"), "url"),
-    ];
-    for (body, field) in cases {
-        net.set_software(Some(body.clone().into_bytes()));
+    let mut vendor = signed_release(&net, &inst, "3.4.0");
+    for (field, bad) in [("sha256", "0123456789"), ("url", "http://127.0.0.1/x")] {
+        let entries: Vec<Build> = builds("3.10.0")
+            .into_iter()
+            .map(|mut b| {
+                match field {
+                    "sha256" => b.sha256 = bad.to_string(),
+                    _ => b.url = bad.to_string(),
+                }
+                b
+            })
+            .collect();
+        vendor.publish_release(&net, &entries, FAR);
         let o = run_ok(&inst, &[]);
-        updater.assert_none(&body);
-        let lines = err_lines(&o);
+        updater.assert_none(field);
         assert!(
-            lines.iter().any(|l| {
-                let l = l.to_ascii_lowercase();
-                l.contains("update") && l.contains(field)
+            err_lines(&o).iter().any(|l| {
+                l.contains("update check failed") && l.contains(field) && l.contains(bad)
             }),
-            "{body}: no warning about the update answer's {field} on stderr\n{}",
+            "{field}: no error line naming the release's bad {field}\n{}",
             show(&o)
         );
     }
 }
 
 #[test]
-fn no_content_means_no_update_and_no_warning() {
+fn no_build_for_this_platform_means_no_update_and_no_error() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    net.set_software(None);
     let inst = new_install();
     inst.setup(&net, &update_ini(updater.port().into(), "On"));
+    let mut vendor = signed_release(&net, &inst, "3.4.0");
+    vendor.publish_release(&net, &[Build::new("sparc-sun-solaris", "9.0")], FAR);
     let o = run_ok(&inst, &[]);
     let reqs = software_requests(&net);
     assert_eq!(reqs.len(), 1, "the update check was made");
-    assert_eq!(reqs[0].status, 204);
-    updater.assert_none("204");
+    assert_eq!(reqs[0].status, 200);
+    updater.assert_none("no build for this platform");
     assert!(
         err_lines(&o).is_empty(),
-        "204 is not a problem\n{}",
+        "no build for this platform is not a problem\n{}",
         show(&o)
     );
 }
 
 #[test]
-fn the_update_check_names_version_and_platform_on_the_profile_connection() {
+fn the_update_check_follows_the_profile_on_its_connection() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
     let inst = new_install();
     inst.setup(&net, &update_ini(updater.port().into(), "On"));
+    signed_release(&net, &inst, "3.4.0");
     run_ok(&inst, &[]);
     let reqs = net.requests();
     let profile = reqs
@@ -705,22 +701,22 @@ fn the_update_check_names_version_and_platform_on_the_profile_connection() {
         .expect("a profile request");
     let sw = reqs
         .iter()
-        .position(|r| r.path.ends_with("/software/latest"))
+        .position(|r| r.path.ends_with("/software/timestamp.xml"))
         .expect("an update check");
+    let root = reqs
+        .iter()
+        .position(|r| r.path.ends_with("/trust/root/2.xml"))
+        .expect("a look for the next root");
+    assert!(
+        root < profile,
+        "the next root is asked for before the profile"
+    );
     assert!(sw > profile, "the update check comes after the profile");
     let (p, s) = (&reqs[profile], &reqs[sw]);
     assert_eq!(
         s.path,
-        format!("{DEFAULT_BASE_PATH}/v3/software/latest"),
+        format!("{DEFAULT_BASE_PATH}/v3/software/timestamp.xml"),
         "path"
-    );
-    assert_eq!(s.query_param("installed"), Some("3.4.0"), "{:?}", s.query);
-    let ua = s.header("user-agent").expect("a User-Agent");
-    assert_eq!(
-        s.query_param("platform"),
-        Some(ua_triple(ua)),
-        "{:?}",
-        s.query
     );
     assert_eq!(
         s.header("authorization"),
@@ -1246,7 +1242,7 @@ fn side_tasks_run_when_the_profile_fetch_fails() {
 
     let v2 = fw_profile(&[new_blocked], &[("2001", true, new_blocked)]);
     net.set_profile(DEVICE_ID, v2.clone(), Some(etag_for(&v2)));
-    net.set_software(Some(software_body("3.10.0")));
+    signed_release(&net, &inst, "3.10.0");
     fail_profile_with_503(&net);
     inst.setup(
         &net,
@@ -1291,7 +1287,8 @@ fn side_tasks_run_when_the_profile_fetch_fails() {
         format!("-c\n{}\n", inst.ini_path().display())
     );
 
-    // The side tasks came after the profile work.
+    // The side tasks came after the profile work (the look for a next
+    // root comes before it: PROTOCOL 8.2).
     let reqs = net.requests();
     let last_profile = reqs
         .iter()
@@ -1299,7 +1296,7 @@ fn side_tasks_run_when_the_profile_fetch_fails() {
         .expect("profile requests");
     let first_side = reqs
         .iter()
-        .position(|r| !r.is_profile())
+        .position(|r| !r.is_profile() && !r.path.contains("/trust/root/"))
         .expect("side-task requests");
     assert!(
         last_profile < first_side,

@@ -782,10 +782,6 @@ fn store_lock_and_log_files_are_private_even_with_umask_000() {
 #[test]
 fn the_update_notice_goes_only_to_the_configured_updater() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    net.set_software(Some(
-        br#"<software version="9.9.9" url="https://127.0.0.1/pkg.tar" sha256="00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff" size="1234"/>"#
-            .to_vec(),
-    ));
     let updater = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = updater.local_addr().unwrap().port();
     // Same port on another loopback address, another port on the same
@@ -805,6 +801,7 @@ fn the_update_notice_goes_only_to_the_configured_updater() {
              updater_host = 127.0.0.1\nupdater_port = {port}\n"
         ),
     );
+    signed_release(&net, &inst, "9.9.9");
     run_ok(&inst, &[]);
 
     let mut buf = [0u8; 2048];

@@ -10,9 +10,7 @@
 
 mod bytes;
 pub mod job;
-mod xml;
-
-pub(crate) use xml::unescape_attribute;
+pub(crate) mod xml;
 
 pub use job::{
     Child, ChildKind, Children, Credential, EmailWhen, Endpoint, Header, Job, JobType, Target,

@@ -976,15 +976,6 @@ fn special(raw: impl AsRef<[u8]>, attr: bool) -> Option<usize> {
     }
 }
 
-/// An attribute value as XML reads it (references replaced, white space
-/// normalized), for the few other small XML answers the agent reads (the
-/// update check's `<software/>`). The error names what is wrong, not the value.
-pub(crate) fn unescape_attribute(raw: &str) -> std::result::Result<String, String> {
-    let mut out = String::with_capacity(raw.len());
-    unescape(raw, true, &mut out).map_err(|e| e.describe(raw, true))?;
-    Ok(out)
-}
-
 fn normalize_line_ends(raw: &str, out: &mut String) {
     let mut rest = raw;
     while let Some(i) = rest.find('\r') {

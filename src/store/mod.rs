@@ -89,6 +89,9 @@ pub struct ReplaceOptions {
     pub dry_run: bool,
     /// Unix time the profile is accepted at.
     pub now: u64,
+    /// The signed manifest's version and SHA-256 (PROTOCOL 8.2), if signed.
+    pub version: Option<u64>,
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// The job store of one run.
@@ -367,6 +370,8 @@ impl JobStore {
             accepted: opts.now,
             jobs: summary.jobs as u64,
             endpoints: summary.endpoints as u64,
+            version: opts.version,
+            sha256: opts.sha256,
         };
         {
             let mut table = txn.open_table(META).map_err(werr)?;

@@ -50,6 +50,10 @@ pub struct StoreMeta {
     pub accepted: u64,
     pub jobs: u64,
     pub endpoints: u64,
+    /// The signed manifest's profile version (PROTOCOL 8.2), if signed.
+    pub version: Option<u64>,
+    /// The signed manifest's SHA-256 of the profile bytes, if signed.
+    pub sha256: Option<[u8; 32]>,
 }
 
 impl StoreMeta {
@@ -88,6 +92,8 @@ impl StoreMeta {
                 accepted: 0,
                 jobs: 0,
                 endpoints: 0,
+                version: None,
+                sha256: None,
             }));
         }
         Ok(Some(StoreMeta {
@@ -98,6 +104,12 @@ impl StoreMeta {
             accepted: u64_of("accepted")?,
             jobs: u64_of("jobs")?,
             endpoints: u64_of("endpoints")?,
+            version: get("version")?
+                .map(|v| v.try_into().map(u64::from_le_bytes).map_err(|_| "version"))
+                .transpose()?,
+            sha256: get("sha256")?
+                .map(|v| v.try_into().map_err(|_| "sha256"))
+                .transpose()?,
         }))
     }
 
@@ -120,6 +132,12 @@ impl StoreMeta {
             b"endpoints".as_slice(),
             self.endpoints.to_le_bytes().as_slice(),
         )?;
+        if let Some(v) = self.version {
+            table.insert(b"version".as_slice(), v.to_le_bytes().as_slice())?;
+        }
+        if let Some(d) = &self.sha256 {
+            table.insert(b"sha256".as_slice(), d.as_slice())?;
+        }
         Ok(())
     }
 }

@@ -9,7 +9,15 @@
 pub mod genprofile;
 #[path = "../localnet/net.rs"]
 pub mod net;
+/// The operators' signing tool (`cargo run --example localnet -- sign`).
+#[path = "../localnet/sign.rs"]
+pub mod sign;
 
+#[allow(unused_imports)]
+pub use net::trust::{
+    Authority, Build, FAR, Key, MANIFEST_HEADER, ManifestLie, RoleKeys, Roles, SIGNATURE_HEADER,
+    Signed, hex, manifest, release_xml, root_xml, sha256, timestamp_xml, unix_now, utc, write_root,
+};
 #[allow(unused_imports)]
 pub use net::{
     DEFAULT_BASE_PATH, DEFAULT_DEVICE, Fault, Leaf, NetOptions, Pki, Recorded, ServerCert,
@@ -47,6 +55,61 @@ pub fn net_with_profile(opts: NetOptions, profile: Vec<u8>) -> TestNetwork {
     let etag = etag_for(&profile);
     net.set_profile(DEVICE_ID, profile, Some(etag));
     net
+}
+
+/// Platforms a test release lists builds for: the agent under test's own
+/// (when known), the host's and the four appliance targets, so the agent
+/// always finds its own triple.
+pub fn release_platforms() -> Vec<String> {
+    let mut all: Vec<String> = expected_triple().into_iter().collect();
+    for t in [
+        env!("CNCOP_TARGET"),
+        "armv7-unknown-linux-musleabihf",
+        "aarch64-unknown-linux-musl",
+        "mipsel-unknown-linux-musl",
+        "mips-unknown-linux-musl",
+    ] {
+        if !all.iter().any(|a| a == t) {
+            all.push(t.to_string());
+        }
+    }
+    all
+}
+
+/// A build of `version` for every platform of [`release_platforms`].
+pub fn builds(version: &str) -> Vec<Build> {
+    release_platforms()
+        .iter()
+        .map(|p| Build::new(p, version))
+        .collect()
+}
+
+/// `[version]` for updates announced to `port` on 127.0.0.1, installed 3.4.0.
+pub fn update_ini(port: u32, autoupdate: &str) -> String {
+    format!(
+        "[version]\nautoupdate = {autoupdate}\ninstalled = 3.4.0\nupdater_host = 127.0.0.1\nupdater_port = {port}\n"
+    )
+}
+
+/// The trust section of the agent's state file as kept on disk, if written.
+pub fn trust_state_bytes(inst: &Install) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(inst.path("Config/cncopgetprofile.state")).ok()?;
+    let sections = cncopgetprofile::state::decode(&bytes)
+        .unwrap_or_else(|e| panic!("the state file does not decode: {e}"));
+    sections.get("trust").cloned()
+}
+
+/// A vendor whose root version 1 is shipped in `inst`'s `Config/`, whose
+/// release of `version` (for every platform) is published on `net`, and
+/// whose profile key signs `net`'s profile manifests.
+pub fn signed_release(net: &TestNetwork, inst: &Install, version: &str) -> Authority {
+    let mut vendor = Authority::new();
+    vendor
+        .ship(&inst.path("Config"))
+        .unwrap_or_else(|e| panic!("cannot ship the root: {e}"));
+    net.sign_profiles(vendor.profile_key());
+    vendor.publish_release(net, &builds(version), FAR);
+    vendor
 }
 
 // ---------------------------------------------------------------------------
@@ -577,6 +640,16 @@ impl RawResponse {
             .iter()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name`, in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 

@@ -5,24 +5,31 @@
 //! cargo run --example localnet -- serve [--root DIR] [--jobs N | --profile FILE]
 //!                                       [--device ID] [--key KEY] [--port N] [--http] [--quiet]
 //! cargo run --example localnet -- genprofile [--jobs N] [--seed S] [--device ID] [--generated T]
+//! cargo run --example localnet -- sign keygen|root|doc ...
 //! ```
 //!
 //! `demo` makes a throwaway install root (kept; its path is printed), starts
-//! the network on 127.0.0.1 with a generated profile, and runs the agent
+//! the network on 127.0.0.1 with a generated profile, ships the network's
+//! signed root into the root's `Config/`, and runs the agent
 //! (`target/<profile>/cncopgetprofile`, or `$CNCOP_AGENT`) three times: a
-//! first run (profile stored), a second run (304, store unchanged) and
-//! `--list`. It exits non-zero when a step fails.
+//! first run (signed profile verified and stored), a second run after the
+//! network rotated its root (root 2 accepted; 304 with a signed manifest,
+//! store unchanged) and `--list`. It exits non-zero when a step fails.
 //!
-//! `serve` writes the CA and an INI into the root, prints the URL and serves
-//! until killed (for benchmarks and manual runs).
+//! `serve` writes the CA, the signed root and an INI into the root, prints
+//! the URL and serves until killed (for benchmarks and manual runs);
+//! `--unsigned` serves without signed metadata (profiles on TLS alone).
 //!
 //! `genprofile` prints a synthetic profile (`genprofile.rs`) on stdout.
+//!
+//! `sign` is the operators' signing tool (see `sign.rs`).
 
 mod genprofile;
 mod net;
+mod sign;
 
 use genprofile::GenOptions;
-
+use net::trust::{Authority, write_root};
 use net::{DEFAULT_DEVICE, NetOptions, Recorded, TestNetwork, etag_for, random_hex};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -35,16 +42,19 @@ const AGENT_TIME_LIMIT: Duration = Duration::from_secs(300);
 const USAGE: &str = "\
 usage: localnet demo  [--root DIR] [--jobs N] [--profile FILE] [--verbose]
        localnet serve [--root DIR] [--jobs N | --profile FILE] [--device ID] [--key KEY]
-                      [--port N] [--http] [--quiet]
+                      [--port N] [--http] [--quiet] [--unsigned]
        localnet genprofile [--jobs N] [--seed S] [--device ID] [--generated TIME]
+       localnet sign  keygen|root|doc ...   (localnet sign --help)
 
 demo   make an install root, serve a generated profile on 127.0.0.1 and run the
        agent (target/<profile>/cncopgetprofile or $CNCOP_AGENT) three times:
        first run, unchanged second run, --list. Run `cargo build` first.
-serve  write Config/ca.pem and Config/cncop3.ini into the root, print the URL
-       and serve until killed (it does not run the agent: run it yourself).
+serve  write Config/ca.pem, the signed root Config/cncop-root.xml(.sig) and
+       Config/cncop3.ini into the root, print the URL and serve until killed
+       (it does not run the agent: run it yourself).
 genprofile  print a synthetic profile: deterministic for a seed, loopback
        endpoints only (the demo and serve use seed 1).
+sign   make Ed25519 keys, make and sign a root, sign a document.
 
 --root DIR      install root to use (default: a new temp directory, kept)
 --jobs N        jobs in the generated profile (default 1000)
@@ -56,6 +66,7 @@ genprofile  print a synthetic profile: deterministic for a seed, loopback
 --port N        port on 127.0.0.1 (default: any free one)
 --http          serve plain HTTP (the INI gets allow_insecure_http = On)
 --quiet         serve: do not print one line per request
+--unsigned      serve: no signed metadata (no root shipped, profiles unsigned)
 --verbose       demo: the network prints one line per request";
 
 struct Opts {
@@ -70,6 +81,7 @@ struct Opts {
     verbose: bool,
     seed: u64,
     generated: Option<String>,
+    unsigned: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -85,6 +97,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         verbose: false,
         seed: 1,
         generated: None,
+        unsigned: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -118,6 +131,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--http" => o.http = true,
             "--quiet" => o.quiet = true,
             "--verbose" => o.verbose = true,
+            "--unsigned" => o.unsigned = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -136,6 +150,19 @@ fn main() -> ExitCode {
     if matches!(cmd, "-h" | "--help" | "help") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
+    }
+    if cmd == "sign" {
+        if matches!(rest.first().map(String::as_str), Some("-h" | "--help")) {
+            println!("{}", sign::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        return match sign::main(rest) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("localnet sign: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     let opts = match parse(rest) {
         Ok(o) => o,
@@ -233,8 +260,13 @@ fn ini_text(net: &TestNetwork, device: &str, key: &str) -> String {
 }
 
 /// Starts the network with the device and its profile, writes the CA and
-/// the INI into `root`.
-fn start_network(o: &Opts, root: &Path, verbose: bool) -> Result<(TestNetwork, String), String> {
+/// the INI into `root`; unless `--unsigned`, also the vendor's signed root
+/// (the network then signs profile manifests).
+fn start_network(
+    o: &Opts,
+    root: &Path,
+    verbose: bool,
+) -> Result<(TestNetwork, String, Option<Authority>), String> {
     let profile = load_profile(o)?;
     let net = TestNetwork::try_start(NetOptions {
         plain_http: o.http,
@@ -258,7 +290,20 @@ fn start_network(o: &Opts, root: &Path, verbose: bool) -> Result<(TestNetwork, S
     let ini = config.join("cncop3.ini");
     std::fs::write(&ini, ini_text(&net, &o.device, &key))
         .map_err(|e| format!("cannot write {}: {e}", ini.display()))?;
-    Ok((net, key))
+    let vendor = if o.unsigned {
+        None
+    } else {
+        let vendor = Authority::new();
+        let shipped = write_root(&config, vendor.root(1))
+            .map_err(|e| format!("cannot write the root into {}: {e}", config.display()))?;
+        net.sign_profiles(vendor.profile_key());
+        println!(
+            "signed:  root version 1 shipped as {} (+ .sig); profile manifests signed",
+            shipped.display()
+        );
+        Some(vendor)
+    };
+    Ok((net, key, vendor))
 }
 
 fn count(hay: &[u8], needle: &[u8]) -> usize {
@@ -283,7 +328,7 @@ fn describe(r: &Recorded) -> String {
 
 fn serve(o: &Opts) -> Result<bool, String> {
     let root = make_root(o.root.as_deref())?;
-    let (net, key) = start_network(o, &root, false)?;
+    let (net, key, _vendor) = start_network(o, &root, false)?;
     println!("url:    {}", net.url());
     println!("root:   {}", root.display());
     println!("ini:    {}", root.join("Config/cncop3.ini").display());
@@ -451,7 +496,7 @@ fn demo(o: &Opts) -> Result<bool, String> {
     let root = make_root(o.root.as_deref())?;
     println!("install root: {} (kept)", root.display());
     println!("agent:        {}", agent.display());
-    let (net, _key) = start_network(o, &root, o.verbose)?;
+    let (net, _key, vendor) = start_network(o, &root, o.verbose)?;
     println!("network:      {}", net.url());
     let etag = net.etag(&o.device).unwrap_or_default();
     let db = root.join("Config/backupjobs.db");
@@ -480,12 +525,42 @@ fn demo(o: &Opts) -> Result<bool, String> {
         "no If-None-Match on a fresh store",
     );
     c.check(db.is_file(), "Config/backupjobs.db exists");
+    if vendor.is_some() {
+        c.check(
+            reqs.iter()
+                .any(|r| r.path.ends_with("/trust/root/2.xml") && r.status == 404),
+            "asked for the next root (none yet: 404)",
+        );
+        c.check(
+            profile_reqs.last().is_some_and(|r| r.status == 200),
+            "signed profile manifest verified (Cncop-Profile + Cncop-Signature)",
+        );
+    }
     let before = std::fs::read(&db).ok();
 
+    let mut vendor = vendor;
+    if let Some(v) = vendor.as_mut() {
+        let roles = v.roles.clone();
+        let mut rotated = roles.clone();
+        rotated.root = net::trust::RoleKeys::one(&net::trust::Key::generate());
+        v.rotate(rotated);
+        v.publish_roots(&net);
+        println!("\n(the network's vendor rotates its root key: root version 2 published)");
+    }
     println!("\n== 2. second run: unchanged (304), store untouched");
     let r = run_agent(&agent, &root, &[])?;
     c.check(r.code == Some(0), "exit code 0");
     let reqs = report_network(&net, &mut c);
+    if vendor.is_some() {
+        c.check(
+            reqs.iter()
+                .any(|r| r.path.ends_with("/trust/root/2.xml") && r.status == 200)
+                && reqs
+                    .iter()
+                    .any(|r| r.path.ends_with("/trust/root/3.xml") && r.status == 404),
+            "root version 2 fetched (signed by the old and the new root key), then 3: none",
+        );
+    }
     let profile_reqs: Vec<&Recorded> = reqs.iter().filter(|r| r.is_profile()).collect();
     c.check(
         profile_reqs

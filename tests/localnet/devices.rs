@@ -12,6 +12,8 @@ use super::{Shared, TestNetwork};
 pub(super) struct ProfileBody {
     pub(super) bytes: Vec<u8>,
     pub(super) crc: OnceLock<u32>,
+    /// The profile's version for signed manifests: counts `set_profile`.
+    pub(super) version: u64,
 }
 
 impl ProfileBody {
@@ -65,10 +67,12 @@ impl TestNetwork {
         let mut st = self.shared.state();
         match st.device_mut(id) {
             Some(d) => {
+                let version = d.profile.as_ref().map_or(0, |(p, _)| p.version) + 1;
                 d.profile = Some((
                     Arc::new(ProfileBody {
                         bytes: body,
                         crc: OnceLock::new(),
+                        version,
                     }),
                     etag,
                 ))
@@ -134,6 +138,9 @@ pub(super) fn profile(shared: &Shared, req: &Request, id: &str) -> Response {
         };
         (data, etag, st.gzip)
     };
+    let sign = |r: &mut Response| {
+        super::trust::sign_profile_answer(&shared.state(), r, id, data.version, &data.bytes)
+    };
     if let Some(inm) = req.header("if-none-match") {
         let matches = inm.split(',').map(str::trim).any(|tag| {
             tag == "*"
@@ -146,6 +153,7 @@ pub(super) fn profile(shared: &Shared, req: &Request, id: &str) -> Response {
             if let Some(e) = &etag {
                 r.header("ETag", e);
             }
+            sign(&mut r);
             return r;
         }
     }
@@ -161,6 +169,7 @@ pub(super) fn profile(shared: &Shared, req: &Request, id: &str) -> Response {
     if gzip {
         r.header("Content-Encoding", "gzip");
     }
+    sign(&mut r);
     r.body = Body::Profile { data, gzip };
     r
 }

@@ -1,23 +1,12 @@
 //! URL routing, and the endpoints that are not the profile: firewall
-//! reports and software updates, with the [`TestNetwork`] switches that set
-//! their answers.
+//! reports and signed metadata (`trust.rs` holds the documents), with the
+//! [`TestNetwork`] switches that set their answers.
 
 use super::devices::{authenticate, profile};
-use super::http::{Body, Request, Response, bodyless};
+use super::http::{Request, Response, bodyless};
 use super::{Shared, TestNetwork};
 
 impl TestNetwork {
-    /// `software/latest`: `None` -> 204 (the default), `Some(body)` -> 200.
-    pub fn set_software(&self, body: Option<Vec<u8>>) {
-        self.shared.state().software = body;
-    }
-
-    /// Makes `software/latest` answer this status (with an empty body)
-    /// whatever `set_software` said; `None` restores the normal behaviour.
-    pub fn set_software_status(&self, status: Option<u16>) {
-        self.shared.state().software_status = status;
-    }
-
     /// Status answered to firewall reports (default 202).
     pub fn set_firewall_status(&self, status: u16) {
         self.shared.state().firewall_status = status;
@@ -60,27 +49,12 @@ pub(super) fn route(shared: &Shared, req: &Request) -> Response {
                 Response::text(status, "")
             }
         }
-        ["software", "latest"] => {
+        ["trust", "root", _] | ["software", "timestamp.xml"] | ["software", "release", _] => {
             if req.method != "GET" && req.method != "HEAD" {
                 return method_not_allowed("GET, HEAD");
             }
             let st = shared.state();
-            if let Some(status) = st.software_status {
-                return if bodyless(status) {
-                    Response::new(status)
-                } else {
-                    Response::text(status, "")
-                };
-            }
-            match &st.software {
-                None => Response::new(204),
-                Some(body) => {
-                    let mut r = Response::new(200);
-                    r.header("Content-Type", "application/xml");
-                    r.body = Body::Bytes(body.clone());
-                    r
-                }
-            }
+            super::trust::document(&st, rest).unwrap_or_else(|| Response::text(404, "not found"))
         }
         _ => Response::text(404, "not found"),
     }

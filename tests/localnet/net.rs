@@ -23,6 +23,7 @@
 //! | `faults.rs` | scripted misbehaviours and the body sender that applies them |
 //! | `devices.rs` | registered devices, their profiles (ETag, gzip), authentication |
 //! | `endpoints.rs` | URL routing, the firewall and software endpoints |
+//! | `trust.rs` | signed metadata: keys, roots, timestamp/release, profile manifests, lies |
 //! | `util.rs` | base64, ETags, random hex, HTTP dates |
 //!
 //! A new concern (say, signed metadata) is a new file declared below, its
@@ -41,6 +42,8 @@ mod faults;
 mod http;
 #[path = "pki.rs"]
 mod pki;
+#[path = "trust.rs"]
+pub mod trust;
 #[path = "util.rs"]
 mod util;
 
@@ -215,8 +218,7 @@ impl Recorded {
 
 struct State {
     devices: Vec<(String, Device)>,
-    software: Option<Vec<u8>>,
-    software_status: Option<u16>,
+    published: trust::Published,
     firewall_status: u16,
     firewall_reports: Vec<Vec<u8>>,
     faults: VecDeque<(String, Fault)>,
@@ -319,8 +321,7 @@ impl TestNetwork {
             connections: AtomicU64::new(0),
             state: Mutex::new(State {
                 devices: Vec::new(),
-                software: None,
-                software_status: None,
+                published: trust::Published::default(),
                 firewall_status: 202,
                 firewall_reports: Vec::new(),
                 faults: VecDeque::new(),
