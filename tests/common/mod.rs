@@ -7,6 +7,7 @@
 
 #[path = "../localnet/genprofile.rs"]
 pub mod genprofile;
+pub use genprofile::xml_escape;
 #[path = "../localnet/net.rs"]
 pub mod net;
 /// The operators' signing tool (`cargo run --example localnet -- sign`).
@@ -551,15 +552,6 @@ pub fn small_profile_generated(device: &str, generated: &str, jobs: &[(&str, &st
     }
     s.push_str("  </jobs>\n</profile>\n");
     s.into_bytes()
-}
-
-/// Escapes the five XML special characters.
-pub fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
 }
 
 // ---------------------------------------------------------------------------

@@ -85,8 +85,10 @@ impl SplitMix64 {
     }
 }
 
-/// `s` escaped for a double-quoted attribute or for text.
-fn esc(s: &str) -> String {
+/// `s` with the five XML special characters escaped, for an attribute
+/// value or text. The tests' own escaper (not the agent's: a test must not
+/// build its input with the code it tests).
+pub fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         match c {
@@ -94,6 +96,7 @@ fn esc(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
             _ => out.push(c),
         }
     }
@@ -124,18 +127,18 @@ fn write_job(w: &mut impl Write, rng: &mut SplitMix64, i: usize) -> io::Result<(
         "    <job id=\"{}\" name=\"{}\" type=\"{jtype}\" enabled=\"{enabled}\" \
          schedule=\"{schedule}\" retries=\"{retries}\">",
         1000 + i,
-        esc(&name)
+        xml_escape(&name)
     )?;
     for _ in 0..1 + rng.below(4) {
         let path = format!("/share/{}/{}", rng.pick(&WORDS), rng.below(1_000_000));
-        writeln!(w, "      <source path=\"{}\"/>", esc(&path))?;
+        writeln!(w, "      <source path=\"{}\"/>", xml_escape(&path))?;
     }
     // A partial Fisher-Yates shuffle: distinct patterns, in random order.
     let mut pool = EXCLUDES;
     for k in 0..rng.below(3) as usize {
         let j = k + rng.below((pool.len() - k) as u64) as usize;
         pool.swap(k, j);
-        writeln!(w, "      <exclude pattern=\"{}\"/>", esc(pool[k]))?;
+        writeln!(w, "      <exclude pattern=\"{}\"/>", xml_escape(pool[k]))?;
     }
     // Loopback only: tests probe these endpoints, and nothing else may be dialled.
     let host = if jtype == "CCS" {
@@ -153,12 +156,12 @@ fn write_job(w: &mut impl Write, rng: &mut SplitMix64, i: usize) -> io::Result<(
         writeln!(
             w,
             "      <credential user=\"backup{i}\" password=\"{}\"/>",
-            esc(&password)
+            xml_escape(&password)
         )?;
     }
     if i.is_multiple_of(5) {
         let pre = format!("/opt/cncop/hooks/quiesce.sh --job {i} && sync");
-        writeln!(w, "      <pre>{}</pre>", esc(&pre))?;
+        writeln!(w, "      <pre>{}</pre>", xml_escape(&pre))?;
         writeln!(w, "      <post>/opt/cncop/hooks/resume.sh</post>")?;
     }
     if i.is_multiple_of(3) {
@@ -183,8 +186,8 @@ pub fn write_profile(w: &mut impl Write, o: &GenOptions) -> io::Result<()> {
     writeln!(
         w,
         "<profile schema=\"3\" device=\"{}\" generated=\"{}\">",
-        esc(&o.device),
-        esc(&o.generated)
+        xml_escape(&o.device),
+        xml_escape(&o.generated)
     )?;
     writeln!(
         w,
