@@ -210,17 +210,35 @@ fn is_agent_file(name: &str) -> bool {
 #[derive(Clone, Copy, Debug, Default)]
 struct Writes {
     bytes: u64,
+    /// Of `bytes`, those written over bytes the same run had written to
+    /// the same file already (pages redb evicted and wrote again).
+    rewritten: u64,
     fsyncs: u64,
     created: u64,
 }
 
 fn count_writes(ops: &[Op]) -> Writes {
     let mut w = Writes::default();
+    let mut written: BTreeMap<&str, Vec<bool>> = BTreeMap::new();
     for op in ops {
         match op {
-            Op::Write { data, .. } => w.bytes += data.len() as u64,
+            Op::Write { name, offset, data } => {
+                w.bytes += data.len() as u64;
+                let seen = written.entry(name).or_default();
+                let (start, end) = (*offset as usize, *offset as usize + data.len());
+                if seen.len() < end {
+                    seen.resize(end, false);
+                }
+                w.rewritten += seen[start..end].iter().filter(|&&b| b).count() as u64;
+                seen[start..end].iter_mut().for_each(|b| *b = true);
+            }
+            Op::Create(name) | Op::Remove(name) => {
+                written.remove(name.as_str());
+                if matches!(op, Op::Create(_)) {
+                    w.created += 1;
+                }
+            }
             Op::Sync(_) | Op::SyncDir => w.fsyncs += 1,
-            Op::Create(_) => w.created += 1,
             _ => {}
         }
     }
@@ -1236,9 +1254,10 @@ fn writes_row(s: &Scenario) -> String {
         .get(STORE)
         .map_or(0, |b| b.len() as u64);
     format!(
-        "{:<22} {:>10} {:>6} {:>7} {:>10} {:>6}",
+        "{:<22} {:>10} {:>10} {:>6} {:>7} {:>10} {:>6}",
         s.rec.name,
         w.bytes,
+        w.rewritten,
         w.fsyncs,
         w.created,
         size,
@@ -1255,8 +1274,8 @@ fn check_scenario(s: &Scenario) {
     let (rows, failures) = explore_both(s);
     print_table(&rows);
     println!(
-        "{:<22} {:>10} {:>6} {:>7} {:>10} {:>6}",
-        "writes to Config/", "bytes", "fsyncs", "created", "store", "ratio"
+        "{:<22} {:>10} {:>10} {:>6} {:>7} {:>10} {:>6}",
+        "writes to Config/", "bytes", "rewritten", "fsyncs", "created", "store", "ratio"
     );
     println!("{}", writes_row(s));
     assert!(
@@ -1269,12 +1288,38 @@ fn check_scenario(s: &Scenario) {
 
 #[test]
 fn power_loss_first_profile_into_an_empty_root() {
-    check_scenario(&first_profile(JOBS));
+    let s = first_profile(JOBS);
+    check_scenario(&s);
+    let _ = profile_change_budget(&s);
+}
+
+/// Prints a flash-write budget's verdict; `Err` when it is not met.
+fn budget(what: &str, bytes: u64, limit: u64) -> Result<(), String> {
+    let verdict = if bytes <= limit { "PASS" } else { "FAIL" };
+    let line = format!("budget {what}: {bytes} bytes written, at most {limit}: {verdict}");
+    println!("{line}");
+    if bytes <= limit { Ok(()) } else { Err(line) }
+}
+
+/// A profile change may write at most 1.3 times the new store's size.
+fn profile_change_budget(s: &Scenario) -> Result<(), String> {
+    let size = agent_files(&s.install.path("Config"))
+        .get(STORE)
+        .map_or(0, |b| b.len() as u64);
+    budget(
+        &format!("{} (1.3 x the {size}-byte store)", s.rec.name),
+        count_writes(&s.rec.ops).bytes,
+        size * 13 / 10,
+    )
 }
 
 #[test]
 fn power_loss_replacing_a_2000_job_profile() {
-    check_scenario(&replace_profile(JOBS));
+    let s = replace_profile(JOBS);
+    check_scenario(&s);
+    // Not met today (README "Reliability"): redb writes again the pages it
+    // evicts from its 64 KiB write cache. Printed, not asserted.
+    let _ = profile_change_budget(&s);
 }
 
 #[test]
@@ -1291,7 +1336,15 @@ fn power_loss_unchanged_runs() {
 
 #[test]
 fn power_loss_firewall_state_change() {
-    check_scenario(&firewall_change(JOBS));
+    let s = firewall_change(JOBS);
+    check_scenario(&s);
+    // Not met while the firewall state lives in the job store (the whole
+    // store is copied); printed, not asserted.
+    let _ = budget(
+        "firewall state change (64 KiB)",
+        count_writes(&s.rec.ops).bytes,
+        64 * 1024,
+    );
 }
 
 #[test]
