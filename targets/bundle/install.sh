@@ -127,9 +127,16 @@ if [ "$cron" = yes ]; then
         set -- crontab
     fi
     current="$root/Spool/.crontab.$$"
-    trap 'rm -f "$current"' EXIT
-    # No crontab yet: `crontab -l` fails; start from an empty one.
-    "$@" -l > "$current" 2>/dev/null || : > "$current"
+    trap 'rm -f "$current" "$current.err"' EXIT
+    # No crontab yet: `crontab -l` fails saying so (busybox: "can't open
+    # 'root': No such file or directory"; others: "no crontab for root");
+    # start from an empty one. Any other failure stops here: writing a new
+    # table over one that could not be read would lose its jobs.
+    if ! "$@" -l > "$current" 2> "$current.err"; then
+        grep -Eqi 'no such file|no crontab' "$current.err" \
+            || die "cannot read the current crontab ($(cat "$current.err")); no line added"
+        : > "$current"
+    fi
     if awk -v b="$bin" '!/^[[:space:]]*#/ { for (i = 1; i <= NF; i++) if ($i == b) f = 1 }
                         END { exit !f }' "$current"; then
         say "crontab already runs $bin: kept"
@@ -140,7 +147,7 @@ if [ "$cron" = yes ]; then
         "$@" "$current" || die "crontab refused the new table"
         say "crontab: added '$line'"
     fi
-    rm -f "$current"
+    rm -f "$current" "$current.err"
     trap - EXIT
 fi
 
