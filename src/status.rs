@@ -297,6 +297,9 @@ pub fn read(root: &Path) -> Result<Option<RunStatus>> {
 }
 
 /// Replaces the record: `cncopgetprofile.status.new`, synced, renamed over.
+/// Not through `files`: that module owns the files under `Config/` (mode
+/// 0600, each change reported to the crash-state explorer); this one is
+/// under `Spool/`, holds no secret, and is readable by all for monitoring.
 pub fn write(root: &Path, status: &RunStatus) -> Result<()> {
     let path = path(root);
     let tmp = path.with_extension("status.new");
