@@ -43,6 +43,16 @@ pub fn position(hay: &[u8], word: impl Fn(u64) -> u64, byte: impl Fn(u8) -> bool
     rest.iter().position(|&b| byte(b)).map(|i| done + i)
 }
 
+/// The index of the first byte of `hay` that is one of `set`.
+#[inline(always)]
+pub fn find_any<const N: usize>(hay: &[u8], set: [u8; N]) -> Option<usize> {
+    position(
+        hay,
+        |w| set.iter().fold(0, |m, &b| m | eq(w, b)),
+        |b| set.contains(&b),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +66,7 @@ mod tests {
                 |b| b == b'<' || b == b'"' || b < 0x20 || b == 0xEF,
             )
         };
+        let any = |hay: &[u8]| find_any(hay, [b'<', b'"', 0xEF]);
         for len in 0..40 {
             for at in 0..len {
                 for hit in [b'<', b'"', 0, b'\n', 0x1F, 0xEF] {
@@ -68,6 +79,9 @@ mod tests {
                         hay[at + 1] = b'<';
                     }
                     assert_eq!(find(&hay), Some(at), "{hay:?}");
+                    if matches!(hit, b'<' | b'"' | 0xEF) {
+                        assert_eq!(any(&hay), Some(at), "{hay:?}");
+                    }
                 }
             }
             let none: Vec<u8> = (0..len)

@@ -19,7 +19,7 @@
 //! (including which error, at which byte) does not depend on how the reads
 //! split the body.
 
-use super::bytes::{below, eq, position};
+use super::bytes::{below, eq, find_any};
 use super::job::MAX_DEPTH;
 use crate::error::{Error, Result};
 use std::fmt;
@@ -67,9 +67,10 @@ pub struct StartTag<'a> {
 impl<'a> StartTag<'a> {
     /// The value of attribute `name` (matched as written, prefix included).
     pub fn get(&self, name: &str) -> Option<&'a str> {
+        // Lengths first: most attributes are told apart without a memcmp.
         self.attrs
             .iter()
-            .find(|a| sub(self.src, a.name.clone()) == name)
+            .find(|a| a.name.len() == name.len() && sub(self.src, a.name.clone()) == name)
             .map(|a| self.value(a))
     }
 
@@ -337,7 +338,7 @@ fn scan(view: &[u8], whole_rest: bool) -> Scan {
         (b"<!DOCTYPE", Kind::Doctype),
     ];
     if view.first() != Some(&b'<') {
-        return match position(view, |w| eq(w, b'<'), |b| b == b'<') {
+        return match find_any(view, [b'<']) {
             Some(i) => Scan::Unit(Kind::Text, i),
             None if whole_rest => Scan::Unit(Kind::Text, view.len()),
             None => Scan::Partial(Kind::Text),
@@ -387,17 +388,9 @@ fn tag_end(view: &[u8], kind: Kind) -> Scan {
     loop {
         let rest = view.get(from..).unwrap_or_default();
         let found = if quotes {
-            position(
-                rest,
-                |w| eq(w, b'<') | eq(w, b'>') | eq(w, b'"') | eq(w, b'\''),
-                |b| matches!(b, b'<' | b'>' | b'"' | b'\''),
-            )
+            find_any(rest, [b'<', b'>', b'"', b'\''])
         } else {
-            position(
-                rest,
-                |w| eq(w, b'<') | eq(w, b'>'),
-                |b| b == b'<' || b == b'>',
-            )
+            find_any(rest, [b'<', b'>'])
         };
         let Some(i) = found.map(|i| from + i) else {
             return Scan::Partial(kind);
@@ -408,11 +401,7 @@ fn tag_end(view: &[u8], kind: Kind) -> Scan {
             _ => return Scan::Unit(kind, i),
         };
         let value = view.get(i + 1..).unwrap_or_default();
-        match position(
-            value,
-            |w| eq(w, quote) | eq(w, b'<'),
-            |b| b == quote || b == b'<',
-        ) {
+        match find_any(value, [quote, b'<']) {
             None => return Scan::Partial(kind),
             Some(j) if value.get(j) == Some(&b'<') => return Scan::Unit(kind, i + 1 + j),
             Some(j) => from = i + 2 + j,
@@ -625,11 +614,9 @@ impl<H: Handler> Doc<'_, H> {
                             Short(name)
                         )));
                     }
-                    if self
-                        .attrs
-                        .iter()
-                        .any(|a| sub(text, a.name.clone()) == attr_name)
-                    {
+                    if self.attrs.iter().any(|a| {
+                        a.name.len() == attr_name.len() && sub(text, a.name.clone()) == attr_name
+                    }) {
                         return Err(here().wf(format!(
                             "attribute {} appears twice on <{}>",
                             Short(attr_name),
@@ -962,17 +949,9 @@ fn unescape(raw: &str, attr: bool, out: &mut String) -> std::result::Result<(), 
 fn special(raw: impl AsRef<[u8]>, attr: bool) -> Option<usize> {
     let raw = raw.as_ref();
     if attr {
-        position(
-            raw,
-            |w| eq(w, b'&') | eq(w, b'\r') | eq(w, b'\n') | eq(w, b'\t'),
-            |b| matches!(b, b'&' | b'\r' | b'\n' | b'\t'),
-        )
+        find_any(raw, [b'&', b'\r', b'\n', b'\t'])
     } else {
-        position(
-            raw,
-            |w| eq(w, b'&') | eq(w, b'\r'),
-            |b| b == b'&' || b == b'\r',
-        )
+        find_any(raw, [b'&', b'\r'])
     }
 }
 
