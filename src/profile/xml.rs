@@ -338,7 +338,7 @@ fn scan(view: &[u8], whole_rest: bool) -> Scan {
         (b"<!DOCTYPE", Kind::Doctype),
     ];
     if view.first() != Some(&b'<') {
-        return match find_any(view, [b'<']) {
+        return match find_any!(view, b'<') {
             Some(i) => Scan::Unit(Kind::Text, i),
             None if whole_rest => Scan::Unit(Kind::Text, view.len()),
             None => Scan::Partial(Kind::Text),
@@ -388,9 +388,9 @@ fn tag_end(view: &[u8], kind: Kind) -> Scan {
     loop {
         let rest = view.get(from..).unwrap_or_default();
         let found = if quotes {
-            find_any(rest, [b'<', b'>', b'"', b'\''])
+            find_any!(rest, b'<', b'>', b'"', b'\'')
         } else {
-            find_any(rest, [b'<', b'>'])
+            find_any!(rest, b'<', b'>')
         };
         let Some(i) = found.map(|i| from + i) else {
             return Scan::Partial(kind);
@@ -401,7 +401,7 @@ fn tag_end(view: &[u8], kind: Kind) -> Scan {
             _ => return Scan::Unit(kind, i),
         };
         let value = view.get(i + 1..).unwrap_or_default();
-        match find_any(value, [quote, b'<']) {
+        match find_any!(value, quote, b'<') {
             None => return Scan::Partial(kind),
             Some(j) if value.get(j) == Some(&b'<') => return Scan::Unit(kind, i + 1 + j),
             Some(j) => from = i + 2 + j,
@@ -949,9 +949,9 @@ fn unescape(raw: &str, attr: bool, out: &mut String) -> std::result::Result<(), 
 fn special(raw: impl AsRef<[u8]>, attr: bool) -> Option<usize> {
     let raw = raw.as_ref();
     if attr {
-        find_any(raw, [b'&', b'\r', b'\n', b'\t'])
+        find_any!(raw, b'&', b'\r', b'\n', b'\t')
     } else {
-        find_any(raw, [b'&', b'\r'])
+        find_any!(raw, b'&', b'\r')
     }
 }
 
