@@ -414,12 +414,26 @@ pub fn exec(mut cmd: Command, limit: Duration) -> Output {
     use std::io::Seek;
     let mut out = tempfile::tempfile().expect("temp file");
     let mut err = tempfile::tempfile().expect("temp file");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("dup"))
-        .stderr(err.try_clone().expect("dup"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // A binary a test has just copied (an installed copy of the agent) may
+    // still be open for writing in a child that another test thread forked
+    // meanwhile and that has not exec'd yet: exec fails with ETXTBSY until
+    // it has. That is the test harness's race, not the agent's, so retry.
+    let mut busy_tries = 0;
+    let mut child = loop {
+        let spawned = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(err.try_clone().expect("dup"))
+            .spawn();
+        match spawned {
+            Ok(child) => break child,
+            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy && busy_tries < 100 => {
+                busy_tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot run {cmd:?}: {e}"),
+        }
+    };
     let start = std::time::Instant::now();
     let (status, timed_out) = loop {
         if let Some(st) = child.try_wait().expect("wait for the agent") {
