@@ -47,13 +47,18 @@
 //!
 //! Each image is opened as the agent opens it at start-up and classified:
 //! **old-exact** / **new-exact** (the store and the state file hold exactly
-//! what they held before / after the run), **repair needed** (redb repairs
-//! the file, then it holds old or new exactly), **unopenable** (the agent
-//! would move the file aside and lose the profile) or **wrong content**.
-//! Required: no unopenable, no wrong content, new-exact at every crash
-//! point after the folder fsync that made the change durable, and a run
-//! started on the crash image exits 0 and stores the profile the network
-//! serves. The table is printed (`--nocapture`).
+//! what they held before / after the run), **between-exact** (exactly a
+//! state the run made durable on its way: a folder fsync after a rename,
+//! e.g. the trust state after a root rotation and before the update),
+//! **repair needed** (redb repairs the file, then it holds one of those
+//! exactly), **unopenable** (the agent would move the file aside and lose
+//! the profile) or **wrong content**. Required: no unopenable, no wrong
+//! content, never older than the last state made durable before the crash
+//! (so new-exact after the last folder fsync), and a run started on the
+//! crash image exits 0 and stores the profile the network serves. Where a
+//! run sends the update datagram, it must reach ccs3updater only after the
+//! trust state that announced it is durable. The table is printed
+//! (`--nocapture`).
 //!
 //! # Mutations
 //!
@@ -121,12 +126,14 @@ enum Op {
     /// Where a folder fsync returned that a mutation took away: the agent
     /// believes its change durable from here, the disk does not.
     Returned,
+    /// ccs3updater had received the update datagram by here.
+    Datagram,
 }
 
 impl Op {
     /// A crash is explored just before each of these.
     fn is_barrier(&self) -> bool {
-        !matches!(self, Op::Write { .. } | Op::SetLen { .. })
+        !matches!(self, Op::Write { .. } | Op::SetLen { .. } | Op::Datagram)
     }
 }
 
@@ -134,6 +141,21 @@ impl Op {
 struct Recorder {
     dir: PathBuf,
     ops: RefCell<Vec<Op>>,
+    /// ccs3updater's socket (non-blocking): looked at before each
+    /// operation, so a datagram is placed before the first operation that
+    /// follows it.
+    updater: Option<std::net::UdpSocket>,
+}
+
+impl Recorder {
+    fn look_for_datagram(&self) {
+        let mut buf = [0u8; 2048];
+        if let Some(sock) = &self.updater
+            && sock.recv_from(&mut buf).is_ok()
+        {
+            self.ops.borrow_mut().push(Op::Datagram);
+        }
+    }
 }
 
 impl Recorder {
@@ -147,6 +169,7 @@ impl Recorder {
 
 impl Tap for Recorder {
     fn event(&self, e: &Event<'_>) {
+        self.look_for_datagram();
         let op = match *e {
             Event::Create(p) => self.name(p).map(Op::Create),
             Event::Write { path, offset, data } => self.name(path).map(|name| Op::Write {
@@ -171,14 +194,19 @@ impl Tap for Recorder {
 
 /// Runs the agent on `root` with the tap installed; returns its exit code
 /// and what it did under `Config/`.
-fn recorded_run(root: &Path, opts: &RunOptions) -> Vec<Op> {
+fn recorded_run(root: &Path, opts: &RunOptions, updater: Option<std::net::UdpSocket>) -> Vec<Op> {
+    if let Some(u) = &updater {
+        u.set_nonblocking(true).expect("non-blocking socket");
+    }
     let recorder = Rc::new(Recorder {
         dir: root.join("Config"),
         ops: RefCell::new(Vec::new()),
+        updater,
     });
     write_tap::install(Some(recorder.clone()));
     let report = agent::run(root, opts);
     write_tap::install(None);
+    recorder.look_for_datagram();
     assert_eq!(
         report.exit_code(),
         0,
@@ -414,6 +442,7 @@ impl Disk {
                     ino,
                 });
             }
+            Op::Datagram => {}
             Op::SyncDir => {
                 if self.fs == Fs::Ext4Ordered {
                     // The journal commit takes the data auto_da_alloc
@@ -743,14 +772,18 @@ fn read_content(config: &Path) -> Read {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Outcome {
     OldExact,
+    /// A state the run made durable on its way (e.g. trust after a root
+    /// rotation, before the update).
+    Between,
     NewExact,
     Repaired,
     Unopenable,
     WrongContent,
 }
 
-const OUTCOMES: [Outcome; 5] = [
+const OUTCOMES: [Outcome; 6] = [
     Outcome::OldExact,
+    Outcome::Between,
     Outcome::NewExact,
     Outcome::Repaired,
     Outcome::Unopenable,
@@ -761,6 +794,7 @@ impl Outcome {
     fn label(self) -> &'static str {
         match self {
             Outcome::OldExact => "old-exact",
+            Outcome::Between => "between-exact",
             Outcome::NewExact => "new-exact",
             Outcome::Repaired => "repair needed",
             Outcome::Unopenable => "unopenable",
@@ -770,38 +804,36 @@ impl Outcome {
 }
 
 /// Opens the image in `config` as the agent's start-up does and says what
-/// it holds.
-fn classify(config: &Path, old: &Content, new: &Content) -> (Outcome, String) {
-    let exact = |c: Content| {
-        let o = if &c == new {
-            Outcome::NewExact
-        } else if &c == old {
-            Outcome::OldExact
-        } else {
-            Outcome::WrongContent
-        };
-        (o, String::new())
+/// it holds: which of `states` (before the run, each state it made
+/// durable, after it) it is exactly, the latest that matches.
+fn classify(config: &Path, states: &[Content]) -> (Outcome, Option<usize>, String) {
+    let exact = |c: Content| match states.iter().rposition(|s| *s == c) {
+        Some(i) if i + 1 == states.len() => (Outcome::NewExact, Some(i), String::new()),
+        Some(0) => (Outcome::OldExact, Some(0), String::new()),
+        Some(i) => (Outcome::Between, Some(i), String::new()),
+        None => (Outcome::WrongContent, None, String::new()),
     };
     match read_content(config) {
         Read::Ok(c) => exact(*c),
-        Read::Unopenable(why) => (Outcome::Unopenable, why),
+        Read::Unopenable(why) => (Outcome::Unopenable, None, why),
         Read::NeedsRepair => {
             // The agent's start-up: redb repairs the file (or the agent
             // moves it aside, which loses the profile).
             if let Err(e) = JobStore::open(&config.join(STORE), true, 0) {
-                return (Outcome::Unopenable, e.to_string());
+                return (Outcome::Unopenable, None, e.to_string());
             }
             match read_content(config) {
                 Read::Ok(c) if c.meta.is_none() => (
                     Outcome::Unopenable,
+                    None,
                     "moved aside after a failed repair".into(),
                 ),
                 Read::Ok(c) => match exact(*c) {
-                    (Outcome::WrongContent, why) => (Outcome::WrongContent, why),
-                    (_, why) => (Outcome::Repaired, why),
+                    (Outcome::WrongContent, i, why) => (Outcome::WrongContent, i, why),
+                    (_, i, why) => (Outcome::Repaired, i, why),
                 },
-                Read::Unopenable(why) => (Outcome::Unopenable, why),
-                Read::NeedsRepair => (Outcome::Unopenable, "still needs a repair".into()),
+                Read::Unopenable(why) => (Outcome::Unopenable, None, why),
+                Read::NeedsRepair => (Outcome::Unopenable, None, "still needs a repair".into()),
             }
         }
     }
@@ -817,11 +849,21 @@ struct Recording {
     /// Files of `Config/` before the run (all durable).
     before: BTreeMap<String, Vec<u8>>,
     ops: Vec<Op>,
-    old: Content,
-    new: Content,
+    /// Before the run, each state it made durable (folder fsync after a
+    /// rename), after it.
+    states: Vec<Content>,
     /// The INI and CA of the install, copied into each image's root.
     setup_files: BTreeMap<String, Vec<u8>>,
     rerun: RunOptions,
+}
+
+impl Recording {
+    /// What the run left.
+    fn after(&self) -> &Content {
+        self.states
+            .last()
+            .expect("at least the state before the run")
+    }
 }
 
 #[derive(Default)]
@@ -872,7 +914,8 @@ fn explore(rec: &Recording, fs: Fs, net_check: &dyn Fn(&Content) -> bool) -> Tal
     let mut tally = Tally::default();
     let mut rng = Rng(SEED ^ rec.ops.len() as u64);
     let mut disk = Disk::from_files(fs, &rec.before);
-    let mut durable_after_return = false;
+    // States made durable so far (index into `rec.states`).
+    let mut passed = 0;
     let scratch = tempfile::tempdir().expect("scratch dir");
     let mut renamed = false;
     for k in 0..=rec.ops.len() {
@@ -890,7 +933,7 @@ fn explore(rec: &Recording, fs: Fs, net_check: &dyn Fn(&Content) -> bool) -> Tal
                     std::fs::write(config.join(n), b).expect("write image file");
                 }
                 tally.images += 1;
-                let (outcome, why) = classify(&config, &rec.old, &rec.new);
+                let (outcome, index, why) = classify(&config, &rec.states);
                 *tally.counts.entry(outcome).or_default() += 1;
                 let what = format!(
                     "{} {:?}: crash point {} of {} (before {}): {} {}",
@@ -904,10 +947,10 @@ fn explore(rec: &Recording, fs: Fs, net_check: &dyn Fn(&Content) -> bool) -> Tal
                 );
                 if matches!(outcome, Outcome::Unopenable | Outcome::WrongContent) {
                     tally.failures.push(what.clone());
-                } else if durable_after_return && outcome != Outcome::NewExact {
-                    tally
-                        .failures
-                        .push(format!("{what}, after the change was made durable"));
+                } else if index.is_some_and(|i| i < passed.min(rec.states.len() - 1)) {
+                    tally.failures.push(format!(
+                        "{what}: older than state {passed}, which the run had made durable"
+                    ));
                 }
                 if !rerun_done.contains(&outcome) {
                     rerun_done.push(outcome);
@@ -930,7 +973,10 @@ fn explore(rec: &Recording, fs: Fs, net_check: &dyn Fn(&Content) -> bool) -> Tal
         if k < rec.ops.len() {
             match &rec.ops[k] {
                 Op::Rename { .. } => renamed = true,
-                Op::SyncDir | Op::Returned if renamed => durable_after_return = true,
+                Op::SyncDir | Op::Returned if renamed => {
+                    renamed = false;
+                    passed += 1;
+                }
                 _ => {}
             }
             disk.apply(k, &rec.ops[k]);
@@ -949,6 +995,7 @@ fn describe(op: &Op) -> String {
         Op::Remove(n) => format!("remove {n}"),
         Op::SyncDir => "fsync Config/".to_string(),
         Op::Returned => "return of a removed fsync Config/".to_string(),
+        Op::Datagram => "the update datagram".to_string(),
     }
 }
 
@@ -1056,15 +1103,45 @@ fn content(config: &Path) -> Content {
 /// Runs the scenario's one recorded run on `i` (already prepared) and
 /// checks the recording against the disk.
 fn record(name: &'static str, i: &Install, opts: RunOptions) -> Recording {
+    record_with(name, i, opts, None)
+}
+
+/// [`record`], with the socket ccs3updater's datagrams reach, if the run
+/// may send one.
+fn record_with(
+    name: &'static str,
+    i: &Install,
+    opts: RunOptions,
+    updater: Option<std::net::UdpSocket>,
+) -> Recording {
     let config = i.path("Config");
     let before = agent_files(&config);
-    let old = content(&config);
-    let ops = recorded_run(i.root(), &opts);
+    let mut states = vec![content(&config)];
+    let ops = recorded_run(i.root(), &opts, updater);
     let new = content(&config);
-    // The recording is complete: replayed, it gives the files on disk.
+    // The recording is complete: replayed, it gives the files on disk. On
+    // the way, each state made durable (a folder fsync after a rename).
+    let scratch = tempfile::tempdir().expect("scratch dir");
     let mut disk = Disk::from_files(Fs::Ubifs, &before);
+    let mut renamed = false;
     for (k, op) in ops.iter().enumerate() {
         disk.apply(k, op);
+        match op {
+            Op::Rename { .. } => renamed = true,
+            Op::SyncDir if renamed => {
+                renamed = false;
+                let dir = scratch.path().join(format!("state{k}"));
+                std::fs::create_dir_all(&dir).expect("state dir");
+                for (n, b) in disk.live_files() {
+                    std::fs::write(dir.join(n), b).expect("write state file");
+                }
+                states.push(content(&dir));
+            }
+            _ => {}
+        }
+    }
+    if states.last() != Some(&new) {
+        states.push(new);
     }
     assert_eq!(
         disk.live_files(),
@@ -1075,8 +1152,7 @@ fn record(name: &'static str, i: &Install, opts: RunOptions) -> Recording {
         name,
         before,
         ops,
-        old,
-        new,
+        states,
         setup_files: setup_files(i),
         rerun: RunOptions {
             recreate: false,
@@ -1221,10 +1297,71 @@ fn recreate(jobs: usize) -> Scenario {
     }
 }
 
+/// A device that accepted root 1 and release 3.4.0 (installed); the
+/// recorded run accepts roots 2 and 3 and announces 3.10.0 to ccs3updater
+/// (PROTOCOL 8.3: the trust state durable before the datagram).
+fn rotation_and_update(jobs: usize) -> Scenario {
+    let updater = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the updater");
+    let port = updater.local_addr().expect("updater address").port();
+    let net = net_with_profile(NetOptions::default(), profile(jobs, 1));
+    let i = Install::new();
+    i.setup(&net, &update_ini(port.into(), "On"));
+    let mut vendor = signed_release(&net, &i, "3.4.0");
+    run_ok(&i, &RunOptions::default());
+    for _ in 0..2 {
+        let mut roles = vendor.roles.clone();
+        roles.root = RoleKeys::one(&Key::generate());
+        roles.timestamp = RoleKeys::one(&Key::generate());
+        vendor.rotate(roles);
+    }
+    vendor.publish_roots(&net);
+    vendor.publish_release(&net, &builds("3.10.0"), FAR);
+    let rec = record_with(
+        "root rotation + update",
+        &i,
+        RunOptions::default(),
+        Some(updater),
+    );
+    // The datagram went out only once the trust state that announced it
+    // was durable.
+    let sent = rec
+        .ops
+        .iter()
+        .position(|o| matches!(o, Op::Datagram))
+        .expect("the run told ccs3updater");
+    let mut durable = 0;
+    let mut renamed = false;
+    for op in &rec.ops[..sent] {
+        match op {
+            Op::Rename { .. } => renamed = true,
+            Op::SyncDir if renamed => {
+                renamed = false;
+                durable += 1;
+            }
+            _ => {}
+        }
+    }
+    let trust = |c: &Content| c.state.as_ref().and_then(|s| s.get("trust").cloned());
+    assert!(
+        trust(&rec.states[durable]) == trust(rec.after()),
+        "ccs3updater was told before the trust state of the update was durable"
+    );
+    assert!(
+        rec.states.len() >= 3,
+        "a rotation and an update are two durable states"
+    );
+    Scenario {
+        rec,
+        _net: net,
+        install: i,
+        _listeners: Vec::new(),
+    }
+}
+
 /// Explores `s` under both file systems; returns the table rows and every
 /// failure found.
 fn explore_both(s: &Scenario) -> (Vec<String>, Vec<String>) {
-    let want = s.rec.new.clone();
+    let want = s.rec.after().clone();
     let check = move |c: &Content| same_profile(c, &want);
     let mut rows = Vec::new();
     let mut failures = Vec::new();
@@ -1348,6 +1485,11 @@ fn power_loss_firewall_state_change() {
 }
 
 #[test]
+fn power_loss_root_rotation_and_accepted_update() {
+    check_scenario(&rotation_and_update(JOBS));
+}
+
+#[test]
 fn power_loss_recreate() {
     check_scenario(&recreate(JOBS));
 }
@@ -1362,13 +1504,12 @@ fn mutation_is_caught(m: Mutation) {
     let mut found = Vec::new();
     let mut rows = Vec::new();
     for s in [replace_profile(MUTATION_JOBS), first_profile(MUTATION_JOBS)] {
-        let want = s.rec.new.clone();
+        let want = s.rec.after().clone();
         let check = move |c: &Content| same_profile(c, &want);
         let mutated = Recording {
             ops: mutate(&s.rec.ops, m, s.rec.before.contains_key(STORE)),
             before: s.rec.before.clone(),
-            old: s.rec.old.clone(),
-            new: s.rec.new.clone(),
+            states: s.rec.states.clone(),
             setup_files: s.rec.setup_files.clone(),
             rerun: s.rec.rerun.clone(),
             name: s.rec.name,
