@@ -103,7 +103,7 @@ pub trait Handler {
 /// Reads a whole document from `body`, checking well-formedness and feeding
 /// `handler`. Returns the number of body bytes, only once the root element
 /// closed and the rest of the body was read to its end and checked.
-pub fn read<R: Read, H: Handler>(body: R, handler: &mut H, limits: Limits) -> Result<u64> {
+pub fn read<R: Read, H: Handler + ?Sized>(body: R, handler: &mut H, limits: Limits) -> Result<u64> {
     // Tiny limits would make no unit fit at all; tests use small ones.
     let chunk = limits.chunk.max(1);
     let max_unit = limits.max_unit.max(16);
@@ -432,7 +432,7 @@ struct Attr {
 }
 
 /// The document-level state: everything but the window.
-struct Doc<'h, H> {
+struct Doc<'h, H: ?Sized> {
     handler: &'h mut H,
     phase: Phase,
     /// The open elements' names, one after the other; `ends` marks where each
@@ -446,7 +446,7 @@ struct Doc<'h, H> {
     text: String,
 }
 
-impl<H: Handler> Doc<'_, H> {
+impl<H: Handler + ?Sized> Doc<'_, H> {
     /// Checks and dispatches one complete unit; returns its number of line
     /// ends (`\n`), counted on the way.
     fn unit(&mut self, kind: Kind, raw: &[u8], at: At) -> Result<u64> {

@@ -11,7 +11,9 @@ use crate::profile::xml::{self, Handler, Limits, StartTag};
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 
 /// Parses `bytes` as the document `name` (for messages, e.g. `timestamp.xml`).
-pub fn read<H: Handler>(name: &str, bytes: &[u8], handler: &mut H) -> Result<(), String> {
+/// The handler is dynamic: one copy of the XML reader serves every trust
+/// document (the profile's own, generic, copy stays as fast as it is).
+pub fn read(name: &str, bytes: &[u8], handler: &mut dyn Handler) -> Result<(), String> {
     if bytes.len() > MAX_METADATA_BYTES {
         return Err(format!(
             "{name} is larger than {MAX_METADATA_BYTES} bytes, the metadata limit"
