@@ -445,22 +445,22 @@ fn profile_step(
         version: manifest.as_ref().map(|m| m.version),
         sha256: manifest.as_ref().map(|m| m.sha256),
     };
-    let (replaced, bytes) = match &manifest {
+    // One reader type and one closure whether or not the body is checked:
+    // the profile parser and the store's writer are generic, and a second
+    // copy of them would cost the appliance binary tens of KiB.
+    let mut body = body;
+    let mut checked;
+    let reader: &mut dyn std::io::Read = match &manifest {
         Some(m) => {
-            let mut body = trust::CheckedBody::new(body, m);
-            let r = store.replace(&replace, &mut on_change, |sink| {
-                profile::parse(&mut body, &device, sink)
-            })?;
-            (r, body.inner().bytes_read())
+            checked = trust::CheckedBody::new(&mut body, m);
+            &mut checked
         }
-        None => {
-            let mut body = body;
-            let r = store.replace(&replace, &mut on_change, |sink| {
-                profile::parse(&mut body, &device, sink)
-            })?;
-            (r, body.bytes_read())
-        }
+        None => &mut body,
     };
+    let replaced = store.replace(&replace, &mut on_change, |sink| {
+        profile::parse(reader, &device, sink)
+    })?;
+    let bytes = body.bytes_read();
     log::debug!(
         "read {bytes} bytes of profile in {} ms",
         started.elapsed().as_millis()
