@@ -414,6 +414,14 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// A host as the INI or a profile may write it, an IPv6 literal in
+/// brackets (`[::1]`) or not: the bare name or address.
+pub fn unbracket_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
 /// configparser's `getboolean` words.
 pub fn parse_bool(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {
@@ -653,6 +661,14 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_lose_ipv6_brackets_only() {
+        assert_eq!(unbracket_host("[::1]"), "::1");
+        assert_eq!(unbracket_host("127.0.0.1"), "127.0.0.1");
+        assert_eq!(unbracket_host("[::1"), "[::1");
+        assert_eq!(unbracket_host("localhost"), "localhost");
+    }
 
     fn ini(text: &str) -> Result<Ini> {
         Ini::parse(Path::new("/r/Config/cncop3.ini"), text)

@@ -98,23 +98,73 @@ impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// A value from the server as it goes into a message: one printable line,
-/// at most 80 characters (then `...`).
-pub(crate) fn printable(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .take(80)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if s.chars().nth(80).is_some() {
-        out.push_str("...");
+/// A value from the network, a file or the command line as it goes into a
+/// message, the one way every message shows one: a single line (control
+/// characters escaped) and at most 64 characters. Quoted, it is a Rust string
+/// literal (`"NAS 42"`, a cut one `"NAS..."... (300 bytes)`); bare, for a
+/// name between `<` and `>` or a key id, it is the characters themselves.
+pub(crate) struct Shown<'a> {
+    text: &'a str,
+    quoted: bool,
+}
+
+impl<'a> Shown<'a> {
+    pub(crate) fn quoted(text: &'a str) -> Shown<'a> {
+        Shown { text, quoted: true }
     }
-    out
+
+    pub(crate) fn bare(text: &'a str) -> Shown<'a> {
+        Shown {
+            text,
+            quoted: false,
+        }
+    }
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 64;
+        let cut = self.text.char_indices().nth(MAX).map(|(i, _)| i);
+        let head = self
+            .text
+            .get(..cut.unwrap_or(self.text.len()))
+            .unwrap_or_default();
+        if self.quoted {
+            write!(f, "{head:?}")?;
+            if cut.is_some() {
+                write!(f, "... ({} bytes)", self.text.len())?;
+            }
+            return Ok(());
+        }
+        for c in head.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        if cut.is_some() {
+            f.write_str("...")?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_in_messages_are_one_short_line() {
+        assert_eq!(Shown::quoted("NAS \"42\"").to_string(), r#""NAS \"42\"""#);
+        assert_eq!(Shown::bare("a\nb").to_string(), r"a\nb");
+        let long = "é".repeat(100);
+        let quoted = Shown::quoted(&long).to_string();
+        assert!(quoted.ends_with("... (200 bytes)"), "{quoted}");
+        assert_eq!(quoted.chars().filter(|&c| c == 'é').count(), 64);
+        let bare = Shown::bare(&long).to_string();
+        assert_eq!(bare, format!("{}...", "é".repeat(64)));
+    }
 
     #[test]
     fn body_read_errors_keep_the_agent_error_inside() {

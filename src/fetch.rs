@@ -256,12 +256,7 @@ impl Client {
             .send(xml)
             .map_err(|e| network_error(&url, e))?;
         let status = resp.status().as_u16();
-        // Drain a short answer so the connection can be reused.
-        let _ = resp
-            .into_body()
-            .into_with_config()
-            .limit(64 * 1024)
-            .read_to_vec();
+        drain(resp);
         log::debug!(
             "POST {url}: {status} in {} ms",
             started.elapsed().as_millis()
@@ -309,13 +304,7 @@ impl Client {
                                 .get("retry-after")
                                 .and_then(|v| v.to_str().ok())
                                 .and_then(|v| clock::parse_retry_after(v, clock::system_now()));
-                            // Reading the (short) error body lets the
-                            // connection be reused for the retry.
-                            let _ = resp
-                                .into_body()
-                                .into_with_config()
-                                .limit(64 * 1024)
-                                .read_to_vec();
+                            drain(resp);
                             (
                                 Error::Network(format!(
                                     "{url} answered {status} (try again later)"
@@ -366,6 +355,17 @@ impl Client {
             std::thread::sleep(wait);
         }
     }
+}
+
+/// Reads and drops a short answer we do not need (an error page, a 202's
+/// body), so the keep-alive connection can carry the next request; a long
+/// one is cut off and the connection closed instead.
+fn drain(resp: ureq::http::Response<ureq::Body>) {
+    let _ = resp
+        .into_body()
+        .into_with_config()
+        .limit(64 * 1024)
+        .read_to_vec();
 }
 
 /// The message of an error without its "network error: " prefix, for

@@ -63,11 +63,7 @@ impl EndpointKey {
     /// Lower-cases host and protocol; an empty protocol means `tcp`, IPv6
     /// brackets are dropped. `None` for an empty host or port 0.
     pub fn new(host: &str, port: u16, proto: &str) -> Option<EndpointKey> {
-        let host = host.trim();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
+        let host = crate::config::unbracket_host(host.trim());
         let proto = proto.trim();
         if host.is_empty() || port == 0 || proto.contains('/') {
             return None;

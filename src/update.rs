@@ -7,7 +7,7 @@
 //! carries on.
 
 use crate::config::Ini;
-use crate::error::{Result, printable};
+use crate::error::{Result, Shown};
 use crate::trust::Trust;
 use std::cmp::Ordering;
 use std::fmt;
@@ -84,7 +84,7 @@ impl Version {
         let bad = |why: &str| {
             format!(
                 "'{}' is not a version such as 3.5.0 ({why})",
-                printable(text)
+                Shown::bare(text)
             )
         };
         if text.is_empty() {
@@ -176,11 +176,11 @@ impl Software {
         size: &str,
     ) -> std::result::Result<Software, String> {
         let version = Version::parse(version).map_err(|why| format!("version {why}"))?;
-        check_url(url).map_err(|why| format!("url '{}' {why}", printable(url)))?;
+        check_url(url).map_err(|why| format!("url '{}' {why}", Shown::bare(url)))?;
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!(
                 "sha256 '{}' is not 64 hex digits",
-                printable(sha256)
+                Shown::bare(sha256)
             ));
         }
         let size = match size.parse::<u64>() {
@@ -188,7 +188,7 @@ impl Software {
             _ => {
                 return Err(format!(
                     "size '{}' is not a positive whole number of bytes",
-                    printable(size)
+                    Shown::bare(size)
                 ));
             }
         };
@@ -297,7 +297,7 @@ pub fn datagram(sw: &Software, platform: &str) -> std::result::Result<String, St
     if platform.is_empty() || !platform.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
             "platform '{}' cannot be sent to ccs3updater",
-            printable(platform)
+            Shown::bare(platform)
         ));
     }
     let line = format!(
@@ -320,12 +320,7 @@ pub fn datagram(sw: &Software, platform: &str) -> std::result::Result<String, St
 /// none). Tries each address the host resolves to until one send succeeds.
 pub fn notify(host: &str, port: u16, datagram: &str) -> std::result::Result<(), String> {
     let fail = |why: String| format!("cannot notify ccs3updater at {host} port {port}: {why}");
-    // An IPv6 literal may come bracketed from the INI.
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let addrs: Vec<SocketAddr> = (bare, port)
+    let addrs: Vec<SocketAddr> = (crate::config::unbracket_host(host), port)
         .to_socket_addrs()
         .map_err(|e| fail(format!("host not found ({e})")))?
         .collect();

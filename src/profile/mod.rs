@@ -16,7 +16,7 @@ pub use job::{
     Child, ChildKind, Children, Credential, EmailWhen, Endpoint, Header, Job, JobType, Target,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Shown};
 use heapless::String as HString;
 use job::{
     ChildError, LongValue, MAX_CHILDREN, MAX_ID, MAX_JOBS, MAX_LONG, MAX_NAME_CHARS, MAX_RETRIES,
@@ -223,7 +223,7 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
         if tag.name != "profile" {
             return Err(refuse(format!(
                 "the root element is <{}>, expected <profile>",
-                xml::Short(tag.name)
+                Shown::bare(tag.name)
             )));
         }
         match tag.get("schema") {
@@ -235,7 +235,7 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
             Some(schema) if schema != SCHEMA => {
                 return Err(refuse(format!(
                     "profile schema {} is not supported; this agent speaks schema {SCHEMA}",
-                    Shown(schema)
+                    Shown::quoted(schema)
                 )));
             }
             Some(_) => {}
@@ -246,8 +246,8 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
         if device != self.device {
             return Err(refuse(format!(
                 "profile is for device {}, this device is {}",
-                Shown(device),
-                Shown(self.device)
+                Shown::quoted(device),
+                Shown::quoted(self.device)
             )));
         }
         let who = Who::Profile;
@@ -293,7 +293,7 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
         if !valid_id(id) {
             return Err(refuse(format!(
                 "{number}: id {} is not 1 to {MAX_ID} characters of A-Z a-z 0-9 . _ -",
-                Shown(id)
+                Shown::quoted(id)
             )));
         }
         let who = Who::Job(id);
@@ -314,7 +314,7 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
             let all: Vec<&str> = JobType::ALL.iter().map(|t| t.as_str()).collect();
             refuse(format!(
                 "{who}: type {} is not one of {}",
-                Shown(job_type),
+                Shown::quoted(job_type),
                 all.join(" ")
             ))
         })?;
@@ -326,7 +326,7 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
                 _ => {
                     return Err(refuse(format!(
                         "{who}: enabled {} is not yes or no",
-                        Shown(enabled)
+                        Shown::quoted(enabled)
                     )));
                 }
             };
@@ -337,7 +337,7 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
             if !(5..=6).contains(&fields) {
                 return Err(refuse(format!(
                     "{who}: schedule {} has {fields} fields, expected 5 or 6",
-                    Shown(schedule)
+                    Shown::quoted(schedule)
                 )));
             }
             job.schedule = fit(schedule, who, Field("", "schedule"))?;
@@ -351,7 +351,7 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
                 .ok_or_else(|| {
                     refuse(format!(
                         "{who}: retries {} is not a number from 0 to {MAX_RETRIES}",
-                        Shown(retries)
+                        Shown::quoted(retries)
                     ))
                 })?;
         }
@@ -392,7 +392,7 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
                 let when = EmailWhen::parse(when).ok_or_else(|| {
                     refuse(format!(
                         "{who}: email/@when {} is not one of always, error, never",
-                        Shown(when)
+                        Shown::quoted(when)
                     ))
                 })?;
                 Child::Email { to, when }
@@ -495,24 +495,6 @@ impl fmt::Display for Field<'_> {
     }
 }
 
-/// A value quoted in a message: escaped (one line) and cut to a readable length.
-struct Shown<'a>(&'a str);
-
-impl fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAX: usize = 64;
-        match self.0.char_indices().nth(MAX) {
-            Some((i, _)) => write!(
-                f,
-                "{:?}... ({} bytes)",
-                self.0.get(..i).unwrap_or_default(),
-                self.0.len()
-            ),
-            None => write!(f, "{:?}", self.0),
-        }
-    }
-}
-
 fn required<'t>(tag: &StartTag<'t>, who: Who<'_>, field: Field<'_>) -> Result<&'t str> {
     tag.get(field.1)
         .ok_or_else(|| refuse(format!("{who}: {field} is missing")))
@@ -571,7 +553,7 @@ fn port(tag: &StartTag<'_>, who: Who<'_>, field: Field<'_>) -> Result<u16> {
         .ok_or_else(|| {
             refuse(format!(
                 "{who}: {field} {} is not a port number from 1 to 65535",
-                Shown(value)
+                Shown::quoted(value)
             ))
         })
 }

@@ -21,7 +21,7 @@
 
 use super::bytes::{below, eq, find_any};
 use super::job::MAX_DEPTH;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Shown};
 use std::fmt;
 use std::io::{ErrorKind, Read};
 use std::ops::Range;
@@ -544,7 +544,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         if target.eq_ignore_ascii_case("xml") {
             return Err(at.wf(format!(
                 "the processing instruction name \"{}\" is reserved",
-                Short(target)
+                Shown::bare(target)
             )));
         }
         let target = match single(text, at)? {
@@ -579,7 +579,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         if self.phase == Phase::Epilog {
             return Err(at.wf(format!(
                 "a second root element <{}> after the root element closed",
-                Short(name)
+                Shown::bare(name)
             )));
         }
         if name.len() > MAX_NAME_LEN {
@@ -591,7 +591,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         if self.ends.len() >= MAX_DEPTH {
             return Err(at.wf(format!(
                 "<{}> is nested {} elements deep, the limit is {MAX_DEPTH}",
-                Short(name),
+                Shown::bare(name),
                 self.ends.len() + 1
             )));
         }
@@ -611,7 +611,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
                     if self.attrs.len() >= MAX_ATTRIBUTES {
                         return Err(here().wf(format!(
                             "<{}> has more than {MAX_ATTRIBUTES} attributes",
-                            Short(name)
+                            Shown::bare(name)
                         )));
                     }
                     if self.attrs.iter().any(|a| {
@@ -619,8 +619,8 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
                     }) {
                         return Err(here().wf(format!(
                             "attribute {} appears twice on <{}>",
-                            Short(attr_name),
-                            Short(name)
+                            Shown::bare(attr_name),
+                            Shown::bare(name)
                         )));
                     }
                     self.attrs.push(Attr {
@@ -648,7 +648,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
             }
         }
         let (Some(empty), None) = (empty, tokens.next()) else {
-            return Err(at.wf(format!("malformed start tag <{}>", Short(name))));
+            return Err(at.wf(format!("malformed start tag <{}>", Shown::bare(name))));
         };
         self.values.clear();
         for attr in &mut self.attrs {
@@ -662,8 +662,8 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
                 at.within(text.as_bytes(), attr.value.start + e.at)
                     .wf(format!(
                         "the value of attribute {} of <{}> has {}",
-                        Short(sub(text, attr.name.clone())),
-                        Short(name),
+                        Shown::bare(sub(text, attr.name.clone())),
+                        Shown::bare(name),
                         e.describe(raw, true)
                     ))
             })?;
@@ -698,18 +698,21 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
             _ => return Err(at.wf("malformed end tag")),
         };
         if tokens.next().is_some() {
-            return Err(at.wf(format!("malformed end tag </{}>", Short(name))));
+            return Err(at.wf(format!("malformed end tag </{}>", Shown::bare(name))));
         }
         let Some(&end) = self.ends.last() else {
-            return Err(at.wf(format!("end tag </{}> without a start tag", Short(name))));
+            return Err(at.wf(format!(
+                "end tag </{}> without a start tag",
+                Shown::bare(name)
+            )));
         };
         let start = self.open_start();
         let open = sub(&self.names, start..end);
         if open != name {
             return Err(at.wf(format!(
                 "end tag </{}> does not match <{}>",
-                Short(name),
-                Short(open)
+                Shown::bare(name),
+                Shown::bare(open)
             )));
         }
         self.close()
@@ -747,7 +750,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
                 let start = self.open_start();
                 Err(Error::Profile(format!(
                     "profile is cut short at byte {total}: <{}> (depth {}) is not closed",
-                    Short(sub(&self.names, start..self.names.len())),
+                    Shown::bare(sub(&self.names, start..self.names.len())),
                     self.ends.len()
                 )))
             }
@@ -897,7 +900,7 @@ fn declaration(text: &str, at: At) -> Result<()> {
                 if name_ok && !value.eq_ignore_ascii_case("UTF-8") {
                     return Err(Error::Profile(format!(
                         "profile declares encoding \"{}\" at byte {}; only UTF-8 is accepted",
-                        Short(value),
+                        Shown::bare(value),
                         at.within(d, i).offset
                     )));
                 }
@@ -1029,7 +1032,7 @@ impl RefError {
             if attr {
                 String::new()
             } else {
-                format!(" {}", Short(sub(src, self.at..self.at + len)))
+                format!(" {}", Shown::bare(sub(src, self.at..self.at + len)))
             }
         };
         match self.kind {
@@ -1077,27 +1080,6 @@ fn qname(prefix: StrSpan<'_>, local: StrSpan<'_>) -> Range<usize> {
 #[inline]
 fn sub(s: &str, r: Range<usize>) -> &str {
     s.get(r).unwrap_or_default()
-}
-
-/// A name or reference in a message: cut to a readable length, control
-/// characters escaped so the message stays one line.
-pub struct Short<'a>(pub &'a str);
-
-impl fmt::Display for Short<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAX: usize = 64;
-        for c in self.0.chars().take(MAX) {
-            if c.is_control() {
-                write!(f, "{}", c.escape_debug())?;
-            } else {
-                write!(f, "{c}")?;
-            }
-        }
-        if self.0.chars().nth(MAX).is_some() {
-            f.write_str("...")?;
-        }
-        Ok(())
-    }
 }
 
 /// An xmlparser error as a message, positioned in the body. Its `Display`

@@ -76,7 +76,7 @@ pub fn version(tag: &StartTag<'_>, attr: &str) -> Result<u64, String> {
         _ => Err(format!(
             "<{}> {attr} '{}' is not a whole number from 1",
             tag.name,
-            crate::error::printable(text)
+            crate::error::Shown::bare(text)
         )),
     }
 }
@@ -89,7 +89,7 @@ pub fn size(tag: &StartTag<'_>, attr: &str) -> Result<u64, String> {
         _ => Err(format!(
             "<{}> {attr} '{}' is not a number of bytes",
             tag.name,
-            crate::error::printable(text)
+            crate::error::Shown::bare(text)
         )),
     }
 }
@@ -104,7 +104,7 @@ pub fn sha256(tag: &StartTag<'_>, attr: &str) -> Result<[u8; 32], String> {
         Err(format!(
             "<{}> {attr} '{}' is not 64 hex digits",
             tag.name,
-            crate::error::printable(text)
+            crate::error::Shown::bare(text)
         ))
     }
 }
@@ -116,7 +116,7 @@ pub fn time(tag: &StartTag<'_>, attr: &str) -> Result<UnixTime, String> {
         format!(
             "<{}> {attr} '{}' is not a UTC time such as 2026-11-28T07:00:00Z",
             tag.name,
-            crate::error::printable(text)
+            crate::error::Shown::bare(text)
         )
     })
 }
@@ -128,7 +128,7 @@ pub fn root_element(tag: &StartTag<'_>, want: &str, doc: &str) -> Result<(), Str
     } else {
         Err(format!(
             "{doc} has root element <{}>, expected <{want}>",
-            crate::error::printable(tag.name)
+            crate::error::Shown::bare(tag.name)
         ))
     }
 }

@@ -39,7 +39,7 @@ impl Manifest {
             (None, None, None, None, None);
         for field in value.split(' ') {
             let (name, v) = field.split_once('=').ok_or_else(|| {
-                format!("has '{}', not name=value", crate::error::printable(field))
+                format!("has '{}', not name=value", crate::error::Shown::bare(field))
             })?;
             let slot = match name {
                 "device" => &mut device,
@@ -63,7 +63,7 @@ impl Manifest {
                 .ok_or_else(|| {
                     format!(
                         "{name} '{}' is not a whole number",
-                        crate::error::printable(v)
+                        crate::error::Shown::bare(v)
                     )
                 })
         };
@@ -72,7 +72,7 @@ impl Manifest {
         {
             return Err(format!(
                 "device '{}' is not a device id",
-                crate::error::printable(device)
+                crate::error::Shown::bare(device)
             ));
         }
         let version = number(need(version, "version")?, "version")?;
@@ -82,14 +82,14 @@ impl Manifest {
         if !super::hex_decode(&hex.to_ascii_lowercase(), &mut digest) {
             return Err(format!(
                 "sha256 '{}' is not 64 hex digits",
-                crate::error::printable(hex)
+                crate::error::Shown::bare(hex)
             ));
         }
         let when = need(expires, "expires")?;
         let expires = clock::parse_rfc3339(when).ok_or_else(|| {
             format!(
                 "expires '{}' is not a UTC time",
-                crate::error::printable(when)
+                crate::error::Shown::bare(when)
             )
         })?;
         Ok(Manifest {

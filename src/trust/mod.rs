@@ -33,7 +33,7 @@ pub use timestamp::Timestamp;
 
 use crate::clock::{self, UnixTime};
 use crate::config::Ini;
-use crate::error::{Error, Result, printable};
+use crate::error::{Error, Result, Shown};
 use std::path::{Path, PathBuf};
 
 /// `[trust] root` when unset.
@@ -208,7 +208,7 @@ impl Trust {
         if m.device != device {
             return Err(format!(
                 "{doc} is for device {}, this device is {device}",
-                printable(&m.device)
+                Shown::bare(&m.device)
             ));
         }
         self.clock

@@ -70,7 +70,7 @@ impl Parser {
         let bad = |why: String| {
             format!(
                 "<software platform=\"{}\">: {why}",
-                crate::error::printable(platform)
+                crate::error::Shown::bare(platform)
             )
         };
         if self.entries.iter().any(|(p, _)| p == platform) {

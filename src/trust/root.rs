@@ -112,7 +112,7 @@ impl Parser {
                 let declared = KeyId::parse(id).ok_or_else(|| {
                     format!(
                         "<key> id '{}' is not 64 lowercase hex digits",
-                        crate::error::printable(id)
+                        crate::error::Shown::bare(id)
                     )
                 })?;
                 let key = PublicKey::from_base64(document::required(tag, "ed25519")?).ok_or_else(
@@ -155,7 +155,7 @@ impl Parser {
                     .ok_or_else(|| {
                         format!(
                             "role {name} threshold '{}' is not a whole number from 1",
-                            crate::error::printable(t)
+                            crate::error::Shown::bare(t)
                         )
                     })?;
                 self.roles.push((role, threshold, Vec::new()));
@@ -170,7 +170,7 @@ impl Parser {
                     format!(
                         "role {} names key '{}', not 64 lowercase hex digits",
                         role.name(),
-                        crate::error::printable(id)
+                        crate::error::Shown::bare(id)
                     )
                 })?;
                 if ids.contains(&id) {

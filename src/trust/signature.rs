@@ -91,7 +91,7 @@ impl Signature {
         if scheme != "ed25519" {
             return Err(format!(
                 "has scheme '{}', only ed25519 is known",
-                crate::error::printable(scheme)
+                crate::error::Shown::bare(scheme)
             ));
         }
         let key = KeyId::parse(key).ok_or("has a key id that is not 64 lowercase hex digits")?;
