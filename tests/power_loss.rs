@@ -1308,12 +1308,7 @@ fn rotation_and_update(jobs: usize) -> Scenario {
     i.setup(&net, &update_ini(port.into(), "On"));
     let mut vendor = signed_release(&net, &i, "3.4.0");
     run_ok(&i, &RunOptions::default());
-    for _ in 0..2 {
-        let mut roles = vendor.roles.clone();
-        roles.root = RoleKeys::one(&Key::generate());
-        roles.timestamp = RoleKeys::one(&Key::generate());
-        vendor.rotate(roles);
-    }
+    rotate_keys(&mut vendor, 2);
     vendor.publish_roots(&net);
     vendor.publish_release(&net, &builds("3.10.0"), FAR);
     let rec = record_with(

@@ -75,12 +75,7 @@ fn scene() -> Scene {
     assert_exit(&template.run(&[]), 0, "the template's first run");
     assert!(drain(&updater).is_empty());
     let before = trust_state_bytes(&template).expect("trust state kept");
-    for _ in 0..2 {
-        let mut roles = vendor.roles.clone();
-        roles.root = RoleKeys::one(&Key::generate());
-        roles.timestamp = RoleKeys::one(&Key::generate());
-        vendor.rotate(roles);
-    }
+    rotate_keys(&mut vendor, 2);
     vendor.publish_roots(&net);
     vendor.publish_release(&net, &builds("3.10.0"), FAR);
 

@@ -100,6 +100,17 @@ pub fn trust_state_bytes(inst: &Install) -> Option<Vec<u8>> {
     sections.get("trust").cloned()
 }
 
+/// Rotates `vendor`'s root `times` times, each to fresh root and timestamp
+/// keys (publish with `publish_roots`).
+pub fn rotate_keys(vendor: &mut Authority, times: usize) {
+    for _ in 0..times {
+        let mut roles = vendor.roles.clone();
+        roles.root = RoleKeys::one(&Key::generate());
+        roles.timestamp = RoleKeys::one(&Key::generate());
+        vendor.rotate(roles);
+    }
+}
+
 /// A vendor whose root version 1 is shipped in `inst`'s `Config/`, whose
 /// release of `version` (for every platform) is published on `net`, and
 /// whose profile key signs `net`'s profile manifests.
