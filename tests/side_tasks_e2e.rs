@@ -145,19 +145,9 @@ impl Updater {
 
     /// The next datagram, whole, waiting at most `wait`.
     fn recv(&self, wait: Duration) -> Option<Vec<u8>> {
-        self.sock
-            .set_read_timeout(Some(wait))
-            .expect("set a read timeout");
-        let mut buf = vec![0u8; 65_536];
-        match self.sock.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                assert!(from.ip().is_loopback(), "datagram from {from}");
-                buf.truncate(n);
-                Some(buf)
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
-            Err(e) => panic!("receiving on the updater socket: {e}"),
-        }
+        let (datagram, from) = recv_datagram(&self.sock, wait)?;
+        assert!(from.ip().is_loopback(), "datagram from {from}");
+        Some(datagram)
     }
 
     #[track_caller]

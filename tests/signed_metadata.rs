@@ -68,12 +68,7 @@ impl Rig {
     }
 
     fn recv(&self, wait: Duration) -> Option<String> {
-        self.updater.set_read_timeout(Some(wait)).expect("timeout");
-        let mut buf = [0u8; 2048];
-        self.updater
-            .recv_from(&mut buf)
-            .ok()
-            .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+        recv_datagram(&self.updater, wait).map(|(d, _)| String::from_utf8_lossy(&d).into_owned())
     }
 
     #[track_caller]

@@ -40,12 +40,9 @@ fn spawn(inst: &Install) -> Child {
 }
 
 fn drain(sock: &UdpSocket) -> Vec<String> {
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
     let mut got = Vec::new();
-    let mut buf = [0u8; 2048];
-    while let Ok((n, _)) = sock.recv_from(&mut buf) {
-        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    while let Some((d, _)) = recv_datagram(sock, Duration::from_millis(200)) {
+        got.push(String::from_utf8_lossy(&d).into_owned());
     }
     got
 }
