@@ -10,7 +10,7 @@
 //! section it reads ([`KNOWN_KEYS`]), is almost surely a typo whose default
 //! would silently apply, so [`Ini::near_misses`] names it.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Shown};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -334,7 +334,10 @@ impl<'a> Section<'a> {
             Some(v) => parse_bool(v).ok_or_else(|| {
                 self.error(
                     key,
-                    format!("'{v}' is not a boolean (use On/Off, yes/no, true/false or 1/0)"),
+                    format!(
+                        "'{}' is not a boolean (use On/Off, yes/no, true/false or 1/0)",
+                        Shown::bare(v)
+                    ),
                 )
             }),
         }
@@ -351,7 +354,8 @@ impl<'a> Section<'a> {
                 _ => Err(self.error(
                     key,
                     format!(
-                        "'{v}' is not a whole number from {} to {}",
+                        "'{}' is not a whole number from {} to {}",
+                        Shown::bare(v),
                         range.start(),
                         range.end()
                     ),
@@ -524,7 +528,10 @@ impl Config {
         {
             return Err(dev.error(
                 "id",
-                format!("'{id}' is not a device id (1-64 of A-Z a-z 0-9 . _ -)"),
+                format!(
+                    "'{}' is not a device id (1-64 of A-Z a-z 0-9 . _ -)",
+                    Shown::bare(id)
+                ),
             ));
         }
         let device = Device {
@@ -543,7 +550,18 @@ impl Config {
             } else {
                 "must start with https://"
             };
-            return Err(net.error("url", format!("'{url}' {why}")));
+            return Err(net.error("url", format!("'{}' {why}", Shown::bare(&url))));
+        }
+        // The HTTP stack's own URI parser (http, through ureq): a URL it
+        // would refuse at the first request is a configuration error now.
+        match url.parse::<ureq::http::Uri>() {
+            Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => {}
+            Ok(_) => {
+                return Err(net.error("url", format!("'{}' names no host", Shown::bare(&url))));
+            }
+            Err(e) => {
+                return Err(net.error("url", format!("'{}' is not a URL ({e})", Shown::bare(&url))));
+            }
         }
         let client_cert = net.path("client_cert", root);
         let client_key = net.path("client_key", root);
@@ -589,7 +607,8 @@ impl Config {
                     defaults.error(
                         "max_log_mib",
                         format!(
-                            "'{v}' is not a number of MiB from 0.01 to 1024 (decimals allowed)"
+                            "'{}' is not a number of MiB from 0.01 to 1024 (decimals allowed)",
+                            Shown::bare(v)
                         ),
                     )
                 })?,
@@ -705,6 +724,22 @@ allow_insecure_http = off
         let i = ini("[DEFAULT]\nretries = 2\n[network]\nproxy = a\n  b\n").unwrap();
         assert_eq!(i.section("network").get("proxy"), Some("a\nb"));
         assert_eq!(i.section("network").get("retries"), Some("2"));
+    }
+
+    #[test]
+    fn a_value_with_continuation_lines_is_named_on_one_line() {
+        // Found by the INI fuzz target: a continuation line put a newline
+        // into the quoted value, and the error (which cron mails) into two.
+        for text in [
+            "[device]\nid = NAS\n  42\nkey = k\n",
+            "[device]\nid = NAS-1\nkey = k\n[network]\nurl = https://a\n  b\n",
+            "[device]\nid = NAS-1\nkey = k\n[network]\nurl = https://a\nretries = 1\n  2\n",
+        ] {
+            let e = Config::from_ini(Path::new("/r"), ini(text).unwrap()).unwrap_err();
+            let msg = e.to_string();
+            assert!(!msg.contains('\n'), "{msg:?}");
+            assert!(msg.contains(r"\n"), "the newline is shown escaped: {msg:?}");
+        }
     }
 
     #[test]

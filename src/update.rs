@@ -53,7 +53,10 @@ impl UpdateConfig {
         {
             return Err(sec.error(
                 "updater_host",
-                format!("'{updater_host}' is not a host name or address"),
+                format!(
+                    "'{}' is not a host name or address",
+                    Shown::bare(&updater_host)
+                ),
             ));
         }
         Ok(UpdateConfig {
