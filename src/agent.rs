@@ -9,7 +9,7 @@ use crate::fetch::{self, ProfileResponse};
 use crate::lock::RunLock;
 use crate::logs;
 use crate::profile;
-use crate::state::{STATE_FILE, Section, StateFile};
+use crate::state::{Section, StateFile};
 use crate::status::{ProfileStatus, RunStatus};
 use crate::store::{Change, Diff, JobStore, ReplaceOptions, Replaced, StoreMeta};
 use crate::trust::{self, Trust};
@@ -195,7 +195,15 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
     if let Some(t) = trust.as_mut() {
         rotate_step(&client, t, &mut state);
     }
-    let profile = profile_step(&cfg, opts, &mut store, &client, trust.as_ref(), now);
+    let profile = profile_step(
+        &cfg,
+        opts,
+        &mut store,
+        &mut state,
+        &client,
+        trust.as_ref(),
+        now,
+    );
     if opts.dry_run {
         return Report {
             profile,
@@ -222,7 +230,14 @@ pub fn run(root: &Path, opts: &RunOptions) -> Report {
     let mut blocked = None;
     note(
         "firewall check",
-        firewall_step(&steps.firewall, &mut store, &client, now, &mut blocked),
+        firewall_step(
+            &steps.firewall,
+            &store,
+            &mut state,
+            &client,
+            now,
+            &mut blocked,
+        ),
     );
     reporter_step(&cfg, steps.reporter.as_ref(), opts);
     Report {
@@ -241,7 +256,8 @@ struct Run {
     /// Held until the run ends (a dry run may find no lock file to hold).
     _lock: Option<RunLock>,
     store: JobStore,
-    /// The agent's own state file (PROTOCOL 3).
+    /// The agent's own state file (PROTOCOL 3): ETag, firewall and trust
+    /// state.
     state: StateFile,
     client: fetch::Client,
     now: u64,
@@ -258,9 +274,9 @@ struct StepSettings {
 }
 
 /// Everything before the first request: the whole INI and the files it
-/// names, then the run lock, old logs, the store. Any failure here ends the
-/// run; a configuration error ends it before anything is done (no lock, no
-/// store, no request).
+/// names, then the run lock, old logs, the store, the state file. Any
+/// failure here ends the run; a configuration error ends it before anything
+/// is done (no lock, no store, no request).
 fn prepare(root: &Path, opts: &RunOptions) -> Result<Run> {
     log_head(root);
     let cfg = Config::load(root, opts.config.as_deref())?;
@@ -301,7 +317,7 @@ fn prepare(root: &Path, opts: &RunOptions) -> Result<Run> {
         );
     }
     let store = JobStore::open(&cfg.store_path(), !opts.dry_run, now)?;
-    let state = StateFile::open(&config_dir.join(STATE_FILE), !opts.dry_run, now);
+    let state = StateFile::open(&cfg.state_path(), !opts.dry_run, now);
     let saved = match (state.was_damaged(), state.get(Section::TRUST)) {
         (true, _) => trust::Saved::Damaged,
         (false, Some(bytes)) => trust::Saved::Bytes(bytes.to_vec()),
@@ -351,11 +367,13 @@ fn log_head(root: &Path) {
     );
 }
 
-/// Fetches the profile and, if it changed, makes it the store.
+/// Fetches the profile and, if it changed, makes it the store; remembers
+/// the ETag it came with in the state file.
 fn profile_step(
     cfg: &Config,
     opts: &RunOptions,
     store: &mut JobStore,
+    state: &mut StateFile,
     client: &fetch::Client,
     trust: Option<&Trust>,
     now: u64,
@@ -376,7 +394,7 @@ fn profile_step(
     let etag = if rebuild || (trust.is_some() && stored.is_none()) {
         None
     } else {
-        store.etag().map(str::to_string)
+        store.etag(state).map(str::to_string)
     };
 
     let device = cfg.device.id.clone();
@@ -438,7 +456,6 @@ fn profile_step(
         .as_ref()
         .is_some_and(|m| stored.is_none_or(|s| (s.version, s.sha256) != (m.version, m.sha256)));
     let replace = ReplaceOptions {
-        etag,
         force: rebuild || resigned,
         dry_run: opts.dry_run,
         now,
@@ -465,6 +482,11 @@ fn profile_step(
         "read {bytes} bytes of profile in {} ms",
         started.elapsed().as_millis()
     );
+    if !opts.dry_run {
+        // After the store: a kill between the two leaves an ETag that names
+        // the old content, which is then not sent (one full download).
+        store.keep_etag(state, etag.as_deref())?;
+    }
     Ok(match replaced {
         Replaced::Unchanged(s) => Outcome::Unchanged {
             jobs: s.jobs,
@@ -532,7 +554,8 @@ fn rotate_step(client: &fetch::Client, trust: &mut Trust, state: &mut StateFile)
 /// Sets `found_blocked` to the endpoints found blocked once it has probed.
 fn firewall_step(
     fcfg: &firewall::FirewallConfig,
-    store: &mut JobStore,
+    store: &JobStore,
+    state: &mut StateFile,
     client: &fetch::Client,
     now: u64,
     found_blocked: &mut Option<Vec<String>>,
@@ -562,8 +585,16 @@ fn firewall_step(
             .map(|e| (e.host.as_str(), e.port, e.proto.as_str())),
         targets,
     );
-    let states: std::collections::HashMap<String, Vec<u8>> =
-        reader.firewall_entries()?.into_iter().collect();
+    let states = match state.get(Section::FIREWALL) {
+        None => firewall::States::new(),
+        Some(bytes) => firewall::decode_states(bytes).unwrap_or_else(|| {
+            log::warn!(
+                "firewall: the firewall section of {} is not readable; every endpoint counts as first seen",
+                state.path().display()
+            );
+            firewall::States::new()
+        }),
+    };
     let started = Instant::now();
     let probes = firewall::probe_all(
         &keys,
@@ -601,11 +632,7 @@ fn firewall_step(
     let mut planned = firewall::plan_all(
         &keys,
         &probes,
-        |k| {
-            states
-                .get(&k.store_key())
-                .and_then(|b| firewall::EndpointState::decode(b))
-        },
+        |k| states.get(&k.store_key()).cloned(),
         now,
         fcfg.rereport,
     );
@@ -633,23 +660,9 @@ fn firewall_step(
         }
         firewall::after_report(&mut planned, accepted, now);
     }
-    let mut changes: Vec<(String, Option<Vec<u8>>)> = planned
-        .iter()
-        .filter_map(|p| {
-            p.state
-                .as_ref()
-                .map(|s| (p.key.store_key(), Some(s.encode())))
-        })
-        .collect();
-    // An endpoint the profile no longer needs is forgotten, not reported.
-    let needed: std::collections::HashSet<String> = keys.iter().map(|k| k.store_key()).collect();
-    changes.extend(
-        states
-            .keys()
-            .filter(|k| !needed.contains(*k))
-            .map(|k| (k.clone(), None)),
-    );
-    store.write_firewall(&changes)?;
+    // Written only when a state changed: an unchanged run writes nothing.
+    let next = firewall::encode_states(&firewall::next_states(&planned));
+    state.put(Section::FIREWALL, next)?;
     match post_error {
         Some(e) => Err(e),
         None => Ok(()),

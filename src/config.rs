@@ -672,6 +672,10 @@ impl Config {
         self.config_dir().join("backupjobs.db")
     }
 
+    pub fn state_path(&self) -> PathBuf {
+        self.config_dir().join(crate::state::STATE_FILE)
+    }
+
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("Spool").join("Logs")
     }

@@ -1,17 +1,17 @@
 //! The open-firewall check (PROTOCOL 5): which endpoints this device must
 //! reach, TCP probes of them within a time budget, each endpoint's remembered
-//! state (the bytes the store keeps under the endpoint's key), what to report,
-//! and the `<firewall-report>` document.
+//! state (the `firewall` section of the state file, `encode_states`), what to
+//! report, and the `<firewall-report>` document.
 //!
-//! The POST and the store writes are the caller's. A run goes:
-//! `endpoints_to_check` -> `probe_all` -> `plan_all` (with the stored states)
-//! -> `report_xml` of the entries, POST -> `after_report` -> write every
-//! `Planned::state` that is `Some`.
+//! The POST and the state file write are the caller's. A run goes:
+//! `decode_states` -> `endpoints_to_check` -> `probe_all` -> `plan_all` (with
+//! the stored states) -> `report_xml` of the entries, POST -> `after_report`
+//! -> `next_states` -> `encode_states`, written only when it changed.
 
 use crate::clock::{self, UnixTime};
 use crate::config::Ini;
 use crate::error::Result;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -301,7 +301,7 @@ fn short(s: &str) -> String {
     s[..end].to_string()
 }
 
-/// What the store remembers about one endpoint.
+/// What the state file remembers about one endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointState {
     pub blocked: bool,
@@ -409,7 +409,7 @@ impl ReportEntry {
     }
 }
 
-/// The next state of one endpoint (`None`: unchanged, do not write) and what
+/// The next state of one endpoint (`None`: unchanged) and what
 /// to report about it.
 ///
 /// A report is due when an endpoint becomes blocked, when a blocked one
@@ -477,21 +477,19 @@ pub fn plan(
     }
 }
 
-/// One endpoint's part of this run: what the store had, what was found,
+/// One endpoint's part of this run: what the state file had, what was found,
 /// what to write and what to report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Planned {
     pub key: EndpointKey,
     pub previous: Option<EndpointState>,
     pub probe: Probe,
-    /// The state to write under `key.store_key()`; `None`: leave the store
-    /// as it is.
+    /// The state to keep under `key.store_key()`; `None`: `previous` stays.
     pub state: Option<EndpointState>,
     pub report: Option<ReportEntry>,
 }
 
-/// `plan` for every endpoint. `previous` gives the stored state of a key
-/// (decoded with `EndpointState::decode`; unreadable bytes count as none).
+/// `plan` for every endpoint. `previous` gives the stored state of a key.
 /// `keys` and `probes` are `probe_all`'s input and output, in the same order.
 pub fn plan_all(
     keys: &[EndpointKey],
@@ -536,6 +534,87 @@ pub fn after_report(planned: &mut [Planned], accepted: bool, now: UnixTime) {
             p.state = Some(s);
         }
     }
+}
+
+/// Each endpoint's state after this run, by `EndpointKey::store_key`: the
+/// planned state or the previous one. Endpoints the profile no longer needs
+/// are not planned, so they are forgotten, not reported.
+pub fn next_states(planned: &[Planned]) -> States {
+    planned
+        .iter()
+        .filter_map(|p| {
+            let state = p.state.clone().or_else(|| p.previous.clone())?;
+            Some((p.key.store_key(), state))
+        })
+        .collect()
+}
+
+/// Endpoint states by `EndpointKey::store_key`, as the state file keeps them.
+pub type States = BTreeMap<String, EndpointState>;
+
+const SECTION_FORMAT: u8 = 1;
+
+/// The `firewall` section of the state file; `None` (no section) when no
+/// endpoint is remembered. Format 1: a format byte (1), the number of
+/// endpoints (u32), then for each, in ascending key order: the key's length
+/// (u16) and bytes (`tcp/host:port`), the state record's length (u16) and
+/// bytes (`EndpointState::encode`). Little-endian.
+pub fn encode_states(states: &States) -> Option<Vec<u8>> {
+    if states.is_empty() {
+        return None;
+    }
+    let mut out = vec![SECTION_FORMAT];
+    // Counts and lengths are far below their types' limits: keys are a host
+    // name and a port, records at most 276 bytes (`short` errors).
+    out.extend_from_slice(&(states.len() as u32).to_le_bytes());
+    for (key, state) in states {
+        let record = state.encode();
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&(record.len() as u16).to_le_bytes());
+        out.extend_from_slice(&record);
+    }
+    Some(out)
+}
+
+/// The states of a section `encode_states` wrote; `None` for anything else
+/// (the caller then treats every endpoint as first seen).
+pub fn decode_states(bytes: &[u8]) -> Option<States> {
+    let (&[format], rest) = bytes.split_first_chunk::<1>()?;
+    let (count, mut rest) = rest.split_first_chunk::<4>()?;
+    if format != SECTION_FORMAT {
+        return None;
+    }
+    let count = u32::from_le_bytes(*count);
+    let mut states = States::new();
+    for _ in 0..count {
+        let (key, after) = length_prefixed(rest)?;
+        let (record, after) = length_prefixed(after)?;
+        rest = after;
+        let key = std::str::from_utf8(key).ok()?;
+        EndpointKey::from_store_key(key)?;
+        let state = EndpointState::decode(record)?;
+        // Strictly ascending: one encoding per set of states.
+        if states
+            .last_key_value()
+            .is_some_and(|(last, _)| last.as_str() >= key)
+        {
+            return None;
+        }
+        // `encode` shortens the error: a longer one was not written by it.
+        if state.encode() != record {
+            return None;
+        }
+        states.insert(key.to_string(), state);
+    }
+    (rest.is_empty() && !states.is_empty()).then_some(states)
+}
+
+/// A u16 length and that many bytes, and what follows.
+fn length_prefixed(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_le_bytes(*len));
+    (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 /// The `<firewall-report>` document of PROTOCOL 5.
@@ -744,6 +823,76 @@ mod tests {
             EndpointState::decode(&long.encode()).unwrap().error.len(),
             MAX_ERROR
         );
+    }
+
+    #[test]
+    fn the_state_file_section_is_pinned_and_strict() {
+        let mut states = States::new();
+        states.insert("tcp/b:2".into(), state(false, 7, None, true, ""));
+        states.insert("tcp/a:1".into(), state(true, 5, Some(6), false, "e"));
+        let bytes = encode_states(&states).unwrap();
+        let mut expected = vec![1, 2, 0, 0, 0];
+        for (key, record) in [
+            (
+                "tcp/a:1",
+                &[
+                    1u8, 5, 5, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 1, 0, b'e',
+                ][..],
+            ),
+            (
+                "tcp/b:2",
+                &[1, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+            ),
+        ] {
+            expected.extend_from_slice(&(key.len() as u16).to_le_bytes());
+            expected.extend_from_slice(key.as_bytes());
+            expected.extend_from_slice(&(record.len() as u16).to_le_bytes());
+            expected.extend_from_slice(record);
+        }
+        assert_eq!(bytes, expected);
+        assert_eq!(decode_states(&bytes), Some(states.clone()));
+        assert_eq!(encode_states(&States::new()), None);
+
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_states(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode_states(&longer), None);
+        let mut other_format = bytes.clone();
+        other_format[0] = 2;
+        assert_eq!(decode_states(&other_format), None);
+        // Keys out of order, and a key `store_key` would not write.
+        let swapped = [
+            &bytes[..5],
+            &bytes[5 + 2 + 7 + 2 + 21..],
+            &bytes[5..5 + 2 + 7 + 2 + 21],
+        ]
+        .concat();
+        assert_eq!(decode_states(&swapped), None);
+        let upper = String::from_utf8_lossy(&bytes).replace("tcp/a:1", "tcp/A:1");
+        assert_eq!(decode_states(upper.as_bytes()), None);
+        // An empty list is written as no section, so it is not one.
+        assert_eq!(decode_states(&[1, 0, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn next_states_keep_what_was_not_probed_and_drop_what_left_the_profile() {
+        let (a, b) = (key("a.example", 1), key("b.example", 2));
+        let old = state(true, T0, Some(T0), true, "connection refused");
+        let planned = plan_all(
+            &[a.clone(), b.clone()],
+            &[Probe::NotReached, Probe::Open],
+            |k| (*k == a).then(|| old.clone()),
+            T0 + HOUR,
+            DAY,
+        );
+        let next = next_states(&planned);
+        assert_eq!(next.len(), 2);
+        assert_eq!(next.get(&a.store_key()), Some(&old), "not reached: kept");
+        assert!(!next[&b.store_key()].blocked, "first seen open");
+        let only_b = plan_all(std::slice::from_ref(&b), &[Probe::Open], |_| None, T0, DAY);
+        assert_eq!(next_states(&only_b).len(), 1, "a is no longer needed");
     }
 
     fn states_bytes() -> Vec<u8> {

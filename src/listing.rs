@@ -1,12 +1,14 @@
 //! `--list` and `--list --json`: what the store holds, for a technician or a
 //! script, without the network. Jobs are streamed from the store, so listing
 //! 100 000 jobs takes no more memory than listing one. Passwords print as
-//! `***`.
+//! `***`. The ETag shown is the state file's, when it belongs to the stored
+//! content (the one the next run sends).
 
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::profile::Job;
-use crate::store::StoreReader;
+use crate::state::StateFile;
+use crate::store::{StoreMeta, StoreReader, etag};
 use std::io::Write;
 use std::path::Path;
 
@@ -14,15 +16,24 @@ fn out_err(e: std::io::Error) -> Error {
     Error::Store(format!("cannot write the listing: {e}"))
 }
 
-/// Writes the listing of the store at `path` to `out`.
-pub fn write(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes the listing of the store at `path` (and the ETag kept in the
+/// state file at `state`) to `out`. Reads only: a damaged state file shows
+/// no ETag and is left for the next run to move aside.
+pub fn write(path: &Path, state: &Path, json: bool, out: &mut impl Write) -> Result<()> {
     let reader = StoreReader::open(path)?;
     let meta = match &reader {
         Some(r) => r.meta()?,
         None => None,
     };
+    let state = StateFile::open(state, false, 0);
+    let etag = etag::current(meta.as_ref(), &state);
     if json {
-        return write_json(path, reader.as_ref(), meta.as_ref(), out);
+        return write_json(path, reader.as_ref(), meta.as_ref(), etag, out);
     }
     let (Some(reader), Some(meta)) = (reader, meta) else {
         writeln!(out, "store: {}", path.display()).map_err(out_err)?;
@@ -32,7 +43,7 @@ pub fn write(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
     let w = |out: &mut dyn Write, k: &str, v: &str| writeln!(out, "{k:<10} {v}").map_err(out_err);
     w(out, "store:", &path.display().to_string())?;
     w(out, "device:", &meta.device)?;
-    w(out, "etag:", meta.etag.as_deref().unwrap_or("-"))?;
+    w(out, "etag:", etag.unwrap_or("-"))?;
     w(
         out,
         "generated:",
@@ -43,6 +54,16 @@ pub fn write(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
         },
     )?;
     w(out, "accepted:", &clock::rfc3339(meta.accepted))?;
+    w(
+        out,
+        "version:",
+        &meta.version.map_or("-".to_string(), |v| v.to_string()),
+    )?;
+    w(
+        out,
+        "sha256:",
+        &meta.sha256.map_or("-".to_string(), |d| hex(&d)),
+    )?;
     w(out, "jobs:", &meta.jobs.to_string())?;
     w(out, "endpoints:", &meta.endpoints.to_string())?;
     writeln!(out).map_err(out_err)?;
@@ -76,7 +97,8 @@ pub fn write(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
 fn write_json(
     path: &Path,
     reader: Option<&StoreReader>,
-    meta: Option<&crate::store::StoreMeta>,
+    meta: Option<&StoreMeta>,
+    etag: Option<&str>,
     out: &mut impl Write,
 ) -> Result<()> {
     let mut s = String::new();
@@ -89,7 +111,7 @@ fn write_json(
     s.push_str(",\"device\":");
     opt(&mut s, meta.map(|m| m.device.as_str()));
     s.push_str(",\"etag\":");
-    opt(&mut s, meta.and_then(|m| m.etag.as_deref()));
+    opt(&mut s, etag);
     s.push_str(",\"generated\":");
     opt(
         &mut s,
@@ -97,6 +119,16 @@ fn write_json(
     );
     s.push_str(",\"accepted\":");
     opt(&mut s, meta.map(|m| clock::rfc3339(m.accepted)).as_deref());
+    s.push_str(",\"version\":");
+    match meta.and_then(|m| m.version) {
+        Some(v) => s.push_str(&v.to_string()),
+        None => s.push_str("null"),
+    }
+    s.push_str(",\"sha256\":");
+    opt(
+        &mut s,
+        meta.and_then(|m| m.sha256).map(|d| hex(&d)).as_deref(),
+    );
     s.push_str(",\"endpoints\":[");
     if let (Some(r), Some(_)) = (reader, meta) {
         for (i, e) in r.endpoints()?.iter().enumerate() {

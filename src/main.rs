@@ -9,7 +9,7 @@
 use argh::FromArgs;
 use cncopgetprofile::agent::{self, RunOptions, UpdateChoice};
 use cncopgetprofile::error::{Error, exit};
-use cncopgetprofile::{clock, config, fetch, listing, logs::Logs, status};
+use cncopgetprofile::{clock, config, fetch, listing, logs::Logs, state, status};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -104,9 +104,10 @@ fn main() -> ExitCode {
     };
 
     if args.list {
-        let path = root.join("Config").join("backupjobs.db");
+        let config = root.join("Config");
+        let state = config.join(state::STATE_FILE);
         let mut out = std::io::stdout().lock();
-        return match listing::write(&path, args.json, &mut out) {
+        return match listing::write(&config.join("backupjobs.db"), &state, args.json, &mut out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         };

@@ -115,9 +115,9 @@ impl StateFile {
     pub fn open(path: &Path, may_write: bool, now: u64) -> StateFile {
         if may_write {
             let tmp = temporary(path);
-            match std::fs::remove_file(&tmp) {
-                Ok(()) => log::debug!("removed {} left by an interrupted run", tmp.display()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            match files::remove(&tmp) {
+                Ok(true) => log::debug!("removed {} left by an interrupted run", tmp.display()),
+                Ok(false) => {}
                 Err(e) => log::warn!("cannot remove {}: {e}", tmp.display()),
             }
         }

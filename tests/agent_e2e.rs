@@ -173,6 +173,36 @@ fn served_etag(net: &TestNetwork) -> String {
     net.etag(DEVICE_ID).expect("the network has an ETag")
 }
 
+/// `v` as a JSON string (the ETags of the tests need no escapes but `"`).
+fn json_string(v: &str) -> String {
+    format!("\"{}\"", v.replace('"', "\\\""))
+}
+
+/// `Config/cncopgetprofile.state`, the agent's own state file.
+fn state_path(inst: &Install) -> PathBuf {
+    inst.path("Config/cncopgetprofile.state")
+}
+
+/// The state file's bytes, mtime and inode: any write shows.
+fn state_snap(inst: &Install) -> (Vec<u8>, SystemTime, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(state_path(inst)).expect("the state file exists");
+    (
+        std::fs::read(state_path(inst)).expect("read the state file"),
+        meta.modified().expect("mtime"),
+        meta.ino(),
+    )
+}
+
+/// The `etag:` line of `--list`.
+fn listed_etag(inst: &Install) -> String {
+    list(inst)
+        .lines()
+        .find_map(|l| l.strip_prefix("etag:"))
+        .map(|v| v.trim().to_string())
+        .expect("--list shows an etag: line")
+}
+
 // ---------------------------------------------------------------------------
 // 1. First run, listing
 // ---------------------------------------------------------------------------
@@ -224,6 +254,21 @@ fn first_run_is_silent_and_stores_every_job_privately() {
     }
     assert!(json.starts_with('{'), "JSON output starts with {{: {json}");
     assert!(json.contains("\"jobs\":["), "JSON has a jobs array: {json}");
+    assert!(
+        json.contains(&format!("\"etag\":{}", json_string(&etag))),
+        "JSON has the ETag: {json}"
+    );
+    // Without a trusted root the profile has no signed version or digest.
+    assert!(
+        json.contains("\"version\":null,\"sha256\":null"),
+        "JSON has the profile's version and digest: {json}"
+    );
+    for line in ["version:   -", "sha256:    -"] {
+        assert!(
+            listing.lines().any(|l| l == line),
+            "--list shows `{line}`:\n{listing}"
+        );
+    }
     for id in gen_ids(50) {
         assert!(
             json.contains(&format!("\"id\":\"{id}\"")),
@@ -282,6 +327,8 @@ fn second_run_sends_the_etag_gets_304_and_writes_nothing() {
     );
     age_store(&inst);
     let before = snap(&inst);
+    let state_before = state_snap(&inst);
+    let config_before = config_files(&inst, "");
 
     run_ok(&inst, &[]);
     let reqs = net.profile_requests();
@@ -293,20 +340,49 @@ fn second_run_sends_the_etag_gets_304_and_writes_nothing() {
     );
     assert_eq!(reqs[1].status, 304);
     assert_store_untouched(&before, &inst, "after a 304");
+    assert!(
+        state_snap(&inst) == state_before,
+        "a 304 run must not write the state file"
+    );
+    assert_eq!(
+        config_files(&inst, ""),
+        config_before,
+        "a 304 run creates or removes nothing in Config/"
+    );
     assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+    assert_eq!(listed_etag(&inst), etag, "--list shows the ETag");
 }
 
 #[test]
-fn same_content_under_another_etag_writes_nothing() {
+fn same_content_under_another_etag_writes_only_a_few_bytes_of_state() {
     let profile = profile_xml(DEVICE_ID, 50);
     let (inst, net) = first_run(profile.clone(), "");
     age_store(&inst);
     let before = snap(&inst);
+    let state_before = state_snap(&inst);
 
     net.set_profile(DEVICE_ID, profile.clone(), Some("\"another-etag\"".into()));
     run_ok(&inst, &[]);
     assert_eq!(net.profile_requests().last().unwrap().status, 200);
     assert_store_untouched(&before, &inst, "after a 200 with the same content");
+    let state_after = state_snap(&inst);
+    assert!(
+        state_after.2 != state_before.2,
+        "the state file is replaced"
+    );
+    assert!(
+        state_after.0.len() < 200,
+        "the state file is small: {} bytes",
+        state_after.0.len()
+    );
+    assert_eq!(listed_etag(&inst), "\"another-etag\"");
+
+    // The next hour: the new ETag is sent, the profile is not downloaded.
+    run_ok(&inst, &[]);
+    let last = net.profile_requests().pop().unwrap();
+    assert_eq!(last.header("if-none-match"), Some("\"another-etag\""));
+    assert_eq!(last.status, 304, "the same content is not downloaded again");
+    assert!(state_snap(&inst) == state_after, "a 304 writes no state");
 
     net.set_profile(DEVICE_ID, profile, None);
     run_ok(&inst, &[]);
@@ -315,6 +391,16 @@ fn same_content_under_another_etag_writes_nothing() {
         &before,
         &inst,
         "after a 200 with the same content and no ETag",
+    );
+    assert_eq!(listed_etag(&inst), "-", "no ETag came with it");
+    run_ok(&inst, &[]);
+    assert_eq!(
+        net.profile_requests()
+            .last()
+            .unwrap()
+            .header("if-none-match"),
+        None,
+        "no ETag is sent when none came with the content"
     );
     assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
 }
@@ -373,6 +459,39 @@ fn an_empty_profile_sent_again_writes_nothing() {
     run_ok(&inst, &[]);
     assert_eq!(net.profile_requests().last().unwrap().status, 200);
     assert_store_untouched(&before, &inst, "after the same empty profile");
+}
+
+/// A state file whose ETag came with other content than the store holds
+/// (as a kill between replacing the store and writing the state leaves it)
+/// must not be sent: a server that went back to that content would answer
+/// 304 and the device would keep a profile the server no longer serves.
+#[test]
+fn an_etag_that_came_with_other_content_is_not_sent() {
+    let a = small_profile(DEVICE_ID, &[("1001", "CCS")]);
+    let b = small_profile(DEVICE_ID, &[("2001", "FTP")]);
+    let (inst, net) = first_run(a.clone(), "");
+    let etag_a = served_etag(&net);
+    let state_of_a = std::fs::read(state_path(&inst)).unwrap();
+    net.set_profile(DEVICE_ID, b.clone(), Some(etag_for(&b)));
+    run_ok(&inst, &[]);
+    assert_eq!(listed_ids(&list(&inst)), set(&["2001"]));
+
+    std::fs::write(state_path(&inst), &state_of_a).unwrap();
+    assert_eq!(listed_etag(&inst), "-", "A's ETag is not B's");
+    net.set_profile(DEVICE_ID, a, Some(etag_a));
+    run_ok(&inst, &[]);
+    let last = net.profile_requests().pop().unwrap();
+    assert_eq!(
+        last.header("if-none-match"),
+        None,
+        "the ETag of A must not be sent for a store holding B"
+    );
+    assert_eq!(last.status, 200);
+    assert_eq!(
+        listed_ids(&list(&inst)),
+        set(&["1001"]),
+        "A is stored again"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -853,6 +972,83 @@ fn corrupt_store_of_random_bytes_is_moved_aside_and_rebuilt() {
 #[test]
 fn truncated_store_is_moved_aside_and_rebuilt() {
     corrupt_store_is_rebuilt(|real| real[..real.len() / 3].to_vec());
+}
+
+/// A damaged state file costs one full download (nothing else: the store is
+/// not rewritten for the same content) and is said once on stderr.
+#[test]
+fn a_damaged_state_file_is_moved_aside_and_costs_one_full_download() {
+    let (inst, net) = first_run(profile_xml(DEVICE_ID, 50), "");
+    age_store(&inst);
+    let before = snap(&inst);
+    let mut bad = std::fs::read(state_path(&inst)).unwrap();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x20;
+    std::fs::write(state_path(&inst), &bad).unwrap();
+
+    let o = inst.run(&[]);
+    assert_exit(&o, 0, "run over a damaged state file");
+    let aside = config_files(&inst, "cncopgetprofile.state.corrupt-");
+    assert_eq!(aside.len(), 1, "one state file moved aside\n{}", show(&o));
+    assert!(std::fs::read(&aside[0]).unwrap() == bad, "with its bytes");
+    // One line names the file and the damage (the trust step may add its
+    // own line about the trust state it kept there).
+    let lines: Vec<String> = err_lines(&o)
+        .into_iter()
+        .filter(|l| l.contains("cncopgetprofile.state"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line names the file\n{}", show(&o));
+    assert!(
+        lines[0].contains("damaged") && lines[0].contains("moved it to"),
+        "the line names the damage and where the file went: {}",
+        lines[0]
+    );
+    let req = net.profile_requests().pop().unwrap();
+    assert_eq!(req.header("if-none-match"), None, "a full download");
+    assert_eq!(req.status, 200);
+    assert_store_untouched(&before, &inst, "the same content after a damaged state");
+    assert_eq!(
+        listed_etag(&inst),
+        served_etag(&net),
+        "the ETag is kept again"
+    );
+    assert_eq!(mode_of(&state_path(&inst)), 0o600);
+
+    run_ok(&inst, &[]);
+    assert_eq!(net.profile_requests().pop().unwrap().status, 304);
+}
+
+/// A store of an older schema (1 kept the ETag and the firewall state in
+/// the store) is rebuilt from a full download.
+#[test]
+fn a_store_of_an_older_schema_is_rebuilt_from_a_full_download() {
+    let (inst, net) = first_run(profile_xml(DEVICE_ID, 50), "");
+    {
+        let db = redb::Database::open(inst.db_path()).expect("open the store with redb");
+        let txn = db.begin_write().unwrap();
+        {
+            let meta: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("meta");
+            let mut t = txn.open_table(meta).unwrap();
+            t.insert(b"schema".as_slice(), 1u32.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let before = snap(&inst);
+    let o = inst.run(&[]);
+    assert_exit(&o, 0, "run over a schema 1 store");
+    assert!(
+        stderr_of(&o).contains("another store schema"),
+        "the rebuild is said\n{}",
+        show(&o)
+    );
+    let req = net.profile_requests().pop().unwrap();
+    assert_eq!(req.header("if-none-match"), None, "a full download");
+    assert_eq!(req.status, 200);
+    assert!(snap(&inst).ino != before.ino, "the store is rewritten");
+    assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+    run_ok(&inst, &[]);
+    assert_eq!(net.profile_requests().pop().unwrap().status, 304);
 }
 
 // ---------------------------------------------------------------------------

@@ -1296,17 +1296,17 @@ fn side_tasks_run_when_the_profile_fetch_fails() {
     assert_eq!(listed_ids(&list(&inst)), set(&["1001"]), "old profile kept");
 }
 
-/// The firewall state the store keeps, by endpoint key (read as the suite's
-/// other programs would, with the library).
+/// The firewall state the agent's state file keeps, by endpoint key (read
+/// with the library).
 fn firewall_keys(inst: &Install) -> BTreeSet<String> {
-    let store = cncopgetprofile::store::StoreReader::open(&inst.db_path())
-        .expect("store opens")
-        .expect("a store exists");
-    store
-        .firewall_entries()
-        .expect("firewall table reads")
-        .into_iter()
-        .map(|(k, _)| k)
+    use cncopgetprofile::state::{STATE_FILE, Section, StateFile};
+    let state = StateFile::open(&inst.path("Config").join(STATE_FILE), false, 0);
+    assert!(!state.was_damaged(), "the state file reads");
+    state
+        .get(Section::FIREWALL)
+        .map(|b| cncopgetprofile::firewall::decode_states(b).expect("the firewall section decodes"))
+        .unwrap_or_default()
+        .into_keys()
         .collect()
 }
 
@@ -1335,7 +1335,7 @@ fn an_endpoint_that_leaves_the_profile_is_forgotten_not_reported() {
     assert_eq!(
         firewall_keys(&inst),
         set(&[&key(kept)]),
-        "the endpoint that left the profile is still in the store"
+        "the endpoint that left the profile is still in the state file"
     );
     assert_reports(&net, 1, "leaving the profile is not a report");
 }

@@ -11,6 +11,7 @@
 //! - Files are created with mode 0600: the store holds credentials.
 
 mod dry_run;
+pub mod etag;
 mod old;
 pub mod reader;
 pub mod record;
@@ -23,12 +24,13 @@ pub use tables::{STORE_SCHEMA, StoreMeta};
 use crate::error::{Error, Result};
 use crate::files::{self, create_private, io_error, remove_leftover};
 use crate::profile::{Endpoint, Header, Job, ProfileSink, Summary};
+use crate::state::{Section, StateFile};
 use old::{OldJobs, compare, duplicate, read_error};
 use reader::{OpenError, storage_error};
 use redb::ReadableTable;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use tables::{ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META, position_key};
+use tables::{ENDPOINTS, JOB_IDS, JOBS, META, position_key};
 
 /// Jobs per transaction while a new store file is written.
 const COMMIT_EVERY: u32 = 8192;
@@ -83,15 +85,16 @@ pub enum Replaced {
 /// What to do with a valid new profile.
 #[derive(Clone, Debug, Default)]
 pub struct ReplaceOptions {
-    pub etag: Option<String>,
+    /// The signed manifest's `version` and `sha256` (PROTOCOL 8.2), kept in
+    /// the store's meta; `None` without a trusted root. A profile whose
+    /// records are unchanged but whose manifest differs is written.
+    pub version: Option<u64>,
+    pub sha256: Option<[u8; 32]>,
     /// Write even when the content is unchanged (`--recreate`, schema change).
     pub force: bool,
     pub dry_run: bool,
     /// Unix time the profile is accepted at.
     pub now: u64,
-    /// The signed manifest's version and SHA-256 (PROTOCOL 8.2), if signed.
-    pub version: Option<u64>,
-    pub sha256: Option<[u8; 32]>,
 }
 
 /// The job store of one run.
@@ -170,12 +173,21 @@ impl JobStore {
         self.meta.as_ref()
     }
 
-    /// The ETag to send as `If-None-Match`: only for a store of this schema.
-    pub fn etag(&self) -> Option<&str> {
-        self.meta
-            .as_ref()
-            .filter(|m| m.schema == STORE_SCHEMA)
-            .and_then(|m| m.etag.as_deref())
+    /// The ETag to send as `If-None-Match`: the state's, only when it came
+    /// with the content this store holds (see `etag`).
+    pub fn etag<'s>(&self, state: &'s StateFile) -> Option<&'s str> {
+        etag::current(self.meta(), state)
+    }
+
+    /// Remembers `etag` (`None`: none was sent) as the one of the content the
+    /// store now holds. Writes the state file only when that changes it: a
+    /// few bytes when the same content comes under a new ETag.
+    pub fn keep_etag(&self, state: &mut StateFile, etag: Option<&str>) -> Result<()> {
+        let section = etag::section(self.meta(), etag);
+        if section.is_none() && etag.is_some() {
+            log::debug!("the ETag sent with the profile cannot be sent back; not kept");
+        }
+        state.put(Section::ETAG, section).map(drop)
     }
 
     /// True when the store is of another schema and must be rebuilt.
@@ -233,57 +245,6 @@ impl JobStore {
             None => None,
         };
         Ok(())
-    }
-
-    /// Applies firewall state changes (`None` removes an entry): the store is
-    /// copied to `backupjobs.db.new`, changed there in one transaction and
-    /// renamed over the store, like a new profile. The live file is never
-    /// opened for writing, so a kill cannot leave it needing a repair (which
-    /// would lock the suite's readers out) and a reader holding it open does
-    /// not block the change. Nothing to change: nothing is written.
-    pub fn write_firewall(&mut self, changes: &[(String, Option<Vec<u8>>)]) -> Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        if self.meta.is_none() {
-            return Err(Error::Store(format!(
-                "{}: no profile has been accepted yet; firewall state is not kept",
-                self.path.display()
-            )));
-        }
-        let tmp = self.path.with_extension("db.new");
-        let result = self.write_firewall_copy(&tmp, changes);
-        if let Err(e) = result {
-            let _ = files::remove(&tmp);
-            return Err(e);
-        }
-        self.install(&tmp)
-    }
-
-    fn write_firewall_copy(&self, tmp: &Path, changes: &[(String, Option<Vec<u8>>)]) -> Result<()> {
-        remove_leftover(tmp)?;
-        let copy = create_private(tmp)?;
-        let live =
-            std::fs::read(&self.path).map_err(|e| io_error(&self.path, "cannot read", &e))?;
-        let backend =
-            files::store_backend(copy, tmp).map_err(|e| storage_error(tmp, "cannot create", e))?;
-        redb::StorageBackend::write(&backend, 0, &live).map_err(|e| write_err(tmp, e))?;
-        let db = redb::Builder::new()
-            .set_cache_size(WRITE_CACHE_BYTES)
-            .create_with_backend(backend)
-            .map_err(|e| storage_error(tmp, "cannot open for writing", e))?;
-        let txn = db.begin_write().map_err(|e| write_err(tmp, e))?;
-        {
-            let mut table = txn.open_table(FIREWALL).map_err(|e| write_err(tmp, e))?;
-            for (key, value) in changes {
-                match value {
-                    Some(v) => table.insert(key.as_bytes(), v.as_slice()).map(drop),
-                    None => table.remove(key.as_bytes()).map(drop),
-                }
-                .map_err(|e| write_err(tmp, e))?;
-            }
-        }
-        txn.commit().map_err(|e| write_err(tmp, e))
     }
 
     /// Makes the committed file `tmp` the store: the one atomic step of
@@ -357,7 +318,12 @@ impl JobStore {
         if self.meta.is_none() {
             diff.removed = 0;
         }
-        let unchanged = !opts.force && same;
+        let unchanged = !opts.force
+            && same
+            && self
+                .meta
+                .as_ref()
+                .is_some_and(|m| (m.version, m.sha256) == (opts.version, opts.sha256));
         if unchanged {
             return Ok(Replaced::Unchanged(summary));
         }
@@ -365,9 +331,9 @@ impl JobStore {
         let meta = StoreMeta {
             schema: STORE_SCHEMA,
             device: header.device.to_string(),
-            etag: opts.etag.clone(),
             generated: header.generated.to_string(),
             accepted: opts.now,
+            id: new_id(tmp)?,
             jobs: summary.jobs as u64,
             endpoints: summary.endpoints as u64,
             version: opts.version,
@@ -376,19 +342,21 @@ impl JobStore {
         {
             let mut table = txn.open_table(META).map_err(werr)?;
             meta.write(&mut table).map_err(|e| write_err(tmp, e))?;
-            // Firewall state is per endpoint, not per profile: carry it over.
-            let mut fw = txn.open_table(FIREWALL).map_err(werr)?;
-            if let Some(r) = &self.current {
-                for (k, v) in r.firewall_entries()? {
-                    fw.insert(k.as_bytes(), v.as_slice())
-                        .map_err(|e| write_err(tmp, e))?;
-                }
-            }
         }
         txn.commit().map_err(|e| write_err(tmp, e))?;
         drop(db);
         Ok(Replaced::Written(summary, diff))
     }
+}
+
+/// A new store's random id (`StoreMeta::id`).
+fn new_id(path: &Path) -> Result<[u8; 16]> {
+    use ring::rand::SecureRandom;
+    let mut id = [0; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut id)
+        .map_err(|_| storage_error(path, "cannot make an id", "no random numbers"))?;
+    Ok(id)
 }
 
 /// redb repairs a file that was not closed cleanly when it is opened for
@@ -626,5 +594,57 @@ impl ProfileSink for StoreSink<'_> {
             (self.on_change)(c);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROFILE: &str = "<profile schema=\"3\" device=\"D\"><jobs>\
+        <job id=\"1\" name=\"a\" type=\"CCS\"/></jobs></profile>";
+
+    fn replace(store: &mut JobStore, version: Option<u64>, sha256: Option<[u8; 32]>) -> Replaced {
+        let opts = ReplaceOptions {
+            version,
+            sha256,
+            ..ReplaceOptions::default()
+        };
+        store
+            .replace(&opts, &mut |_| {}, |sink| {
+                crate::profile::parse(PROFILE.as_bytes(), "D", sink)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_signed_version_and_digest_are_kept_and_a_new_manifest_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backupjobs.db");
+        let mut store = JobStore::open(&path, true, 0).unwrap();
+        assert!(matches!(
+            replace(&mut store, None, None),
+            Replaced::Written(..)
+        ));
+        let meta = store.meta().unwrap();
+        assert_eq!((meta.version, meta.sha256), (None, None));
+        assert!(matches!(
+            replace(&mut store, None, None),
+            Replaced::Unchanged(..)
+        ));
+
+        // Same records, now signed: the store takes the manifest.
+        assert!(matches!(
+            replace(&mut store, Some(7), Some([9; 32])),
+            Replaced::Written(..)
+        ));
+        assert!(matches!(
+            replace(&mut store, Some(7), Some([9; 32])),
+            Replaced::Unchanged(..)
+        ));
+        let reopened = JobStore::open(&path, false, 0).unwrap();
+        let meta = reopened.meta().unwrap();
+        assert_eq!((meta.version, meta.sha256), (Some(7), Some([9; 32])));
+        assert_eq!(meta.schema, STORE_SCHEMA);
     }
 }

@@ -7,7 +7,7 @@
 
 use super::record;
 use super::tables::{
-    ENDPOINTS, FIREWALL, JOB_IDS, JOBS, META, StoreMeta, Table, position_key, position_value,
+    ENDPOINTS, JOB_IDS, JOBS, META, StoreMeta, Table, position_key, position_value,
 };
 use crate::error::{Error, Result};
 use crate::profile::{Endpoint, Job};
@@ -230,23 +230,6 @@ impl StoreReader {
                 record::decode_endpoint(v.value())
                     .ok_or_else(|| storage_error(&self.path, "damaged endpoint record", ""))?,
             );
-        }
-        Ok(out)
-    }
-
-    /// Raw firewall state entries (key, value), for the firewall step.
-    pub fn firewall_entries(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let Some(t) = self.table(FIREWALL)? else {
-            return Ok(Vec::new());
-        };
-        let read = |e| storage_error(&self.path, "cannot read firewall state", e);
-        let mut out = Vec::new();
-        for entry in t.iter().map_err(read)? {
-            let (k, v) = entry.map_err(read)?;
-            out.push((
-                String::from_utf8_lossy(k.value()).into_owned(),
-                v.value().to_vec(),
-            ));
         }
         Ok(out)
     }

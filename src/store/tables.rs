@@ -7,9 +7,14 @@
 //!   order is the profile's order;
 //! - `job_ids`: job id -> document position, for lookups and for refusing
 //!   duplicate ids without holding a set in memory;
-//! - `endpoints`: document position -> endpoint record;
-//! - `firewall`: endpoint key -> state record (owned by the firewall step).
+//! - `endpoints`: document position -> endpoint record.
 //!
+//! The agent's own bookkeeping (the ETag, the firewall state) is not here but
+//! in its state file (`crate::state`): changing it must not copy the store.
+//!
+//! Schema 2 dropped schema 1's `etag` and `digest` meta entries and its
+//! `firewall` table, and added the store's random `id` and the `version` and
+//! `sha256` entries of a signed profile.
 //! Every table is bytes to bytes: redb's B-tree code is generic over key and
 //! value types, and each extra pair of types compiles another copy of it into
 //! a binary that must fit an appliance's flash. Positions are big-endian keys
@@ -17,7 +22,7 @@
 
 use redb::{ReadableTable, TableDefinition};
 
-pub const STORE_SCHEMA: u32 = 1;
+pub const STORE_SCHEMA: u32 = 2;
 
 pub type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -25,7 +30,6 @@ pub const META: Table = TableDefinition::new("meta");
 pub const JOBS: Table = TableDefinition::new("jobs");
 pub const JOB_IDS: Table = TableDefinition::new("job_ids");
 pub const ENDPOINTS: Table = TableDefinition::new("endpoints");
-pub const FIREWALL: Table = TableDefinition::new("firewall");
 
 /// The key of a document position in `jobs` and `endpoints`.
 pub fn position_key(position: u32) -> [u8; 4] {
@@ -42,17 +46,20 @@ pub fn position_value(bytes: &[u8]) -> Option<u32> {
 pub struct StoreMeta {
     pub schema: u32,
     pub device: String,
-    /// The server's ETag of the stored profile, if it sent one.
-    pub etag: Option<String>,
     /// The profile's `generated` attribute, as sent.
     pub generated: String,
     /// When this agent accepted the profile (Unix seconds, UTC).
     pub accepted: u64,
+    /// Random, new for every store file written: names the stored content
+    /// (the state file ties the ETag to it, `store::etag`).
+    pub id: [u8; 16],
     pub jobs: u64,
     pub endpoints: u64,
-    /// The signed manifest's profile version (PROTOCOL 8.2), if signed.
+    /// The signed profile manifest's `version` (PROTOCOL 8.2); `None` for a
+    /// profile accepted without a trusted root.
     pub version: Option<u64>,
-    /// The signed manifest's SHA-256 of the profile bytes, if signed.
+    /// The signed manifest's `sha256` of the profile's exact XML bytes;
+    /// `None` as for `version`.
     pub sha256: Option<[u8; 32]>,
 }
 
@@ -75,11 +82,14 @@ impl StoreMeta {
                 .map(|v| String::from_utf8(v).map_err(|_| key.to_string()))
                 .transpose()
         };
-        let u64_of = |key: &str| -> Result<u64, String> {
-            let v = get(key)?.ok_or(key)?;
+        let u64_in = |v: Vec<u8>, key: &str| -> Result<u64, String> {
             Ok(u64::from_le_bytes(
                 v.try_into().map_err(|_| key.to_string())?,
             ))
+        };
+        let u64_of = |key: &str| -> Result<u64, String> { u64_in(get(key)?.ok_or(key)?, key) };
+        let digest_in = |v: Vec<u8>, key: &str| -> Result<[u8; 32], String> {
+            v.try_into().map_err(|_| key.to_string())
         };
         // A store of another schema is only ever asked for its schema: its
         // other entries may have another layout.
@@ -87,9 +97,9 @@ impl StoreMeta {
             return Ok(Some(StoreMeta {
                 schema,
                 device: String::new(),
-                etag: None,
                 generated: String::new(),
                 accepted: 0,
+                id: [0; 16],
                 jobs: 0,
                 endpoints: 0,
                 version: None,
@@ -99,17 +109,13 @@ impl StoreMeta {
         Ok(Some(StoreMeta {
             schema,
             device: text("device")?.unwrap_or_default(),
-            etag: text("etag")?,
             generated: text("generated")?.unwrap_or_default(),
             accepted: u64_of("accepted")?,
+            id: get("id")?.ok_or("id")?.try_into().map_err(|_| "id")?,
             jobs: u64_of("jobs")?,
             endpoints: u64_of("endpoints")?,
-            version: get("version")?
-                .map(|v| v.try_into().map(u64::from_le_bytes).map_err(|_| "version"))
-                .transpose()?,
-            sha256: get("sha256")?
-                .map(|v| v.try_into().map_err(|_| "sha256"))
-                .transpose()?,
+            version: get("version")?.map(|v| u64_in(v, "version")).transpose()?,
+            sha256: get("sha256")?.map(|v| digest_in(v, "sha256")).transpose()?,
         }))
     }
 
@@ -119,24 +125,22 @@ impl StoreMeta {
     ) -> Result<(), redb::StorageError> {
         table.insert(b"schema".as_slice(), self.schema.to_le_bytes().as_slice())?;
         table.insert(b"device".as_slice(), self.device.as_bytes())?;
-        if let Some(etag) = &self.etag {
-            table.insert(b"etag".as_slice(), etag.as_bytes())?;
-        }
         table.insert(b"generated".as_slice(), self.generated.as_bytes())?;
         table.insert(
             b"accepted".as_slice(),
             self.accepted.to_le_bytes().as_slice(),
         )?;
+        table.insert(b"id".as_slice(), self.id.as_slice())?;
         table.insert(b"jobs".as_slice(), self.jobs.to_le_bytes().as_slice())?;
         table.insert(
             b"endpoints".as_slice(),
             self.endpoints.to_le_bytes().as_slice(),
         )?;
-        if let Some(v) = self.version {
-            table.insert(b"version".as_slice(), v.to_le_bytes().as_slice())?;
+        if let Some(version) = self.version {
+            table.insert(b"version".as_slice(), version.to_le_bytes().as_slice())?;
         }
-        if let Some(d) = &self.sha256 {
-            table.insert(b"sha256".as_slice(), d.as_slice())?;
+        if let Some(sha256) = &self.sha256 {
+            table.insert(b"sha256".as_slice(), sha256.as_slice())?;
         }
         Ok(())
     }
