@@ -60,6 +60,16 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Days from 1970-01-01 to a date that exists (no 30 February, no month 13):
+/// the one check every date read from a file or the network goes through.
+fn days_of_real_date(y: i64, m: u32, d: u32) -> Option<i64> {
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    (civil_from_days(days) == (y, m, d)).then_some(days)
+}
+
 /// `2026-11-27T07:00:05Z`
 pub fn rfc3339(t: UnixTime) -> String {
     let days = (t / 86_400) as i64;
@@ -108,10 +118,7 @@ pub fn parse_day_stamp(s: &str) -> Option<UnixTime> {
     let y: i64 = s[..4].parse().ok()?;
     let m: u32 = s[4..6].parse().ok()?;
     let d: u32 = s[6..].parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    u64::try_from(days_from_civil(y, m, d) * 86_400).ok()
+    u64::try_from(days_of_real_date(y, m, d)? * 86_400).ok()
 }
 
 /// `Retry-After`: delay-seconds or an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
@@ -152,11 +159,11 @@ fn parse_imf_fixdate(value: &str) -> Option<UnixTime> {
         return None;
     }
     // 60: a leap second is a valid HTTP time.
-    if !(1..=31).contains(&day) || year < 1970 || h > 23 || mi > 59 || s > 60 {
+    if year < 1970 || h > 23 || mi > 59 || s > 60 {
         return None;
     }
     let month = u32::try_from(month).ok()? + 1;
-    let days = u64::try_from(days_from_civil(i64::from(year), month, day)).ok()?;
+    let days = u64::try_from(days_of_real_date(i64::from(year), month, day)?).ok()?;
     Some(days * 86_400 + u64::from(h * 3600 + mi * 60 + s))
 }
 
@@ -193,6 +200,17 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn dates_that_do_not_exist_are_refused() {
+        assert_eq!(parse_rfc3339("2026-02-30T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-04-31T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2025-02-29T00:00:00Z"), None);
+        assert!(parse_rfc3339("2028-02-29T00:00:00Z").is_some());
+        assert_eq!(parse_day_stamp("20260230"), None);
+        assert_eq!(parse_retry_after("Mon, 30 Feb 2026 08:49:37 GMT", 0), None);
+        assert_eq!(parse_retry_after("Tue, 31 Jun 2026 08:49:37 GMT", 0), None);
     }
 
     #[test]
