@@ -9,7 +9,7 @@
 //!
 //! | section | owner | holds |
 //! | --- | --- | --- |
-//! | `etag` | `store::etag` | the stored profile's ETag and content digest |
+//! | `etag` | `store::etag` | the stored profile's ETag and the id of the store file it came with |
 //! | `firewall` | `firewall` | each endpoint's last state |
 //! | `trust` | `trust::Kept` | the trusted root, timestamp and release versions, the release, the highest software announced |
 //!
@@ -25,8 +25,8 @@
 //!   folder synced (`files::replace_with_bytes`). A kill or power cut at any
 //!   moment leaves the old state or the new one; when [`StateFile::put`]
 //!   returns, the new one is durable.
-//! - A change costs the state's size in bytes (a few hundred bytes for a
-//!   typical appliance), never the job store's. Nothing changed: nothing is
+//! - A change costs the state's size in bytes (a few KiB: about 60 bytes an
+//!   endpoint, the trusted root's document), never the job store's. Nothing changed: nothing is
 //!   written, so an unchanged run writes nothing under `Config/`.
 //! - Mode 0600.
 //! - A file that cannot be read or does not decode, to the last bit of its
@@ -58,8 +58,8 @@ use std::path::{Path, PathBuf};
 /// The state file's name in `Config/`.
 pub const STATE_FILE: &str = "cncopgetprofile.state";
 /// The largest state file read or written. Far above what an appliance
-/// needs (a state is typically a few hundred bytes; the trust documents are
-/// at most 64 KiB each) and small enough to hold in memory.
+/// needs (a state is typically a few KiB; the trust documents are at most
+/// 64 KiB each) and small enough to hold in memory.
 pub const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
 
 const MAGIC: [u8; 8] = *b"cncopst\n";
