@@ -328,22 +328,31 @@ fn a_read_only_config_folder_exits_6_and_keeps_the_store() {
     assert_eq!(stored_ids(&inst), gen_ids(2000));
 }
 
-/// `Config/` on a read-only file system (a read-only bind mount, as flash
-/// remounted read-only after errors looks to a program).
-#[test]
-#[ignore = "needs root (a read-only bind mount): CI runs the ignored tests as root"]
-fn config_on_a_read_only_file_system_exits_6_and_keeps_the_store() {
-    let case = "Config/ on a read-only file system";
+/// An install that stored 50 jobs, the network now serving 2000, and its
+/// `Config/` then bound read-only onto itself (root only); the snapshot is
+/// from before the mount.
+fn read_only_config_after_a_run(case: &str) -> (Install, TestNetwork, Snap, Mounted) {
     assert!(is_root(), "{case}: a read-only bind mount needs root");
-    let (inst, _net) = stored_then_serving(bigger_profile());
+    let (inst, net) = stored_then_serving(bigger_profile());
     let config = inst.path("Config");
     let before = snap(&inst);
     let mounted = Mounted::read_only(&config)
         .unwrap_or_else(|e| panic!("{case}: cannot bind-mount read-only: {e}"));
     assert!(
         std::fs::write(config.join("probe"), b"x").is_err(),
-        "the bind mount is read-only"
+        "{case}: the bind mount is read-only"
     );
+    (inst, net, before, mounted)
+}
+
+/// `Config/` on a read-only file system (a read-only bind mount, as flash
+/// remounted read-only after errors looks to a program).
+#[test]
+#[ignore = "needs root (a read-only bind mount): CI runs the ignored tests as root"]
+fn config_on_a_read_only_file_system_exits_6_and_keeps_the_store() {
+    let case = "Config/ on a read-only file system";
+    let (inst, _net, before, mounted) = read_only_config_after_a_run(case);
+    let config = inst.path("Config");
 
     let o = inst.run(&[]);
     let line = one_line_exit_6(&o, case);
@@ -374,12 +383,7 @@ fn config_on_a_read_only_file_system_exits_6_and_keeps_the_store() {
 #[ignore = "needs root (a read-only bind mount): CI runs the ignored tests as root"]
 fn dry_run_on_a_read_only_config_reports_the_diff_and_writes_nothing() {
     let case = "--dry-run with Config/ on a read-only file system";
-    assert!(is_root(), "{case}: a read-only bind mount needs root");
-    let (inst, _net) = stored_then_serving(bigger_profile());
-    let config = inst.path("Config");
-    let before = snap(&inst);
-    let mounted = Mounted::read_only(&config)
-        .unwrap_or_else(|e| panic!("{case}: cannot bind-mount read-only: {e}"));
+    let (inst, _net, before, mounted) = read_only_config_after_a_run(case);
     let o = inst.run(&["--dry-run"]);
     assert_exit(&o, 0, case);
     let text = stdout_of(&o);

@@ -459,12 +459,14 @@ fn announced_wait(stderr: &str) -> Option<f64> {
     before_s.rsplit(' ').next()?.parse().ok()
 }
 
-fn retry_after_date_honoured(code: u16) {
+/// One `code` answer carrying `Retry-After: value`, then the profile: the
+/// run succeeds on its retry. Returns the wait the agent announced, and the
+/// run for messages.
+fn retried_once_after(code: u16, value: &str) -> (f64, std::process::Output) {
     let (inst, net) = after_a_good_run(NetOptions::default(), "[network]\nretries = 1\n");
-    let at = http_date(SystemTime::now() + Duration::from_secs(6));
-    net.push_fault("/profile", status_fault(code, Some(&at)));
+    net.push_fault("/profile", status_fault(code, Some(value)));
     let o = inst.run(&[]);
-    assert_exit(&o, 0, &format!("{code} with Retry-After: {at}"));
+    assert_exit(&o, 0, &format!("{code} with Retry-After: {value}"));
     assert_stdout_empty(&o, "retried run");
     assert_eq!(profile_statuses(&net, 1), [code, 200], "{}", show(&o));
     assert_eq!(
@@ -472,10 +474,16 @@ fn retry_after_date_honoured(code: u16) {
         50,
         "the retried download is stored"
     );
-    // Without the date the first wait would be the backoff, at most 1 s; the
-    // date asks for about 6 s (some of it spent before the agent read it).
     let wait = announced_wait(&stderr_of(&o))
         .unwrap_or_else(|| panic!("no retry warning naming its wait\n{}", show(&o)));
+    (wait, o)
+}
+
+fn retry_after_date_honoured(code: u16) {
+    let at = http_date(SystemTime::now() + Duration::from_secs(6));
+    let (wait, o) = retried_once_after(code, &at);
+    // Without the date the first wait would be the backoff, at most 1 s; the
+    // date asks for about 6 s (some of it spent before the agent read it).
     assert!(
         wait >= 2.0,
         "the retry waits for the Retry-After date, not the backoff: {wait} s\n{}",
@@ -531,19 +539,8 @@ fn retry_after_with_an_absurd_date_field_is_ignored_not_overflowed() {
     // The hour field once overflowed the date arithmetic: a panic (debug) or
     // a wrapped-around wait (release). Now the header is ignored and the
     // agent's own backoff applies.
-    let (inst, net) = after_a_good_run(NetOptions::default(), "[network]\nretries = 1\n");
     let value = "Sun, 06 Nov 1994 99999999999999999:49:37 GMT";
-    net.push_fault("/profile", status_fault(503, Some(value)));
-    let o = inst.run(&[]);
-    assert_exit(&o, 0, &format!("503 with Retry-After: {value}"));
-    assert_eq!(profile_statuses(&net, 1), [503, 200], "{}", show(&o));
-    assert_eq!(
-        stored_ids(&inst).len(),
-        50,
-        "the retried download is stored"
-    );
-    let wait = announced_wait(&stderr_of(&o))
-        .unwrap_or_else(|| panic!("no retry warning naming its wait\n{}", show(&o)));
+    let (wait, o) = retried_once_after(503, value);
     assert!(
         wait <= 1.5,
         "the first backoff (at most 1 s plus jitter) applies: {wait} s\n{}",
