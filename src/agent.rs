@@ -6,6 +6,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::error::Result;
 use crate::fetch::{self, ProfileResponse};
+use crate::install_root::InstallRoot;
 use crate::lock::RunLock;
 use crate::logs;
 use crate::profile;
@@ -169,7 +170,7 @@ impl Report {
 /// the profile step failed on the network (a blocked network is exactly when
 /// the firewall report matters), each failure logged without stopping the
 /// others. A configuration or lock failure before the profile stops the run.
-pub fn run(root: &Path, opts: &RunOptions) -> Report {
+pub fn run(root: &InstallRoot, opts: &RunOptions) -> Report {
     let Run {
         cfg,
         steps,
@@ -277,8 +278,8 @@ struct StepSettings {
 /// names, then the run lock, old logs, the store, the state file. Any
 /// failure here ends the run; a configuration error ends it before anything
 /// is done (no lock, no store, no request).
-fn prepare(root: &Path, opts: &RunOptions) -> Result<Run> {
-    log_head(root);
+fn prepare(root: &InstallRoot, opts: &RunOptions) -> Result<Run> {
+    log_head(root.path());
     let cfg = Config::load(root, opts.config.as_deref())?;
     logs::set_cap(cfg.max_log_bytes);
     for line in cfg.describe() {
@@ -290,40 +291,40 @@ fn prepare(root: &Path, opts: &RunOptions) -> Result<Run> {
     let steps = StepSettings {
         update: update::UpdateConfig::from_ini(&cfg.ini)?,
         firewall: firewall::FirewallConfig::from_ini(&cfg.ini)?,
-        reporter: reporter::ReporterConfig::from_ini(&cfg.ini, &cfg.root)?,
+        reporter: reporter::ReporterConfig::from_ini(&cfg.ini, cfg.root.path())?,
     };
     let client = fetch::Client::new(&cfg)?;
-    let config_dir = cfg.config_dir();
+    let config_dir = cfg.root.config_dir();
     // A dry run writes nothing under Config/, not even the folder or the
     // lock file, so it also works where Config/ is read-only.
     let lock = if opts.dry_run {
-        RunLock::acquire_read_only(&config_dir)?
+        RunLock::acquire_read_only(&cfg.root.lock_file())?
     } else {
-        std::fs::create_dir_all(&config_dir).map_err(|e| {
+        std::fs::create_dir_all(config_dir).map_err(|e| {
             crate::Error::Store(format!(
                 "cannot create {}: {}",
                 config_dir.display(),
                 crate::config::io_reason(&e)
             ))
         })?;
-        Some(RunLock::acquire(&config_dir)?)
+        Some(RunLock::acquire(&cfg.root.lock_file())?)
     };
     let now = clock::now();
-    let removed = logs::remove_old(&cfg.logs_dir(), cfg.days_of_logs, now);
+    let removed = logs::remove_old(&cfg.root.logs_dir(), cfg.days_of_logs, now);
     if removed > 0 {
         log::debug!(
             "removed {removed} log files older than {} days",
             cfg.days_of_logs
         );
     }
-    let store = JobStore::open(&cfg.store_path(), !opts.dry_run, now)?;
-    let state = StateFile::open(&cfg.state_path(), !opts.dry_run, now);
+    let store = JobStore::open(&cfg.root.store(), !opts.dry_run, now)?;
+    let state = StateFile::open(&cfg.root.state_file(), !opts.dry_run, now);
     let saved = match (state.was_damaged(), state.get(Section::TRUST)) {
         (true, _) => trust::Saved::Damaged,
         (false, Some(bytes)) => trust::Saved::Bytes(bytes.to_vec()),
         (false, None) => trust::Saved::None,
     };
-    let tcfg = trust::TrustConfig::from_ini(&cfg.ini, &cfg.root);
+    let tcfg = trust::TrustConfig::from_ini(&cfg.ini, cfg.root.path());
     let trust = Trust::open(&tcfg, saved, trust::Clock::new(now))?;
     Ok(Run {
         cfg,

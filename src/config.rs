@@ -1,4 +1,4 @@
-//! Configuration: where the install root is, reading `Config/cncop3.ini`
+//! Configuration: reading `Config/cncop3.ini`
 //! (Python `configparser` syntax), and the typed settings of the core run.
 //!
 //! Sections other than `[device]`, `[network]` and `[defaults]` are parsed
@@ -11,35 +11,9 @@
 //! would silently apply, so [`Ini::near_misses`] names it.
 
 use crate::error::{Error, Result, Shown};
+use crate::install_root::{HOME_VAR, InstallRoot};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// The environment variable that names the install root.
-pub const HOME_VAR: &str = "CNCOP_HOME";
-/// The INI file, relative to the install root, when `-c` is not given.
-pub const DEFAULT_INI: &str = "Config/cncop3.ini";
-
-/// The install root: `CNCOP_HOME` when set, else the parent of the folder the
-/// binary is in (the suite installs binaries in `<root>/bin`).
-pub fn install_root() -> Result<PathBuf> {
-    if let Some(home) = std::env::var_os(HOME_VAR).filter(|h| !h.is_empty()) {
-        return Ok(PathBuf::from(home));
-    }
-    let exe = std::env::current_exe().map_err(|e| {
-        Error::Config(format!(
-            "cannot find the install root: {HOME_VAR} is not set and the binary's own path is unknown ({e})"
-        ))
-    })?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "cannot find the install root from {}; set {HOME_VAR}",
-                exe.display()
-            ))
-        })
-}
 
 /// A secret value (device key): never printed, not even by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -495,7 +469,7 @@ pub struct Network {
 /// The settings of the core run: device, network, logs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub root: PathBuf,
+    pub root: InstallRoot,
     pub ini: Ini,
     pub device: Device,
     pub network: Network,
@@ -509,16 +483,16 @@ pub const DEFAULT_MAX_PROFILE_BYTES: u64 = 64 * 1024 * 1024;
 impl Config {
     /// Reads and checks the INI. `ini_path` is `-c` (relative to the working
     /// directory) or `None` for the default under the root.
-    pub fn load(root: &Path, ini_path: Option<&Path>) -> Result<Config> {
+    pub fn load(root: &InstallRoot, ini_path: Option<&Path>) -> Result<Config> {
         let path = match ini_path {
             Some(p) => p.to_path_buf(),
-            None => root.join(DEFAULT_INI),
+            None => root.default_ini(),
         };
         let ini = Ini::load(&path)?;
         Config::from_ini(root, ini)
     }
 
-    pub fn from_ini(root: &Path, ini: Ini) -> Result<Config> {
+    pub fn from_ini(root: &InstallRoot, ini: Ini) -> Result<Config> {
         let dev = ini.section("device");
         let id = dev.required("id")?;
         if id.len() > 64
@@ -563,8 +537,8 @@ impl Config {
                 return Err(net.error("url", format!("'{}' is not a URL ({e})", Shown::bare(&url))));
             }
         }
-        let client_cert = net.path("client_cert", root);
-        let client_key = net.path("client_key", root);
+        let client_cert = net.path("client_cert", root.path());
+        let client_key = net.path("client_key", root.path());
         if client_cert.is_some() != client_key.is_some() {
             let missing = if client_cert.is_some() {
                 "client_key"
@@ -578,7 +552,7 @@ impl Config {
         }
         let network = Network {
             url,
-            ca_file: net.path("ca_file", root),
+            ca_file: net.path("ca_file", root.path()),
             client_cert,
             client_key,
             proxy: net.optional("proxy").map(str::to_string),
@@ -614,7 +588,7 @@ impl Config {
                 })?,
         };
         Ok(Config {
-            root: root.to_path_buf(),
+            root: root.clone(),
             ini,
             device,
             network,
@@ -663,22 +637,6 @@ impl Config {
         ));
         lines
     }
-
-    pub fn config_dir(&self) -> PathBuf {
-        self.root.join("Config")
-    }
-
-    pub fn store_path(&self) -> PathBuf {
-        self.config_dir().join("backupjobs.db")
-    }
-
-    pub fn state_path(&self) -> PathBuf {
-        self.config_dir().join(crate::state::STATE_FILE)
-    }
-
-    pub fn logs_dir(&self) -> PathBuf {
-        self.root.join("Spool").join("Logs")
-    }
 }
 
 #[cfg(test)]
@@ -712,7 +670,7 @@ allow_insecure_http = off
 
     #[test]
     fn parses_configparser_syntax() {
-        let cfg = Config::from_ini(Path::new("/r"), ini(GOOD).unwrap()).unwrap();
+        let cfg = Config::from_ini(&InstallRoot::new("/r"), ini(GOOD).unwrap()).unwrap();
         assert_eq!(cfg.device.id, "NAS-00042");
         assert_eq!(cfg.device.key.expose(), "s3cret=with=equals");
         assert_eq!(cfg.network.url, "https://cncop.example.net/cncop");
@@ -739,7 +697,7 @@ allow_insecure_http = off
             "[device]\nid = NAS-1\nkey = k\n[network]\nurl = https://a\n  b\n",
             "[device]\nid = NAS-1\nkey = k\n[network]\nurl = https://a\nretries = 1\n  2\n",
         ] {
-            let e = Config::from_ini(Path::new("/r"), ini(text).unwrap()).unwrap_err();
+            let e = Config::from_ini(&InstallRoot::new("/r"), ini(text).unwrap()).unwrap_err();
             let msg = e.to_string();
             assert!(!msg.contains('\n'), "{msg:?}");
             assert!(msg.contains(r"\n"), "the newline is shown escaped: {msg:?}");
@@ -748,25 +706,29 @@ allow_insecure_http = off
 
     #[test]
     fn errors_name_file_section_and_key() {
-        let e = Config::from_ini(Path::new("/r"), ini("[device]\nid = X\n").unwrap()).unwrap_err();
+        let e = Config::from_ini(&InstallRoot::new("/r"), ini("[device]\nid = X\n").unwrap())
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "configuration error: /r/Config/cncop3.ini [device] key: is missing"
         );
         let bad = GOOD.replace("retries = 5", "retries = lots");
-        let e = Config::from_ini(Path::new("/r"), ini(&bad).unwrap()).unwrap_err();
+        let e = Config::from_ini(&InstallRoot::new("/r"), ini(&bad).unwrap()).unwrap_err();
         assert!(
             e.to_string()
                 .contains("[network] retries: 'lots' is not a whole number")
         );
-        let e = Config::from_ini(Path::new("/r"), ini("[device]\nid = X\nkey = k\n").unwrap())
-            .unwrap_err();
+        let e = Config::from_ini(
+            &InstallRoot::new("/r"),
+            ini("[device]\nid = X\nkey = k\n").unwrap(),
+        )
+        .unwrap_err();
         assert!(
             e.to_string().contains("section [network] is missing"),
             "{e}"
         );
         let http = GOOD.replace("https://", "http://");
-        let e = Config::from_ini(Path::new("/r"), ini(&http).unwrap()).unwrap_err();
+        let e = Config::from_ini(&InstallRoot::new("/r"), ini(&http).unwrap()).unwrap_err();
         assert!(e.to_string().contains("plain http:// is refused"), "{e}");
         assert_eq!(e.exit_code(), 2);
     }
@@ -790,7 +752,7 @@ allow_insecure_http = off
     #[test]
     fn the_shipped_sample_is_valid_and_documents_every_default() {
         let sample = include_str!("../Config/cncop3.ini");
-        let cfg = Config::from_ini(Path::new("/r"), ini(sample).unwrap()).unwrap();
+        let cfg = Config::from_ini(&InstallRoot::new("/r"), ini(sample).unwrap()).unwrap();
         let net = &cfg.network;
         assert_eq!(net.connect_timeout, Duration::from_secs(15));
         assert_eq!(net.read_timeout, Duration::from_secs(60));
@@ -807,7 +769,7 @@ allow_insecure_http = off
     fn max_log_mib_takes_decimals_within_range() {
         let with = |v: &str| {
             let text = format!("{GOOD}\n[defaults]\nmax_log_mib = {v}\n");
-            Config::from_ini(Path::new("/r"), ini(&text).unwrap())
+            Config::from_ini(&InstallRoot::new("/r"), ini(&text).unwrap())
         };
         assert_eq!(with("0.01").unwrap().max_log_bytes, 10_485);
         assert_eq!(with("2").unwrap().max_log_bytes, 2 * 1024 * 1024);
@@ -826,7 +788,7 @@ allow_insecure_http = off
             "retries = 5",
             "proxy = http://proxyuser:pr0xy-pass@127.0.0.1:3128/\n[reporter]\napi_token = t0k3n",
         );
-        let cfg = Config::from_ini(Path::new("/r"), ini(&text).unwrap()).unwrap();
+        let cfg = Config::from_ini(&InstallRoot::new("/r"), ini(&text).unwrap()).unwrap();
         let all = cfg.describe().join("\n");
         for secret in ["s3cret", "pr0xy-pass", "t0k3n"] {
             assert!(!all.contains(secret), "{secret} shown:\n{all}");

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fetch;
 mod files;
 pub mod firewall;
+mod install_root;
 pub mod listing;
 pub mod lock;
 pub mod logs;
@@ -28,3 +29,4 @@ pub mod update;
 pub mod write_tap;
 
 pub use error::{Error, Result};
+pub use install_root::InstallRoot;

@@ -6,6 +6,7 @@
 
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::install_root::InstallRoot;
 use crate::profile::Job;
 use crate::state::StateFile;
 use crate::store::{StoreMeta, StoreReader, etag};
@@ -21,16 +22,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes the listing of the store at `path` (and the ETag kept in the
-/// state file at `state`) to `out`. Reads only: a damaged state file shows
-/// no ETag and is left for the next run to move aside.
-pub fn write(path: &Path, state: &Path, json: bool, out: &mut impl Write) -> Result<()> {
+/// Writes the listing of the store under `root` (and the ETag kept in its
+/// state file) to `out`. Reads only: a damaged state file shows no ETag and
+/// is left for the next run to move aside.
+pub fn write(root: &InstallRoot, json: bool, out: &mut impl Write) -> Result<()> {
+    let path = &root.store();
     let reader = StoreReader::open(path)?;
     let meta = match &reader {
         Some(r) => r.meta()?,
         None => None,
     };
-    let state = StateFile::open(state, false, 0);
+    let state = StateFile::open(&root.state_file(), false, 0);
     let etag = etag::current(meta.as_ref(), &state);
     if json {
         return write_json(path, reader.as_ref(), meta.as_ref(), etag, out);

@@ -8,8 +8,6 @@ use crate::error::{Error, Result};
 use std::fs::File;
 use std::path::Path;
 
-pub const LOCK_FILE: &str = "cncopgetprofile.lock";
-
 /// Held for the whole run; dropping it releases the lock.
 #[derive(Debug)]
 pub struct RunLock {
@@ -17,31 +15,30 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Takes the lock in `config_dir` or fails at once with `Error::Locked`.
-    pub fn acquire(config_dir: &Path) -> Result<RunLock> {
-        let path = config_dir.join(LOCK_FILE);
+    /// Takes the lock file at `path` (`InstallRoot::lock_file`) or fails
+    /// at once with `Error::Locked`.
+    pub fn acquire(path: &Path) -> Result<RunLock> {
         let mut opts = std::fs::OpenOptions::new();
         opts.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let file = opts.open(&path).map_err(|e| {
+        let file = opts.open(path).map_err(|e| {
             Error::Store(format!(
                 "cannot open the lock file {}: {}",
                 path.display(),
                 crate::config::io_reason(&e)
             ))
         })?;
-        RunLock::take(file, &path)
+        RunLock::take(file, path)
     }
 
     /// For a run that writes nothing (`--dry-run`): takes the lock through
     /// a read-only handle, so it works on a read-only `Config/`, and creates
     /// no file. `None` when no run ever made the lock file (then no run has
     /// a store to change under us either).
-    pub fn acquire_read_only(config_dir: &Path) -> Result<Option<RunLock>> {
-        let path = config_dir.join(LOCK_FILE);
-        match File::open(&path) {
-            Ok(file) => RunLock::take(file, &path).map(Some),
+    pub fn acquire_read_only(path: &Path) -> Result<Option<RunLock>> {
+        match File::open(path) {
+            Ok(file) => RunLock::take(file, path).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::Store(format!(
                 "cannot open the lock file {}: {}",
@@ -80,11 +77,11 @@ impl RunLock {
 /// Tries of a run that finds the lock taken, 20 ms apart.
 const STATUS_PROBE_RETRIES: u32 = 5;
 
-/// Whether a run holds the lock in `config_dir` now (`None`: cannot tell,
+/// Whether a run holds the lock file at `path` now (`None`: cannot tell,
 /// e.g. the lock file is not readable). Takes a shared lock for the moment
 /// of the test and never creates the file.
-pub fn is_held(config_dir: &Path) -> Option<bool> {
-    let file = match File::open(config_dir.join(LOCK_FILE)) {
+pub fn is_held(path: &Path) -> Option<bool> {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
         Err(_) => return None,
@@ -99,34 +96,36 @@ pub fn is_held(config_dir: &Path) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::install_root::InstallRoot;
 
     #[test]
     fn a_second_lock_is_refused_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(is_held(dir.path()), Some(false), "no lock file yet");
-        assert!(
-            !dir.path().join(LOCK_FILE).exists(),
-            "is_held creates nothing"
-        );
-        let first = RunLock::acquire(dir.path()).unwrap();
-        let second = RunLock::acquire(dir.path()).unwrap_err();
+        let lock = InstallRoot::new(dir.path()).lock_file();
+        std::fs::create_dir(dir.path().join("Config")).unwrap();
+        assert_eq!(is_held(&lock), Some(false), "no lock file yet");
+        assert!(!lock.exists(), "is_held creates nothing");
+        let first = RunLock::acquire(&lock).unwrap();
+        let second = RunLock::acquire(&lock).unwrap_err();
         assert_eq!(second.exit_code(), crate::error::exit::LOCKED);
-        assert_eq!(is_held(dir.path()), Some(true));
+        assert_eq!(is_held(&lock), Some(true));
         drop(first);
-        assert_eq!(is_held(dir.path()), Some(false));
-        RunLock::acquire(dir.path()).unwrap();
+        assert_eq!(is_held(&lock), Some(false));
+        RunLock::acquire(&lock).unwrap();
     }
 
     #[test]
     fn a_read_only_lock_excludes_writers_and_creates_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(RunLock::acquire_read_only(dir.path()).unwrap().is_none());
-        assert!(!dir.path().join(LOCK_FILE).exists());
-        drop(RunLock::acquire(dir.path()).unwrap());
-        let reader = RunLock::acquire_read_only(dir.path()).unwrap().unwrap();
-        let writer = RunLock::acquire(dir.path()).unwrap_err();
+        let lock = InstallRoot::new(dir.path()).lock_file();
+        std::fs::create_dir(dir.path().join("Config")).unwrap();
+        assert!(RunLock::acquire_read_only(&lock).unwrap().is_none());
+        assert!(!lock.exists());
+        drop(RunLock::acquire(&lock).unwrap());
+        let reader = RunLock::acquire_read_only(&lock).unwrap().unwrap();
+        let writer = RunLock::acquire(&lock).unwrap_err();
         assert_eq!(writer.exit_code(), crate::error::exit::LOCKED);
         drop(reader);
-        RunLock::acquire(dir.path()).unwrap();
+        RunLock::acquire(&lock).unwrap();
     }
 }

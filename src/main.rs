@@ -1,15 +1,13 @@
-//! `cncopgetprofile [-?] [-d] [-c CONFIG] [--noupdate] [--update] [--recreate]`
-//! (and `--dry-run`, `--list [--json]`, `--status [--json]`, `--version`)
-//!
-//! Parses the command line, sets up logging and maps the run's result to an
-//! exit code; the work is in the library.
+//! The `cncopgetprofile` binary: parses the command line (`USAGE` below, the
+//! line `-?` and every usage error print), sets up logging and maps the
+//! run's result to an exit code; the work is in the library.
 
 #![forbid(unsafe_code)]
 
 use argh::FromArgs;
 use cncopgetprofile::agent::{self, RunOptions, UpdateChoice};
 use cncopgetprofile::error::{Error, exit};
-use cncopgetprofile::{clock, config, fetch, listing, logs::Logs, state, status};
+use cncopgetprofile::{InstallRoot, clock, fetch, listing, logs::Logs, status};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -98,16 +96,14 @@ fn main() -> ExitCode {
     if (args.list || args.status) && (args.dry_run || args.recreate) {
         return usage_error("--list and --status cannot be combined with --dry-run or --recreate");
     }
-    let root = match config::install_root() {
+    let root = match InstallRoot::locate() {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
 
     if args.list {
-        let config = root.join("Config");
-        let state = config.join(state::STATE_FILE);
         let mut out = std::io::stdout().lock();
-        return match listing::write(&config.join("backupjobs.db"), &state, args.json, &mut out) {
+        return match listing::write(&root, args.json, &mut out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         };
@@ -121,7 +117,7 @@ fn main() -> ExitCode {
         };
     }
 
-    let mut logs = Logs::init(&root.join("Spool").join("Logs"), args.debug, clock::now());
+    let mut logs = Logs::init(&root.logs_dir(), args.debug, clock::now());
     let opts = RunOptions {
         debug: args.debug,
         config: args.config,

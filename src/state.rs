@@ -55,8 +55,6 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// The state file's name in `Config/`.
-pub const STATE_FILE: &str = "cncopgetprofile.state";
 /// The largest state file read or written. Far above what an appliance
 /// needs (a state is typically a few KiB; the trust documents are at most
 /// 64 KiB each) and small enough to hold in memory.
@@ -307,6 +305,7 @@ fn valid_name(name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::install_root::STATE_FILE;
     use std::os::unix::fs::PermissionsExt;
 
     fn sections(pairs: &[(&str, &[u8])]) -> Sections {

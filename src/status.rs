@@ -15,18 +15,11 @@
 use crate::clock::{self, UnixTime};
 use crate::config::{Ini, io_reason};
 use crate::error::{Error, Result, exit::NO_RUN_RECORDED};
+use crate::install_root::InstallRoot;
 use crate::listing::json_str;
 use crate::lock;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-
-/// The file's name under `Spool/`.
-pub const STATUS_FILE: &str = "cncopgetprofile.status";
-
-/// `root/Spool/cncopgetprofile.status`.
-pub fn path(root: &Path) -> PathBuf {
-    root.join("Spool").join(STATUS_FILE)
-}
+use std::path::Path;
 
 /// One run's outcome, as recorded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -278,8 +271,8 @@ impl RunStatus {
 }
 
 /// The previous record, if there is a readable one.
-pub fn read(root: &Path) -> Result<Option<RunStatus>> {
-    let path = path(root);
+pub fn read(root: &InstallRoot) -> Result<Option<RunStatus>> {
+    let path = root.status_file();
     let text = match std::fs::read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -300,8 +293,8 @@ pub fn read(root: &Path) -> Result<Option<RunStatus>> {
 /// Not through `files`: that module owns the files under `Config/` (mode
 /// 0600, each change reported to the crash-state explorer); this one is
 /// under `Spool/`, holds no secret, and is readable by all for monitoring.
-pub fn write(root: &Path, status: &RunStatus) -> Result<()> {
-    let path = path(root);
+pub fn write(root: &InstallRoot, status: &RunStatus) -> Result<()> {
+    let path = root.status_file();
     let tmp = path.with_extension("status.new");
     let fail = |what: &str, e: std::io::Error| {
         Error::Store(format!(
@@ -336,7 +329,7 @@ pub fn write(root: &Path, status: &RunStatus) -> Result<()> {
 /// success, the stored profile when the run did not reach the store) from
 /// the previous record. A failure is logged, never fatal: the record serves
 /// monitoring, it must not change the run's outcome.
-pub fn record(root: &Path, mut status: RunStatus, reached_store: bool) {
+pub fn record(root: &InstallRoot, mut status: RunStatus, reached_store: bool) {
     let previous = read(root).ok().flatten();
     if !status.succeeded() {
         status.last_success = previous.as_ref().and_then(|p| p.last_success);
@@ -352,9 +345,9 @@ pub fn record(root: &Path, mut status: RunStatus, reached_store: bool) {
 /// `--status [--json]`: the last run and whether one is running now, on
 /// `out`. Returns its exit code: 0 when the last run succeeded, else that
 /// run's code; [`NO_RUN_RECORDED`] when there is none (or it cannot be read).
-pub fn show(root: &Path, json: bool, out: &mut impl Write) -> std::io::Result<u8> {
-    let running = lock::is_held(&root.join("Config"));
-    let path = path(root);
+pub fn show(root: &InstallRoot, json: bool, out: &mut impl Write) -> std::io::Result<u8> {
+    let running = lock::is_held(&root.lock_file());
+    let path = root.status_file();
     let (last, problem) = match read(root) {
         Ok(last) => (last, None),
         Err(e) => (

@@ -34,8 +34,9 @@
 
 mod common;
 
+use cncopgetprofile::InstallRoot;
 use cncopgetprofile::firewall::{States as FirewallStates, decode_states};
-use cncopgetprofile::state::{STATE_FILE, Section, StateFile};
+use cncopgetprofile::state::{Section, StateFile};
 use common::*;
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener};
@@ -222,18 +223,18 @@ fn firewall_state(inst: &Install) -> Result<FirewallStates, String> {
     reader.meta().map_err(|e| e.to_string())?;
     let state = StateFile::open(&state_path(inst), false, 0);
     if state.was_damaged() {
-        return Err(format!("{STATE_FILE} does not read"));
+        return Err("the state file does not read".to_string());
     }
     match state.get(Section::FIREWALL) {
         None => Ok(FirewallStates::new()),
         Some(bytes) => decode_states(bytes)
-            .ok_or_else(|| format!("the firewall section of {STATE_FILE} does not decode")),
+            .ok_or_else(|| "the firewall section of the state file does not decode".to_string()),
     }
 }
 
 /// The agent's state file.
 fn state_path(inst: &Install) -> PathBuf {
-    inst.path("Config").join(STATE_FILE)
+    InstallRoot::new(inst.root()).state_file()
 }
 
 /// Agent processes still running for this install root (their environment

@@ -75,6 +75,7 @@
 
 mod common;
 
+use cncopgetprofile::InstallRoot;
 use cncopgetprofile::agent::{self, RunOptions};
 use cncopgetprofile::profile::{Endpoint, Job};
 use cncopgetprofile::state::{self, Section, Sections};
@@ -204,7 +205,7 @@ fn recorded_run(root: &Path, opts: &RunOptions, updater: Option<std::net::UdpSoc
         updater,
     });
     write_tap::install(Some(recorder.clone()));
-    let report = agent::run(root, opts);
+    let report = agent::run(&InstallRoot::new(root), opts);
     write_tap::install(None);
     recorder.look_for_datagram();
     assert_eq!(
@@ -983,7 +984,7 @@ fn explore(rec: &Recording, fs: Fs, net_check: &dyn Fn(&Content) -> bool) -> Tal
                 if !rerun_done.contains(&outcome) {
                     rerun_done.push(outcome);
                     tally.reruns += 1;
-                    let report = agent::run(&root, &rec.rerun);
+                    let report = agent::run(&InstallRoot::new(&root), &rec.rerun);
                     let stored = match read_content(&config) {
                         Read::Ok(c) => Some(*c),
                         _ => None,
@@ -1190,7 +1191,7 @@ fn record_with(
 }
 
 fn run_ok(i: &Install, opts: &RunOptions) {
-    let report = agent::run(i.root(), opts);
+    let report = agent::run(&InstallRoot::new(i.root()), opts);
     assert_eq!(report.exit_code(), 0, "setup run: {}", report.summary());
 }
 

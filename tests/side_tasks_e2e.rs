@@ -1299,8 +1299,9 @@ fn side_tasks_run_when_the_profile_fetch_fails() {
 /// The firewall state the agent's state file keeps, by endpoint key (read
 /// with the library).
 fn firewall_keys(inst: &Install) -> BTreeSet<String> {
-    use cncopgetprofile::state::{STATE_FILE, Section, StateFile};
-    let state = StateFile::open(&inst.path("Config").join(STATE_FILE), false, 0);
+    use cncopgetprofile::state::{Section, StateFile};
+    let state_file = cncopgetprofile::InstallRoot::new(inst.root()).state_file();
+    let state = StateFile::open(&state_file, false, 0);
     assert!(!state.was_damaged(), "the state file reads");
     state
         .get(Section::FIREWALL)

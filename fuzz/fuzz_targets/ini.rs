@@ -4,6 +4,7 @@
 
 #![no_main]
 
+use cncopgetprofile::InstallRoot;
 use cncopgetprofile::config::{Config, Ini};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
@@ -15,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let path = Path::new("/nonexistent/Config/cncop3.ini");
     match Ini::parse(path, text) {
         Ok(ini) => {
-            if let Err(e) = Config::from_ini(Path::new("/nonexistent"), ini) {
+            if let Err(e) = Config::from_ini(&InstallRoot::new("/nonexistent"), ini) {
                 assert!(!e.to_string().contains('\n'), "{e}");
             }
         }
