@@ -1,9 +1,7 @@
 //! The agent's command line and configuration errors (PROTOCOL section 7:
 //! exit code 2, and messages that name the file, section and key).
 
-mod common;
-
-use common::*;
+use support::*;
 
 /// A configuration error: exit 2, nothing on stdout, one line on stderr
 /// holding every one of `names`; the network is not contacted, no store.
@@ -26,7 +24,7 @@ fn assert_config_error(inst: &Install, net: Option<&TestNetwork>, names: &[&str]
 
 #[test]
 fn missing_ini_file_exits_2_naming_it_and_what_to_do() {
-    let inst = Install::new();
+    let inst = Install::bare();
     assert_config_error(
         &inst,
         None,
@@ -58,7 +56,7 @@ fn a_bad_value_in_any_section_the_agent_uses_stops_it_before_anything() {
         ),
     ] {
         let net = net_with_profile(NetOptions::default(), small_profile(DEVICE_ID, &[]));
-        let inst = Install::new();
+        let inst = Install::bare();
         inst.setup(&net, extra);
         let mut all = vec!["cncop3.ini"];
         all.extend(names);
@@ -91,7 +89,7 @@ fn a_bad_value_in_any_section_the_agent_uses_stops_it_before_anything() {
 #[test]
 fn a_misspelled_key_is_a_warning_naming_file_section_key_and_meaning() {
     let net = net_with_profile(NetOptions::default(), small_profile(DEVICE_ID, &[]));
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(
         &net,
         "[firewall]\n-enabled\nenabeld = Off\n[network]\nproxy_user = someone-elses\n\
@@ -124,7 +122,7 @@ fn a_misspelled_key_is_a_warning_naming_file_section_key_and_meaning() {
 #[test]
 fn ini_given_with_c_that_does_not_exist_exits_2_naming_it() {
     let net = net_with_profile(NetOptions::default(), small_profile(DEVICE_ID, &[]));
-    let inst = Install::new();
+    let inst = Install::bare();
     inst.setup(&net, "");
     let missing = inst.path("elsewhere/other.ini");
     let o = inst.run(&["-c", missing.to_str().unwrap()]);
@@ -140,7 +138,7 @@ fn ini_given_with_c_that_does_not_exist_exits_2_naming_it() {
 #[test]
 fn missing_device_key_exits_2_naming_file_section_key() {
     let net = standard_net(NetOptions::default());
-    let inst = Install::new();
+    let inst = Install::bare();
     inst.setup(&net, "[device]\n-key");
     assert_config_error(&inst, Some(&net), &["cncop3.ini", "[device]", "key"]);
 }
@@ -148,7 +146,7 @@ fn missing_device_key_exits_2_naming_file_section_key() {
 #[test]
 fn non_numeric_retries_exits_2_naming_file_section_key() {
     let net = standard_net(NetOptions::default());
-    let inst = Install::new();
+    let inst = Install::bare();
     inst.setup(&net, "[network]\nretries = lots");
     assert_config_error(
         &inst,
@@ -160,7 +158,7 @@ fn non_numeric_retries_exits_2_naming_file_section_key() {
 #[test]
 fn plain_http_url_without_allow_insecure_http_exits_2() {
     let net = standard_net(NetOptions::default());
-    let inst = Install::new();
+    let inst = Install::bare();
     let url = format!("http://127.0.0.1:{}/cncop", net.port());
     inst.setup(&net, &format!("[network]\nurl = {url}"));
     let line = assert_config_error(&inst, Some(&net), &["cncop3.ini", "[network]", "url"]);
@@ -172,7 +170,7 @@ fn plain_http_url_without_allow_insecure_http_exits_2() {
 
 #[test]
 fn unknown_flag_exits_2_with_usage() {
-    let inst = Install::new();
+    let inst = Install::bare();
     let o = inst.run(&["--frobnicate"]);
     assert_exit(&o, 2, "unknown flag");
     assert!(o.stdout.is_empty(), "{}", show(&o));
@@ -192,7 +190,7 @@ fn unknown_flag_exits_2_with_usage() {
 
 #[test]
 fn help_flags_print_help_on_stdout_and_exit_0() {
-    let inst = Install::new();
+    let inst = Install::bare();
     for flag in ["-?", "-h", "--help"] {
         let o = inst.run(&[flag]);
         assert_exit(&o, 0, flag);
@@ -230,7 +228,7 @@ fn help_flags_print_help_on_stdout_and_exit_0() {
 #[test]
 fn noupdate_with_update_exits_2() {
     let net = net_with_profile(NetOptions::default(), small_profile(DEVICE_ID, &[]));
-    let inst = Install::new();
+    let inst = Install::bare();
     inst.setup(&net, "");
     let o = inst.run(&["--noupdate", "--update"]);
     assert_exit(&o, 2, "--noupdate --update");
@@ -247,7 +245,7 @@ fn noupdate_with_update_exits_2() {
 
 #[test]
 fn json_without_list_exits_2() {
-    let inst = Install::new();
+    let inst = Install::bare();
     let o = inst.run(&["--json"]);
     assert_exit(&o, 2, "--json alone");
     assert!(

@@ -6,15 +6,13 @@
 //! Every test has its own install root and its own network, so they run in
 //! parallel. No test asserts on timing.
 
-mod common;
-
-use common::*;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::*;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -51,7 +49,7 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 /// up for it (INI merged with `extra_ini`), after one successful run.
 fn first_run(profile: Vec<u8>, extra_ini: &str) -> (Install, TestNetwork) {
     let net = net_with_profile(NetOptions::default(), profile);
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, extra_ini);
     run_ok(&inst, &[]);
     assert!(inst.db_path().exists(), "the first run wrote no store");
@@ -216,7 +214,7 @@ fn first_run_is_silent_and_stores_every_job_privately() {
         "genprofile gave no credentials: {passwords:?}"
     );
     let net = net_with_profile(NetOptions::default(), profile);
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
 
     let run = run_ok(&inst, &[]);
@@ -299,7 +297,7 @@ fn first_run_is_silent_and_stores_every_job_privately() {
 
 #[test]
 fn list_before_any_profile_says_so() {
-    let inst = new_install();
+    let inst = Install::appliance();
     let o = inst.run(&["--list"]);
     assert_exit(&o, 0, "--list on an empty install");
     let text = stdout_of(&o);
@@ -689,7 +687,7 @@ fn status_404_unknown_device_exits_4() {
 fn transient_then_success(code: u16) {
     let net = net_with_profile(NetOptions::default(), two_jobs());
     net.push_fault("/profile", status_fault(code, Some("1")));
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     let o = run_ok(&inst, &[]);
     let statuses: Vec<u16> = net.profile_requests().iter().map(|r| r.status).collect();
@@ -1170,7 +1168,7 @@ fn debug_logs_keep_no_secrets() {
     assert!(!passwords.is_empty());
     let (inst, net) = {
         let net = net_with_profile(NetOptions::default(), profile);
-        let inst = new_install();
+        let inst = Install::appliance();
         inst.setup(&net, "");
         (inst, net)
     };
@@ -1316,7 +1314,7 @@ fn without_debug_one_summary_line_per_run() {
 #[test]
 fn old_logs_are_removed_recent_ones_kept() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     let logs = inst.path("Spool/Logs");
     let recent = format!(
@@ -1359,7 +1357,7 @@ fn old_logs_are_removed_recent_ones_kept() {
 #[test]
 fn runs_as_busybox_cron_would() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     let o = inst.run_cron_like(&[]);
     assert_exit(&o, 0, "cron-like run");
@@ -1378,7 +1376,7 @@ fn runs_as_busybox_cron_would() {
 #[test]
 fn runs_from_root_bin_without_cncop_home() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     let o = inst.run_installed_copy(&[]);
     assert_exit(&o, 0, "installed copy");
@@ -1400,7 +1398,7 @@ fn runs_from_root_bin_without_cncop_home() {
 #[test]
 fn requests_identify_the_agent() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     run_ok(&inst, &[]);
     run_ok(&inst, &[]);
@@ -1438,7 +1436,7 @@ fn a_retried_request_reuses_the_connection() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
     // Two requests in one run: a 503 (keep-alive, with a body) then the profile.
     net.push_fault("/profile", status_fault(503, Some("1")));
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     run_ok(&inst, &[]);
 
@@ -1459,7 +1457,7 @@ fn a_retried_request_reuses_the_connection() {
 #[test]
 fn profile_and_update_check_share_one_connection() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     // A signed setup: the next root is asked for, the profile fetched, and
     // with --update the update metadata (timestamp, release) after it.
@@ -1492,7 +1490,7 @@ fn plain_http_with_allow_insecure_http_works_and_warns_every_run() {
         },
         two_jobs(),
     );
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     assert!(
         std::fs::read_to_string(inst.ini_path())

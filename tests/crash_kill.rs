@@ -32,12 +32,9 @@
 //! `CRASH_KILL_JOBS` and `CRASH_KILL_SEED` change the profile size and the
 //! random kill moments (for a longer run by hand, or to replay one).
 
-mod common;
-
 use cncopgetprofile::InstallRoot;
 use cncopgetprofile::firewall::{States as FirewallStates, decode_states};
 use cncopgetprofile::state::{Section, StateFile};
-use common::*;
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
@@ -47,6 +44,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+use support::*;
 
 /// Kill points of the profile replacement (A -> B) scenario.
 const REPLACE_KILL_POINTS: usize = 100;
@@ -962,7 +960,7 @@ fn killed_while_replacing_the_profile_leaves_the_old_or_the_new_one() {
     let b = profile_with_endpoints(n, 2, "2026-11-28T07:00:00Z", &endpoints);
 
     let net = net_with_profile(NetOptions::default(), a);
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, FIREWALL_ON);
     run_ok(&inst, &[]);
     let mut sc = Scenario::new("replace", inst, net, None, false);
@@ -1024,7 +1022,7 @@ fn killed_while_writing_the_firewall_state_leaves_the_old_or_the_new_one() {
     let profile = profile_with_endpoints(n, 3, "2026-11-27T07:00:00Z", &endpoints);
 
     let net = net_with_profile(NetOptions::default(), profile);
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, FIREWALL_ON);
     let mut sc = Scenario::new("firewall", inst, net, Some(FIXED_NOW), true);
     let first = sc.timed_run();
@@ -1081,7 +1079,7 @@ fn killed_while_writing_the_firewall_state_leaves_the_old_or_the_new_one() {
 fn a_leftover_new_store_file_is_removed_by_the_next_run_even_when_nothing_changed() {
     let a = profile_xml(DEVICE_ID, 200);
     let net = net_with_profile(NetOptions::default(), a.clone());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     run_ok(&inst, &[]);
     let before = snap(&inst);

@@ -13,12 +13,10 @@
 //! (root) runs them with `cargo test -- --ignored`. No case skips itself: one
 //! that cannot be set up fails, rather than pass having checked nothing.
 
-mod common;
-
-use common::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::*;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -187,7 +185,7 @@ fn bigger_profile() -> Vec<u8> {
 /// `next` (so a successful run would change the store).
 fn stored_then_serving(next: Vec<u8>) -> (Install, TestNetwork) {
     let net = net_with_profile(NetOptions::default(), profile_xml(DEVICE_ID, 50));
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     run_ok(&inst, &[]);
     net.set_profile(DEVICE_ID, next.clone(), Some(etag_for(&next)));
@@ -276,7 +274,7 @@ fn a_full_file_system_exits_6_and_keeps_the_old_store() {
     let mounted = Mounted::tmpfs(mnt.path(), "512k")
         .unwrap_or_else(|e| panic!("{case}: cannot mount a tmpfs: {e}"));
     let net = net_with_profile(NetOptions::default(), profile_xml(DEVICE_ID, 50));
-    let inst = new_install_in(mnt.path());
+    let inst = Install::appliance_in(mnt.path());
     inst.setup(&net, "");
     run_ok(&inst, &[]);
     let next = profile_xml_with(DEVICE_ID, 4000, 2, "2026-11-28T07:00:00Z");
@@ -419,7 +417,7 @@ fn dry_run_on_a_read_only_config_reports_the_diff_and_writes_nothing() {
 #[test]
 fn a_missing_config_folder_is_created() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     let etc = inst.path("etc");
     net.write_ca(&etc).expect("write the CA");
     let ini = inst.ini_for(&net, "[network]\nca_file = etc/ca.pem\n");
@@ -437,7 +435,7 @@ fn a_missing_config_folder_is_created() {
 #[test]
 fn a_missing_log_folder_is_created() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     std::fs::remove_dir_all(inst.path("Spool")).unwrap();
 
@@ -544,7 +542,7 @@ fn a_store_the_agent_may_not_read_exits_6_and_is_left_alone() {
 /// truncated store are in `agent_e2e.rs`.)
 fn other_format_is_moved_aside_and_rebuilt(bad: Vec<u8>, what: &str) {
     let net = net_with_profile(NetOptions::default(), profile_xml(DEVICE_ID, 50));
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     run_ok(&inst, &[]);
     std::fs::write(inst.db_path(), &bad).unwrap();
@@ -605,7 +603,7 @@ fn a_text_file_as_store_is_moved_aside_and_rebuilt() {
 #[test]
 fn store_lock_and_logs_are_private_whatever_the_umask() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     let umask0 = ["sh", "-c", "umask 000; exec \"$0\" \"$@\""];
     for args in [&[][..], &["-d"][..]] {
@@ -679,7 +677,7 @@ fn a_reader_holding_the_store_open_does_not_disturb_a_run() {
         NetOptions::default(),
         profile_with_endpoint(&["1001", "1002"], endpoint),
     );
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "[firewall]\nenabled = On\nprobe_timeout = 1\n");
     run_ok(&inst, &[]);
 

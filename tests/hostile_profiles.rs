@@ -11,11 +11,8 @@
 //! `file<TAB>expectation`. A refusal's expectation is a fragment of its
 //! message; an oddity's is `jobs` followed by the ids accepted, in order.
 
-mod common;
-
 use cncopgetprofile::Error;
 use cncopgetprofile::profile::{self, Endpoint, Header, Job, ProfileSink, Summary};
-use common::*;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -23,6 +20,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::*;
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus");
 /// The committed corpus stays small; the giants are made at test time.
@@ -599,7 +597,7 @@ fn every_hostile_document_is_refused_end_to_end() {
     let docs: Vec<Doc> = corpus().into_iter().chain(generated()).collect();
     let good = small_profile(DEVICE_ID, &[("1001", "CCS"), ("1002", "MSSQL")]);
     let net = net_with_profile(NetOptions::default(), good);
-    let inst = Install::new();
+    let inst = Install::bare();
     // A stub reporter: a missing one is a line in the day's log every run.
     let reporter = inst.path("bin/cncopreporter");
     std::fs::write(&reporter, "#!/bin/sh\nexit 0\n").expect("write the stub reporter");

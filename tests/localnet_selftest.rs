@@ -1,10 +1,8 @@
-//! Tests of the local cncop network itself (tests/localnet/net.rs), with a
+//! Tests of the local cncop network itself (tests/support/src/net.rs), with a
 //! raw rustls client, so the agent's end-to-end tests can trust it.
 
-mod common;
-
-use common::*;
 use std::time::{Duration, Instant};
+use support::*;
 
 fn auth() -> String {
     basic_auth(DEVICE_ID, DEVICE_KEY)
@@ -624,7 +622,7 @@ fn drop_stops_the_network() {
 #[test]
 fn install_and_ini() {
     let net = standard_net(NetOptions::default());
-    let inst = Install::new();
+    let inst = Install::bare();
     for d in ["Config", "Spool/Logs", "bin"] {
         assert!(inst.path(d).is_dir(), "{d}");
     }

@@ -2,11 +2,9 @@
 //! build time, the effective configuration with secrets as `***`) and the
 //! cap on the log folder, `[defaults] max_log_mib` (PROTOCOL 7).
 
-mod common;
-
-use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use support::*;
 
 /// 2026-11-27T12:00:00Z: the runs' clock (`CNCOP_NOW`), so the day's log
 /// file is `gp20261127.log` whenever the test runs.
@@ -43,7 +41,7 @@ fn logs_dir(inst: &Install) -> PathBuf {
 #[test]
 fn a_debug_log_begins_with_what_explains_the_device_and_shows_no_secret() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "[defaults]\nmax_log_mib = 2.5");
     let o = run_at_now(&inst, &["-d"]);
     assert_exit(&o, 0, "-d");
@@ -89,7 +87,7 @@ fn a_debug_log_begins_with_what_explains_the_device_and_shows_no_secret() {
 #[test]
 fn a_proxy_password_is_never_shown_even_when_the_run_fails() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     let port = dead_port();
     inst.setup(
         &net,
@@ -121,7 +119,7 @@ fn a_proxy_password_is_never_shown_even_when_the_run_fails() {
 #[test]
 fn a_tiny_max_log_mib_bounds_the_logs_oldest_first_then_ends_the_day_with_one_line() {
     let net = net_with_profile(NetOptions::default(), profile_xml(DEVICE_ID, 20));
-    let inst = new_install();
+    let inst = Install::appliance();
     // 0.01 MiB = 10 485 bytes for every gp*.log file together.
     let cap = 10_485;
     inst.setup(&net, "[defaults]\nmax_log_mib = 0.01");
@@ -203,7 +201,7 @@ fn a_tiny_max_log_mib_bounds_the_logs_oldest_first_then_ends_the_day_with_one_li
 #[test]
 fn max_log_mib_out_of_range_is_a_configuration_error() {
     let net = standard_net(NetOptions::default());
-    let inst = Install::new();
+    let inst = Install::bare();
     inst.setup(&net, "[defaults]\nmax_log_mib = 0");
     let o = inst.run(&[]);
     assert_exit(&o, 2, "max_log_mib = 0");

@@ -10,10 +10,8 @@
 //! fault ends within seconds; [`Install::run`] bounds each run too. No test
 //! asserts on how long anything took.
 
-mod common;
-
-use common::*;
 use std::time::{Duration, SystemTime};
+use support::*;
 
 /// Faults these tests apply, one entry per distinct case (the README quotes
 /// "faults tried"); `faults_tried` prints the count.
@@ -63,7 +61,7 @@ fn second_profile() -> Vec<u8> {
 /// [`second_profile`], so that only a failure leaves the store as it is.
 fn after_a_good_run(net_opts: NetOptions, extra_ini: &str) -> (Install, TestNetwork) {
     let net = net_with_profile(net_opts, two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, &format!("{FAST}{extra_ini}"));
     run_ok(&inst, &[]);
     assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]));

@@ -73,21 +73,19 @@
 //! The recording also counts what each scenario writes under `Config/`:
 //! bytes, fsyncs, files created (see the README's "Reliability").
 
-mod common;
-
 use cncopgetprofile::InstallRoot;
 use cncopgetprofile::agent::{self, RunOptions};
 use cncopgetprofile::profile::{Endpoint, Job};
 use cncopgetprofile::state::{self, Section, Sections};
 use cncopgetprofile::store::{JobStore, StoreMeta, StoreReader, etag};
 use cncopgetprofile::write_tap::{self, Event, Tap};
-use common::*;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use support::*;
 
 /// Jobs in the profiles of the scenarios (the 2 000).
 const JOBS: usize = 2_000;
@@ -1099,7 +1097,7 @@ fn in_place(op: &Op, tmp: &str, store_existed: bool) -> Option<Op> {
 
 /// An install with the network's CA and INI; `firewall` turns the check on.
 fn install(net: &TestNetwork, firewall: bool) -> Install {
-    let i = Install::new();
+    let i = Install::bare();
     let extra = if firewall {
         "[firewall]\nenabled = On\nprobe_timeout = 1\nbudget = 20\n"
     } else {
@@ -1333,7 +1331,7 @@ fn rotation_and_update(jobs: usize) -> Scenario {
     let updater = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the updater");
     let port = updater.local_addr().expect("updater address").port();
     let net = net_with_profile(NetOptions::default(), profile(jobs, 1));
-    let i = Install::new();
+    let i = Install::bare();
     i.setup(&net, &update_ini(port.into(), "On"));
     let mut vendor = signed_release(&net, &i, "3.4.0");
     run_ok(&i, &RunOptions::default());

@@ -10,9 +10,6 @@
 //! addresses (127.x.y.z, never anything else), so they run in parallel. Time
 //! only enters through `CNCOP_NOW`; no test asserts on timing.
 
-mod common;
-
-use common::*;
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
@@ -20,6 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::*;
 
 // ---------------------------------------------------------------------------
 // Running the agent
@@ -519,7 +517,7 @@ fn assert_reports(net: &TestNetwork, want: usize, what: &str) {
 fn newer_software_sends_one_exact_datagram_to_ccs3updater() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, &update_ini(updater.port().into(), "On"));
     signed_release(&net, &inst, "3.10.0");
     run_ok(&inst, &[]);
@@ -566,7 +564,7 @@ fn newer_software_sends_one_exact_datagram_to_ccs3updater() {
 fn same_or_older_software_is_asked_for_but_not_announced() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, &update_ini(updater.port().into(), "On"));
     let mut vendor = signed_release(&net, &inst, "3.4.0");
     for (i, version) in ["3.4.0", "3.3.9", "3.4"].iter().enumerate() {
@@ -585,7 +583,7 @@ fn same_or_older_software_is_asked_for_but_not_announced() {
 fn noupdate_skips_the_update_check() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, &update_ini(updater.port().into(), "On"));
     signed_release(&net, &inst, "3.10.0");
     run_ok(&inst, &["--noupdate"]);
@@ -602,7 +600,7 @@ fn noupdate_skips_the_update_check() {
 fn autoupdate_off_skips_the_check_unless_update_is_given() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, &update_ini(updater.port().into(), "Off"));
     signed_release(&net, &inst, "3.10.0");
 
@@ -629,7 +627,7 @@ fn autoupdate_off_skips_the_check_unless_update_is_given() {
 fn a_bad_build_entry_is_an_error_line_not_an_update() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, &update_ini(updater.port().into(), "On"));
     let mut vendor = signed_release(&net, &inst, "3.4.0");
     for (field, bad) in [("sha256", "0123456789"), ("url", "http://127.0.0.1/x")] {
@@ -660,7 +658,7 @@ fn a_bad_build_entry_is_an_error_line_not_an_update() {
 fn no_build_for_this_platform_means_no_update_and_no_error() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, &update_ini(updater.port().into(), "On"));
     let mut vendor = signed_release(&net, &inst, "3.4.0");
     vendor.publish_release(&net, &[Build::new("sparc-sun-solaris", "9.0")], FAR);
@@ -680,7 +678,7 @@ fn no_build_for_this_platform_means_no_update_and_no_error() {
 fn the_update_check_follows_the_profile_on_its_connection() {
     let updater = Updater::new();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, &update_ini(updater.port().into(), "On"));
     signed_release(&net, &inst, "3.4.0");
     run_ok(&inst, &[]);
@@ -723,7 +721,7 @@ fn the_update_check_follows_the_profile_on_its_connection() {
 #[test]
 fn a_bad_updater_port_exits_2_before_anything_is_done() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, &update_ini(70000, "On"));
     let o = inst.run(&[]);
     assert_exit(&o, 2, "updater_port = 70000");
@@ -749,7 +747,7 @@ fn a_bad_updater_port_exits_2_before_anything_is_done() {
 fn a_bad_updater_port_is_found_before_a_failing_profile_request() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
     fail_profile_with_503(&net);
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, &update_ini(70000, "On"));
     let o = inst.run(&[]);
     assert_exit(&o, 2, "503 would follow, but updater_port = 70000");
@@ -776,7 +774,7 @@ fn firewall_reports_a_blocked_endpoint_once_then_stays_quiet() {
         ],
     );
     let net = net_with_profile(NetOptions::default(), profile);
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, FIREWALL_ON);
 
     run_ok(&inst, &[]);
@@ -827,7 +825,7 @@ fn a_blocked_endpoint_that_opens_is_reported_cleared() {
         NetOptions::default(),
         fw_profile(&[(ip, port)], &[("1001", true, (ip, port))]),
     );
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, FIREWALL_ON);
 
     run_ok_at(&inst, &[], t0);
@@ -863,7 +861,7 @@ fn an_open_endpoint_that_closes_is_reported_blocked() {
         NetOptions::default(),
         fw_profile(&[(ip, port)], &[("1001", true, (ip, port))]),
     );
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, FIREWALL_ON);
     run_ok_at(&inst, &[], t0);
     assert_reports(&net, 0, "open endpoint");
@@ -886,7 +884,7 @@ fn a_still_blocked_endpoint_is_reported_again_after_rereport_hours() {
     let t0 = unix_now();
     let (ip, port) = closed_endpoint();
     let net = net_with_profile(NetOptions::default(), fw_profile(&[(ip, port)], &[]));
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, FIREWALL_ON);
 
     run_ok_at(&inst, &[], t0);
@@ -923,7 +921,7 @@ fn a_rejected_report_is_sent_again_next_run() {
     let t0 = unix_now();
     let (ip, port) = closed_endpoint();
     let net = net_with_profile(NetOptions::default(), fw_profile(&[(ip, port)], &[]));
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, FIREWALL_ON);
 
     net.set_firewall_status(500);
@@ -963,7 +961,7 @@ fn firewall_check_off_probes_and_reports_nothing() {
         NetOptions::default(),
         fw_profile(&[(ip, port), closed], &[("1001", true, closed)]),
     );
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "[firewall]\nenabled = Off\nprobe_timeout = 1\n");
     run_ok(&inst, &[]);
     run_ok(&inst, &[]);
@@ -979,7 +977,7 @@ fn firewall_check_off_probes_and_reports_nothing() {
 #[test]
 fn the_reporter_gets_the_config_and_debug_flag_and_its_output_is_logged() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     let marker = format!("reporter-output-{}", random_hex(8));
     recording_reporter(&inst, &marker);
@@ -1018,7 +1016,7 @@ fn the_reporter_gets_the_config_and_debug_flag_and_its_output_is_logged() {
 #[test]
 fn a_hanging_reporter_is_stopped_at_its_timeout() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "[reporter]\ntimeout = 1\n");
     write_reporter(&inst, "#!/bin/sh\necho started\nsleep 30\necho never\n");
     let o = inst.run(&[]);
@@ -1040,7 +1038,7 @@ fn a_hanging_reporter_is_stopped_at_its_timeout() {
 #[test]
 fn a_missing_reporter_is_one_line_in_the_days_log_not_on_stderr() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::new();
+    let inst = Install::bare();
     inst.setup(&net, "");
     assert!(!inst.path("bin/cncopreporter").exists());
     let o = inst.run(&[]);
@@ -1066,7 +1064,7 @@ fn a_missing_reporter_is_one_line_in_the_days_log_not_on_stderr() {
 #[test]
 fn an_empty_reporter_command_turns_the_step_off() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     recording_reporter(&inst, "reporter ran");
     inst.setup(&net, "[reporter]\ncommand =\n");
     let o = inst.run(&["-d"]);
@@ -1083,7 +1081,7 @@ fn an_empty_reporter_command_turns_the_step_off() {
 #[test]
 fn a_failing_reporter_does_not_change_the_exit_code() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     write_reporter(&inst, "#!/bin/sh\necho failing on purpose >&2\nexit 3\n");
     let o = inst.run(&[]);
@@ -1100,7 +1098,7 @@ fn the_reporter_command_is_one_path_never_a_shell_line() {
     let pwned = dir.path().join("pwned");
     let p = pwned.display();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     recording_reporter(&inst, "reporter ran");
     inst.setup(
         &net,
@@ -1188,7 +1186,7 @@ fn profile_text_is_stored_and_never_executed() {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<profile schema=\"3\" device=\"{DEVICE_ID}\" generated=\"2026-11-27T07:00:00Z\"><jobs>{jobs}</jobs></profile>\n"
     );
     let net = net_with_profile(NetOptions::default(), profile.into_bytes());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     run_ok(&inst, &[]);
     run_ok(&inst, &["-d", "--recreate"]);
@@ -1225,7 +1223,7 @@ fn side_tasks_run_when_the_profile_fetch_fails() {
     let new_blocked = closed_endpoint();
     let v1 = fw_profile(&[old_blocked], &[("1001", true, old_blocked)]);
     let net = net_with_profile(NetOptions::default(), v1);
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     run_ok(&inst, &[]);
     assert_reports(&net, 0, "first run, firewall check off");
@@ -1316,7 +1314,7 @@ fn an_endpoint_that_leaves_the_profile_is_forgotten_not_reported() {
     let kept = closed_endpoint();
     let dropped = closed_endpoint();
     let net = net_with_profile(NetOptions::default(), fw_profile(&[kept, dropped], &[]));
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, FIREWALL_ON);
     run_ok(&inst, &[]);
     let key = |(ip, port): (Ipv4Addr, u16)| format!("tcp/{ip}:{port}");

@@ -9,13 +9,11 @@
 //! Each test has its own network, install root, vendor keys and UDP socket
 //! standing in for ccs3updater; keys are made at run time with ring.
 
-mod common;
-
-use common::*;
 use std::net::UdpSocket;
 use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
+use support::*;
 
 /// After the agent exited, a datagram it sent is already queued.
 const QUIET_WAIT: Duration = Duration::from_millis(300);
@@ -44,7 +42,7 @@ impl Rig {
         let updater = UdpSocket::bind("127.0.0.1:0").expect("bind the updater socket");
         let port = updater.local_addr().expect("addr").port();
         let net = net_with_profile(NetOptions::default(), two_jobs());
-        let inst = new_install();
+        let inst = Install::appliance();
         inst.setup(&net, &update_ini(port.into(), "On"));
         let vendor = signed_release(&net, &inst, "3.4.0");
         Rig {
@@ -889,7 +887,7 @@ fn a_root_made_with_the_signing_tool_is_trusted_and_rotates() {
         sign::main(&args).expect("sign root");
     };
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     let shipped = inst
         .path("Config/cncop-root.xml")

@@ -1,12 +1,10 @@
 //! `--version`, and `--status [--json]` with the run record
 //! `Spool/cncopgetprofile.status` it reads (PROTOCOL 3 and 7), end to end.
 
-mod common;
-
-use common::*;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+use support::*;
 
 fn status_file(inst: &Install) -> PathBuf {
     inst.path("Spool/cncopgetprofile.status")
@@ -50,7 +48,7 @@ fn assert_one_json_document(doc: &str) {
 
 #[test]
 fn version_names_the_version_and_the_target() {
-    let inst = Install::new();
+    let inst = Install::bare();
     let o = inst.run(&["--version"]);
     assert_exit(&o, 0, "--version");
     assert!(o.stderr.is_empty(), "{}", show(&o));
@@ -75,7 +73,7 @@ fn version_names_the_version_and_the_target() {
 
 #[test]
 fn status_before_any_run_exits_8_and_creates_nothing() {
-    let inst = Install::new();
+    let inst = Install::bare();
     let (out, code) = status(&inst, &[]);
     assert_eq!(code, Some(8), "no run recorded: exit 8\n{out}");
     assert!(out.contains("no run recorded"), "{out}");
@@ -94,7 +92,7 @@ fn status_before_any_run_exits_8_and_creates_nothing() {
 #[test]
 fn a_damaged_record_is_named_and_exits_8_until_the_next_run_replaces_it() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     std::fs::write(
         status_file(&inst),
@@ -128,7 +126,7 @@ fn status_shows_the_last_run_and_keeps_the_last_success_through_a_failure() {
         &[("1001", "CCS"), ("1002", "MSSQL")],
     );
     let net = net_with_profile(NetOptions::default(), profile);
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     run_ok(&inst, &[]);
     assert!(status_file(&inst).is_file(), "a run writes its record");
@@ -189,7 +187,7 @@ fn status_shows_the_last_run_and_keeps_the_last_success_through_a_failure() {
 #[test]
 fn an_unchanged_run_replaces_the_record_and_writes_nothing_under_config() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     run_ok(&inst, &[]);
     let before = snap(&inst);
@@ -234,7 +232,7 @@ fn dir_listing(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime
 #[test]
 fn a_configuration_error_is_recorded_with_the_profile_still_shown() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     run_ok(&inst, &[]);
     inst.setup(&net, "[network]\nretries = lots");
@@ -258,7 +256,7 @@ fn blocked_endpoints_are_recorded() {
          <source path=\"/share/1\"/><target host=\"127.0.0.1\" port=\"{closed}\"/></job></jobs>\n</profile>\n"
     );
     let net = net_with_profile(NetOptions::default(), profile.into_bytes());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(
         &net,
         "[firewall]\nenabled = On\nprobe_timeout = 1\nbudget = 20\n",
@@ -290,7 +288,7 @@ fn spawn_agent(inst: &Install) -> Child {
 #[test]
 fn status_during_a_run_says_one_is_in_progress() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     run_ok(&inst, &[]);
     let v2 = small_profile(DEVICE_ID, &[("2001", "CCS")]);
@@ -332,7 +330,7 @@ fn status_during_a_run_says_one_is_in_progress() {
 #[test]
 fn a_dry_run_and_a_locked_out_run_record_nothing() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, "");
     let o = inst.run(&["--dry-run"]);
     assert_exit(&o, 0, "--dry-run");
@@ -355,7 +353,7 @@ fn a_dry_run_and_a_locked_out_run_record_nothing() {
 
 #[test]
 fn json_and_status_flags_combine_only_as_documented() {
-    let inst = Install::new();
+    let inst = Install::bare();
     for args in [
         &["--status", "--list"][..],
         &["--status", "--dry-run"],

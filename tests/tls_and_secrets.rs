@@ -9,15 +9,13 @@
 //! when a run fails. No test asserts on timing; every run is bounded by
 //! small timeouts in the INI and by [`Install::run`]'s limit.
 
-mod common;
-
-use common::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
+use support::*;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -34,7 +32,7 @@ fn serve_another_profile(net: &TestNetwork) {
 /// [`FAST`] network settings plus `extra_ini`.
 fn good_install(opts: NetOptions, extra_ini: &str) -> (Install, TestNetwork) {
     let net = net_with_profile(opts, two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, &format!("{FAST}{extra_ini}"));
     run_ok(&inst, &[]);
     assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]));
@@ -119,7 +117,7 @@ fn the_right_certificate_is_accepted_by_name_too() {
     // Control for the host name checks above: the good leaf (for localhost
     // and 127.0.0.1) works when reached as `localhost`.
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(
         &net,
         &format!("{FAST}url = {}\n", net.url_with_host("localhost")),
@@ -148,7 +146,7 @@ fn tls_1_2_only_and_tls_1_3_only_servers_both_work() {
             },
             two_jobs(),
         );
-        let inst = new_install();
+        let inst = Install::appliance();
         inst.setup(&net, FAST);
         run_ok(&inst, &[]);
         assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]), "{versions:?}");
@@ -345,7 +343,7 @@ fn a_certificate_valid_only_in_the_future_is_refused_without_blaming_a_right_clo
     let today = civil_date(SystemTime::now());
     let (ca_pem, good_leaf) = own_ca_and_leaf((today.0 - 1, 1, 1), (today.0 + 1, 12, 31));
     let good = net_with_leaf(good_leaf, two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     let ini = own_ca_ini(&inst, &good, &ca_pem);
     inst.setup(&good, &ini);
     run_ok(&inst, &[]);
@@ -399,7 +397,7 @@ fn a_device_clock_before_the_build_time_is_named_as_the_cause() {
     // valid" for a clock in 2021.
     let (ca_pem, leaf) = own_ca_and_leaf((today.0, 1, 1), (today.0 + 1, 12, 31));
     let net = net_with_leaf(leaf, two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     let ini = own_ca_ini(&inst, &net, &ca_pem);
     inst.setup(&net, &ini);
     run_ok(&inst, &[]);
@@ -496,7 +494,7 @@ fn a_network_requiring_a_client_certificate() {
         },
         two_jobs(),
     );
-    let inst = new_install();
+    let inst = Install::appliance();
     let leaf = net.pki().client_leaf(DEVICE_ID).unwrap();
     leaf.write(&inst.path("Config"), "device").unwrap();
     let with_cert =
@@ -595,7 +593,7 @@ fn failed_runs_leak_no_secrets() {
         "genprofile gave credentials: {passwords:?}"
     );
     let net = net_with_profile(NetOptions::default(), profile.clone());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, FAST);
     let mut outputs: Vec<(String, Output)> = Vec::new();
     let o = inst.run(&["-d"]);
@@ -733,7 +731,7 @@ fn a_redirect_to_another_host_does_not_carry_the_device_key() {
 #[test]
 fn store_lock_and_log_files_are_private_even_with_umask_000() {
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(&net, FAST);
     let run_umask_000 = |args: &[&str]| {
         let mut cmd = agent_command_via(&["/bin/sh", "-c", "umask 000 && exec \"$0\" \"$@\""]);
@@ -793,7 +791,7 @@ fn the_update_notice_goes_only_to_the_configured_updater() {
     if let Ok(s) = UdpSocket::bind("127.0.0.1:9998") {
         bystanders.push(s);
     }
-    let inst = new_install();
+    let inst = Install::appliance();
     inst.setup(
         &net,
         &format!(

@@ -10,16 +10,14 @@
 //! random point in each of N equal slices). `TRUST_KILL_POINTS` sets N
 //! (default 24); the long sweep is the ignored test, run by `.ci/run`.
 
-mod common;
-
-use common::*;
 use std::net::UdpSocket;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+use support::*;
 
 /// Every file of the template's `Config/`, copied into a fresh install.
 fn clone_install(template: &Install) -> Install {
-    let inst = new_install();
+    let inst = Install::appliance();
     for entry in std::fs::read_dir(template.path("Config")).expect("read Config") {
         let entry = entry.expect("entry");
         if entry.file_type().is_ok_and(|t| t.is_file()) {
@@ -66,7 +64,7 @@ fn scene() -> Scene {
     let updater = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let port = updater.local_addr().expect("addr").port();
     let net = net_with_profile(NetOptions::default(), two_jobs());
-    let template = new_install();
+    let template = Install::appliance();
     template.setup(&net, &update_ini(port.into(), "On"));
     let mut vendor = signed_release(&net, &template, "3.4.0");
     assert_exit(&template.run(&[]), 0, "the template's first run");

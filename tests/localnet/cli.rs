@@ -20,21 +20,22 @@
 //! the URL and serves until killed (for benchmarks and manual runs);
 //! `--unsigned` serves without signed metadata (profiles on TLS alone).
 //!
-//! `genprofile` prints a synthetic profile (`genprofile.rs`) on stdout.
+//! `genprofile` prints a synthetic profile (`tests/support/src/genprofile.rs`)
+//! on stdout.
 //!
-//! `sign` is the operators' signing tool (see `sign.rs`).
+//! `sign` is the operators' signing tool (`tests/support/src/sign.rs`).
+//!
+//! The network and the generator are the `support` crate (`tests/support`),
+//! which the integration tests use too.
 
-mod genprofile;
-mod net;
-mod sign;
-
-use genprofile::GenOptions;
-use net::trust::{Authority, write_root};
-use net::{DEFAULT_DEVICE, NetOptions, Recorded, TestNetwork, etag_for, random_hex};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::genprofile::{self, GenOptions};
+use support::net::trust::{Authority, write_root};
+use support::net::{DEFAULT_DEVICE, NetOptions, Recorded, TestNetwork, etag_for, random_hex};
+use support::{net, sign};
 
 /// Longest an agent run may take in the demo.
 const AGENT_TIME_LIMIT: Duration = Duration::from_secs(300);

@@ -6,14 +6,13 @@
 //! the server leaf and the bad certificates TLS-negative tests need) is made
 //! at run time with rcgen.
 //!
-//! This file is included twice: by `tests/common/mod.rs` (integration tests)
-//! and by `tests/localnet/cli.rs` (the example). It depends on std, rustls and
-//! rcgen only, and never panics on I/O errors of a connection: those are
-//! logged to stderr at most.
+//! Used by the integration tests and by the `localnet` example
+//! (`tests/localnet/cli.rs`). It never panics on I/O errors of a connection:
+//! those are logged to stderr at most.
 //!
 //! This file holds the network's options, its shared state and its life
 //! cycle (start, URL, request records, stop). The rest, one concern a file
-//! beside it:
+//! in `net/`:
 //!
 //! | file | owns |
 //! | --- | --- |
@@ -28,31 +27,18 @@
 //!
 //! A new concern (say, signed metadata) is a new file declared below, its
 //! state a field of [`State`], its routes a line of `endpoints::route`.
-#![allow(dead_code)]
-
-#[path = "connection.rs"]
 mod connection;
-#[path = "devices.rs"]
 mod devices;
-#[path = "endpoints.rs"]
 mod endpoints;
-#[path = "faults.rs"]
 mod faults;
-#[path = "http.rs"]
 mod http;
-#[path = "pki.rs"]
 mod pki;
-#[path = "trust.rs"]
 pub mod trust;
-#[path = "util.rs"]
 mod util;
 
-// The includers (tests/common, the example) each use a part of these.
-#[allow(unused_imports)]
 pub use devices::crc32;
 pub use faults::Fault;
 pub use pki::{Leaf, Pki};
-#[allow(unused_imports)]
 pub use util::{base64_decode, etag_for, http_date, random_hex};
 
 use std::collections::VecDeque;

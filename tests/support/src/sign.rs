@@ -11,7 +11,7 @@
 //! localnet sign doc ROLE FILE KEY...
 //! ```
 
-use super::net::trust::{Key, RoleKeys, Roles, Signed, root_xml};
+use crate::net::trust::{Key, RoleKeys, Roles, Signed, root_xml};
 use std::path::Path;
 use std::sync::Arc;
 

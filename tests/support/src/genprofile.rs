@@ -18,9 +18,8 @@
 //! - `pre`/`post` on every 5th job, an `email` on every 3rd, and
 //!   `enabled="no"` on every 17th (counting from job 0).
 //!
-//! Included by `tests/common/mod.rs` and by the `localnet` example
+//! Used by the tests and by the `localnet` example
 //! (`cargo run --example localnet -- genprofile --jobs N --seed S`).
-#![allow(dead_code)]
 
 use std::io::{self, Write};
 
