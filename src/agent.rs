@@ -10,7 +10,7 @@ use crate::install_root::InstallRoot;
 use crate::lock::RunLock;
 use crate::logs;
 use crate::profile;
-use crate::state::{Section, StateFile};
+use crate::state::StateFile;
 use crate::status::{ProfileStatus, RunStatus};
 use crate::store::{Change, Diff, JobStore, ReplaceOptions, Replaced, StoreMeta};
 use crate::trust::{self, Trust};
@@ -19,17 +19,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Whether to check for software updates this run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum UpdateChoice {
-    /// As `[version] autoupdate` says.
-    #[default]
-    Config,
-    /// `--noupdate`
-    Never,
-    /// `--update`
-    Always,
-}
+pub use crate::update::UpdateChoice;
 
 /// What the command line asked for.
 #[derive(Clone, Debug, Default)]
@@ -194,7 +184,7 @@ pub fn run(root: &InstallRoot, opts: &RunOptions) -> Report {
     };
     splay(&cfg);
     if let Some(t) = trust.as_mut() {
-        rotate_step(&client, t, &mut state);
+        t.rotate(&client, &mut state);
     }
     let profile = profile_step(
         &cfg,
@@ -205,49 +195,39 @@ pub fn run(root: &InstallRoot, opts: &RunOptions) -> Report {
         trust.as_ref(),
         now,
     );
-    if opts.dry_run {
-        return Report {
-            profile,
-            later_config_error: None,
-            stored: Some(store.meta().cloned()),
-            blocked: None,
-            trust: trust.as_ref().map(Trust::status),
-        };
-    }
-
-    let mut later_config_error = None;
-    let mut note = |step: &str, result: Result<()>| {
-        if let Err(e) = result {
-            log::error!("{step}: {e}");
-            if matches!(e, crate::Error::Config(_)) && later_config_error.is_none() {
-                later_config_error = Some(e);
-            }
-        }
-    };
-    note(
-        "update check",
-        update_step(&steps.update, opts, &client, trust.as_mut(), &mut state),
-    );
-    let mut blocked = None;
-    note(
-        "firewall check",
-        firewall_step(
-            &steps.firewall,
-            &store,
-            &mut state,
-            &client,
-            now,
-            &mut blocked,
-        ),
-    );
-    reporter_step(&cfg, steps.reporter.as_ref(), opts);
-    Report {
+    let mut report = Report {
         profile,
-        later_config_error,
-        stored: Some(store.meta().cloned()),
-        blocked,
-        trust: trust.as_ref().map(Trust::status),
+        later_config_error: None,
+        stored: None,
+        blocked: None,
+        trust: None,
+    };
+    if !opts.dry_run {
+        update::run(
+            &steps.update,
+            opts.update,
+            trust.as_mut(),
+            &client,
+            &mut state,
+        );
+        let firewall = firewall::run(&steps.firewall, &store, &mut state, &client, now);
+        report.blocked = firewall
+            .blocked
+            .map(|keys| keys.iter().map(ToString::to_string).collect());
+        report.later_config_error = logged("firewall check", firewall.result);
+        reporter::run(steps.reporter.as_ref(), cfg.ini.path(), opts.debug);
     }
+    report.stored = Some(store.meta().cloned());
+    report.trust = trust.as_ref().map(Trust::status);
+    report
+}
+
+/// Logs a later step's failure; a configuration error is also returned, as
+/// it turns a successful run's exit code to 2.
+fn logged(step: &str, result: Result<()>) -> Option<crate::Error> {
+    let e = result.err()?;
+    log::error!("{step}: {e}");
+    matches!(e, crate::Error::Config(_)).then_some(e)
 }
 
 /// What every step of a run shares.
@@ -319,12 +299,8 @@ fn prepare(root: &InstallRoot, opts: &RunOptions) -> Result<Run> {
     }
     let store = JobStore::open(&cfg.root.store(), !opts.dry_run, now)?;
     let state = StateFile::open(&cfg.root.state_file(), !opts.dry_run, now);
-    let saved = match (state.was_damaged(), state.get(Section::TRUST)) {
-        (true, _) => trust::Saved::Damaged,
-        (false, Some(bytes)) => trust::Saved::Bytes(bytes.to_vec()),
-        (false, None) => trust::Saved::None,
-    };
     let tcfg = trust::TrustConfig::from_ini(&cfg.ini, cfg.root.path());
+    let saved = trust::Saved::from_state(&state);
     let trust = Trust::open(&tcfg, saved, trust::Clock::new(now))?;
     Ok(Run {
         cfg,
@@ -506,185 +482,6 @@ fn profile_step(
             not_modified: false,
         },
     })
-}
-
-/// PROTOCOL 4 and 8: the signed release's build for this platform, told to
-/// ccs3updater by one UDP datagram when it is newer than what is installed.
-/// A failed check is an error line; it does not change the exit code.
-fn update_step(
-    ucfg: &update::UpdateConfig,
-    opts: &RunOptions,
-    client: &fetch::Client,
-    trust: Option<&mut Trust>,
-    state: &mut StateFile,
-) -> Result<()> {
-    let (noupdate, forced) = (
-        opts.update == UpdateChoice::Never,
-        opts.update == UpdateChoice::Always,
-    );
-    if !update::should_check(ucfg.autoupdate, noupdate, forced) {
-        log::debug!("update check skipped (--noupdate, or autoupdate = Off without --update)");
-        return Ok(());
-    }
-    let Some(trust) = trust else {
-        // Trust::open said once this run that there is no trusted root.
-        return Ok(());
-    };
-    let save = |bytes: &[u8]| state.put(Section::TRUST, Some(bytes.to_vec())).map(drop);
-    if let Err(why) = update::check(ucfg, trust, client, fetch::target_triple(), save) {
-        log::error!("update check failed: {why}");
-    }
-    Ok(())
-}
-
-/// PROTOCOL 8.2: asks for the next roots before anything else of signed
-/// metadata, and keeps what was accepted (also the first trusted root a
-/// device reads from `[trust] root`). A refused root is an error line; the
-/// trusted one stays.
-fn rotate_step(client: &fetch::Client, trust: &mut Trust, state: &mut StateFile) {
-    if let Err(why) = trust.rotate(client) {
-        log::error!("trusted root update refused: {why}");
-    }
-    if let Err(e) = state.put(Section::TRUST, Some(trust.encode())) {
-        log::error!("the trust state could not be kept: {e}");
-    }
-}
-
-/// PROTOCOL 5: probes the endpoints the stored profile needs, reports
-/// changes (and what an earlier run could not deliver), keeps the states.
-/// Sets `found_blocked` to the endpoints found blocked once it has probed.
-fn firewall_step(
-    fcfg: &firewall::FirewallConfig,
-    store: &JobStore,
-    state: &mut StateFile,
-    client: &fetch::Client,
-    now: u64,
-    found_blocked: &mut Option<Vec<String>>,
-) -> Result<()> {
-    if !fcfg.enabled {
-        log::debug!("firewall check off ([firewall] enabled = Off)");
-        return Ok(());
-    }
-    let Some(reader) = store.reader().filter(|_| store.meta().is_some()) else {
-        log::debug!("firewall check skipped: no profile stored yet");
-        return Ok(());
-    };
-    let endpoints = reader.endpoints()?;
-    let mut targets = Vec::new();
-    for job in reader.jobs()? {
-        let job = job?;
-        if let (true, Some(t)) = (job.enabled, &job.target) {
-            let t = (t.host.to_string(), t.port, String::from("tcp"));
-            if !targets.contains(&t) {
-                targets.push(t);
-            }
-        }
-    }
-    let keys = firewall::endpoints_to_check(
-        endpoints
-            .iter()
-            .map(|e| (e.host.as_str(), e.port, e.proto.as_str())),
-        targets,
-    );
-    let states = match state.get(Section::FIREWALL) {
-        None => firewall::States::new(),
-        Some(bytes) => firewall::decode_states(bytes).unwrap_or_else(|| {
-            log::warn!(
-                "firewall: the firewall section of {} is not readable; every endpoint counts as first seen",
-                state.path().display()
-            );
-            firewall::States::new()
-        }),
-    };
-    let started = Instant::now();
-    let probes = firewall::probe_all(
-        &keys,
-        fcfg.probe_timeout,
-        fcfg.budget,
-        firewall::PROBE_THREADS,
-    );
-    let blocked: Vec<String> = keys
-        .iter()
-        .zip(&probes)
-        .filter(|(_, p)| matches!(p, firewall::Probe::Blocked { .. }))
-        .map(|(k, _)| k.to_string())
-        .collect();
-    let blocked_count = blocked.len();
-    *found_blocked = Some(blocked);
-    let not_reached: Vec<String> = keys
-        .iter()
-        .zip(&probes)
-        .filter(|(_, p)| matches!(p, firewall::Probe::NotReached))
-        .map(|(k, _)| k.to_string())
-        .collect();
-    log::debug!(
-        "firewall: probed {} endpoints in {} ms, {} blocked",
-        keys.len(),
-        started.elapsed().as_millis(),
-        blocked_count
-    );
-    if !not_reached.is_empty() {
-        log::warn!(
-            "firewall: {} endpoints not probed within [firewall] budget: {}",
-            not_reached.len(),
-            not_reached.join(", ")
-        );
-    }
-    let mut planned = firewall::plan_all(
-        &keys,
-        &probes,
-        |k| states.get(&k.store_key()).cloned(),
-        now,
-        fcfg.rereport,
-    );
-    let entries: Vec<_> = firewall::entries(&planned).cloned().collect();
-    let mut post_error = None;
-    if !entries.is_empty() {
-        let xml = firewall::report_xml(client.device(), now, &entries);
-        let path = format!("v3/devices/{}/firewall", client.device());
-        let accepted = match client.post_xml(&path, &xml) {
-            Ok(202) => true,
-            Ok(status) => {
-                log::warn!(
-                    "firewall report of {} endpoints answered {status}; kept for the next run",
-                    entries.len()
-                );
-                false
-            }
-            Err(e) => {
-                post_error = Some(e);
-                false
-            }
-        };
-        if accepted {
-            log::info!("firewall report of {} endpoints accepted", entries.len());
-        }
-        firewall::after_report(&mut planned, accepted, now);
-    }
-    // Written only when a state changed: an unchanged run writes nothing.
-    let next = firewall::encode_states(&firewall::next_states(&planned));
-    state.put(Section::FIREWALL, next)?;
-    match post_error {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// PROTOCOL 6: runs cncopreporter; its result never changes the exit code.
-/// A reporter that is not installed is a line in the day's log, not on
-/// stderr: busybox cron would mail it every hour.
-fn reporter_step(cfg: &Config, rcfg: Option<&reporter::ReporterConfig>, opts: &RunOptions) {
-    let Some(rcfg) = rcfg else {
-        log::debug!("cncopreporter off ([reporter] command is empty)");
-        return;
-    };
-    let outcome = reporter::run(rcfg, cfg.ini.path(), opts.debug);
-    let line = outcome.describe(rcfg);
-    match outcome {
-        reporter::Outcome::Exited(_) if outcome.is_success() => log::debug!("{line}"),
-        reporter::Outcome::Missing => log::info!(target: logs::DAY_LOG, "{line}"),
-        _ => log::warn!("{line}"),
-    }
 }
 
 /// Names the first `DIFF_LOG_LIMIT` changes of each kind in the debug log;

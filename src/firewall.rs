@@ -1,16 +1,20 @@
 //! The open-firewall check (PROTOCOL 5): which endpoints this device must
 //! reach, TCP probes of them within a time budget, each endpoint's remembered
 //! state (the `firewall` section of the state file, `encode_states`), what to
-//! report, and the `<firewall-report>` document.
+//! report, the `<firewall-report>` document and its POST.
 //!
-//! The POST and the state file write are the caller's. A run goes:
-//! `decode_states` -> `endpoints_to_check` -> `probe_all` -> `plan_all` (with
-//! the stored states) -> `report_xml` of the entries, POST -> `after_report`
-//! -> `next_states` -> `encode_states`, written only when it changed.
+//! [`run`] is the whole step: `endpoints_of` the stored profile ->
+//! `probe_all` -> `plan_all` (with the states `decode_states` read) -> the
+//! report of the entries, POST -> `after_report` -> `next_states` ->
+//! `encode_states`, written only when it changed. Endpoints the profile no
+//! longer needs are forgotten there, never reported.
 
 use crate::clock::{self, UnixTime};
 use crate::config::Ini;
 use crate::error::Result;
+use crate::fetch::Client;
+use crate::state::{Section, StateFile};
+use crate::store::JobStore;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -48,6 +52,171 @@ impl FirewallConfig {
             rereport: Duration::from_secs(hours * 3600),
         })
     }
+}
+
+/// What one firewall check found, for the run's record.
+#[derive(Debug)]
+pub struct Checked {
+    /// The endpoints found blocked; `None` when nothing was probed (the
+    /// check is off, or no profile is stored yet).
+    pub blocked: Option<Vec<EndpointKey>>,
+    /// The first failure: reading the store, keeping the states, else
+    /// sending the report (which is then due again next run).
+    pub result: Result<()>,
+}
+
+impl Checked {
+    fn nothing_probed(result: Result<()>) -> Checked {
+        Checked {
+            blocked: None,
+            result,
+        }
+    }
+}
+
+/// PROTOCOL 5: probes the endpoints the stored profile needs, reports
+/// changes (and what an earlier run could not deliver), keeps the states.
+pub fn run(
+    cfg: &FirewallConfig,
+    store: &JobStore,
+    state: &mut StateFile,
+    client: &Client,
+    now: UnixTime,
+) -> Checked {
+    if !cfg.enabled {
+        log::debug!("firewall check off ([firewall] enabled = Off)");
+        return Checked::nothing_probed(Ok(()));
+    }
+    let keys = match endpoints_of(store) {
+        Ok(Some(keys)) => keys,
+        Ok(None) => {
+            log::debug!("firewall check skipped: no profile stored yet");
+            return Checked::nothing_probed(Ok(()));
+        }
+        Err(e) => return Checked::nothing_probed(Err(e)),
+    };
+    let states = kept_states(state);
+    let probes = probe_and_log(&keys, cfg);
+    let blocked = keys
+        .iter()
+        .zip(&probes)
+        .filter(|(_, p)| matches!(p, Probe::Blocked { .. }))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut planned = plan_all(
+        &keys,
+        &probes,
+        |k| states.get(&k.store_key()).cloned(),
+        now,
+        cfg.rereport,
+    );
+    let sent = send_report(client, &mut planned, now);
+    // Written only when a state changed: an unchanged run writes nothing.
+    let kept = state
+        .put(Section::FIREWALL, encode_states(&next_states(&planned)))
+        .map(drop);
+    Checked {
+        blocked: Some(blocked),
+        result: kept.and(sent),
+    }
+}
+
+/// The endpoints the stored profile needs (`endpoints_to_check` of its
+/// endpoints and enabled jobs' targets); `None` when no profile is stored.
+fn endpoints_of(store: &JobStore) -> Result<Option<Vec<EndpointKey>>> {
+    let Some(reader) = store.reader().filter(|_| store.meta().is_some()) else {
+        return Ok(None);
+    };
+    let endpoints = reader.endpoints()?;
+    let mut targets = Vec::new();
+    for job in reader.jobs()? {
+        let job = job?;
+        if let (true, Some(t)) = (job.enabled, &job.target) {
+            let t = (t.host.to_string(), t.port, String::from("tcp"));
+            if !targets.contains(&t) {
+                targets.push(t);
+            }
+        }
+    }
+    Ok(Some(endpoints_to_check(
+        endpoints
+            .iter()
+            .map(|e| (e.host.as_str(), e.port, e.proto.as_str())),
+        targets,
+    )))
+}
+
+/// The states the state file kept; a section that does not decode counts
+/// as none (every endpoint first seen), with a warning.
+fn kept_states(state: &StateFile) -> States {
+    let Some(bytes) = state.get(Section::FIREWALL) else {
+        return States::new();
+    };
+    decode_states(bytes).unwrap_or_else(|| {
+        log::warn!(
+            "firewall: the firewall section of {} is not readable; every endpoint counts as first seen",
+            state.path().display()
+        );
+        States::new()
+    })
+}
+
+/// `probe_all` within `[firewall]`'s bounds, with the debug line of what it
+/// found and a warning naming what the budget left unprobed.
+fn probe_and_log(keys: &[EndpointKey], cfg: &FirewallConfig) -> Vec<Probe> {
+    let started = Instant::now();
+    let probes = probe_all(keys, cfg.probe_timeout, cfg.budget, PROBE_THREADS);
+    let named = |want: fn(&Probe) -> bool| -> Vec<String> {
+        keys.iter()
+            .zip(&probes)
+            .filter(|(_, p)| want(p))
+            .map(|(k, _)| k.to_string())
+            .collect()
+    };
+    let blocked = named(|p| matches!(p, Probe::Blocked { .. }));
+    let not_reached = named(|p| matches!(p, Probe::NotReached));
+    log::debug!(
+        "firewall: probed {} endpoints in {} ms, {} blocked",
+        keys.len(),
+        started.elapsed().as_millis(),
+        blocked.len()
+    );
+    if !not_reached.is_empty() {
+        log::warn!(
+            "firewall: {} endpoints not probed within [firewall] budget: {}",
+            not_reached.len(),
+            not_reached.join(", ")
+        );
+    }
+    probes
+}
+
+/// POSTs the planned entries, if any, and marks them accepted when the
+/// server said 202. Another status is a warning and the entries stay due;
+/// a failed request is the `Err`, and they stay due as well.
+fn send_report(client: &Client, planned: &mut [Planned], now: UnixTime) -> Result<()> {
+    let entries: Vec<_> = entries(planned).cloned().collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let xml = report_xml(client.device(), now, &entries);
+    let path = format!("v3/devices/{}/firewall", client.device());
+    let (accepted, result) = match client.post_xml(&path, &xml) {
+        Ok(202) => {
+            log::info!("firewall report of {} endpoints accepted", entries.len());
+            (true, Ok(()))
+        }
+        Ok(status) => {
+            log::warn!(
+                "firewall report of {} endpoints answered {status}; kept for the next run",
+                entries.len()
+            );
+            (false, Ok(()))
+        }
+        Err(e) => (false, Err(e)),
+    };
+    after_report(planned, accepted, now);
+    result
 }
 
 /// One endpoint to check. `host` is lower case (names are case-insensitive,

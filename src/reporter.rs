@@ -4,11 +4,11 @@
 //!
 //! The command is one path, executed directly: never a shell, never split
 //! into arguments, never looked up in `PATH`. Its result never changes the
-//! agent's exit code; the caller logs `Outcome::describe`. An empty
-//! `command` turns the step off.
+//! agent's exit code: [`run`] logs it. An empty `command` turns the step off.
 
 use crate::config::Ini;
 use crate::error::Result;
+use crate::logs;
 use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -102,10 +102,58 @@ fn exit_text(s: &ExitStatus) -> String {
     }
 }
 
+/// PROTOCOL 6: the reporter step of a run (`cfg` `None`: it is off). A
+/// reporter that is not installed is a line in the day's log, not on
+/// stderr: busybox cron would mail it every hour.
+pub fn run(cfg: Option<&ReporterConfig>, config_path: &Path, debug: bool) {
+    let Some(cfg) = cfg else {
+        log::debug!("cncopreporter off ([reporter] command is empty)");
+        return;
+    };
+    let outcome = execute(cfg, config_path, debug);
+    let line = outcome.describe(cfg);
+    match outcome {
+        Outcome::Exited(_) if outcome.is_success() => log::debug!("{line}"),
+        Outcome::Missing => log::info!(target: logs::DAY_LOG, "{line}"),
+        _ => log::warn!("{line}"),
+    }
+}
+
 /// Runs `command -c <config_path> [-d]` with stdin closed, logging each line
 /// it writes to stdout or stderr as `cncopreporter: <line>`, and kills it at
 /// the time limit.
-pub fn run(cfg: &ReporterConfig, config_path: &Path, debug: bool) -> Outcome {
+pub fn execute(cfg: &ReporterConfig, config_path: &Path, debug: bool) -> Outcome {
+    let (program, mut command) = command(cfg, config_path, debug);
+    let mut child = match spawn(&mut command) {
+        Ok(child) => child,
+        Err(e) if e.kind() == ErrorKind::NotFound && !program.exists() => {
+            return Outcome::Missing;
+        }
+        Err(e) => return Outcome::Failed(spawn_error(&e)),
+    };
+    let (done, readers) = match log_output(&mut child) {
+        Ok(readers) => readers,
+        // Without a reader a chatty reporter would block on a full pipe
+        // and be killed at the time limit: better not to run it at all.
+        Err(e) => {
+            stop(&mut child);
+            return Outcome::Failed(format!("not run: cannot start an output reader ({e})"));
+        }
+    };
+    let outcome = wait(&mut child, cfg.timeout);
+    let grace_end = Instant::now() + OUTPUT_GRACE;
+    for _ in 0..readers {
+        let left = grace_end.saturating_duration_since(Instant::now());
+        if done.recv_timeout(left).is_err() {
+            log::debug!("cncopreporter: not waiting for output still open after it ended");
+            break;
+        }
+    }
+    outcome
+}
+
+/// The program to start and its command line.
+fn command(cfg: &ReporterConfig, config_path: &Path, debug: bool) -> (PathBuf, Command) {
     // A bare file name would be searched in PATH; the setting means a file
     // relative to the working directory (the root already joined in).
     let program = if cfg.command.components().count() == 1 && cfg.command.is_relative() {
@@ -123,15 +171,12 @@ pub fn run(cfg: &ReporterConfig, config_path: &Path, debug: bool) -> Outcome {
     if debug {
         command.arg("-d");
     }
+    (program, command)
+}
 
-    let mut child = match spawn(&mut command) {
-        Ok(child) => child,
-        Err(e) if e.kind() == ErrorKind::NotFound && !program.exists() => {
-            return Outcome::Missing;
-        }
-        Err(e) => return Outcome::Failed(spawn_error(&e)),
-    };
-
+/// Starts a thread per output pipe of `child` that logs its lines. Returns
+/// the channel each says it is done on and how many there are.
+fn log_output(child: &mut Child) -> std::io::Result<(mpsc::Receiver<()>, usize)> {
     let (done_tx, done_rx) = mpsc::channel();
     let mut readers = 0;
     let outputs: [Option<Box<dyn Read + Send>>; 2] = [
@@ -147,34 +192,15 @@ pub fn run(cfg: &ReporterConfig, config_path: &Path, debug: bool) -> Outcome {
     for (n, output) in outputs.into_iter().enumerate() {
         let Some(output) = output else { continue };
         let done = done_tx.clone();
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name(format!("reporter-out-{n}"))
             .spawn(move || {
                 pump(output, |line| log::info!("cncopreporter: {line}"));
                 let _ = done.send(());
-            });
-        match spawned {
-            Ok(_) => readers += 1,
-            // Without a reader a chatty reporter would block on a full pipe
-            // and be killed at the time limit: better not to run it at all.
-            Err(e) => {
-                stop(&mut child);
-                return Outcome::Failed(format!("not run: cannot start an output reader ({e})"));
-            }
-        }
+            })?;
+        readers += 1;
     }
-    drop(done_tx);
-
-    let outcome = wait(&mut child, cfg.timeout);
-    let grace_end = Instant::now() + OUTPUT_GRACE;
-    for _ in 0..readers {
-        let left = grace_end.saturating_duration_since(Instant::now());
-        if done_rx.recv_timeout(left).is_err() {
-            log::debug!("cncopreporter: not waiting for output still open after it ended");
-            break;
-        }
-    }
-    outcome
+    Ok((done_rx, readers))
 }
 
 /// Spawns, retrying briefly on "text file busy": the file may be being
@@ -321,12 +347,12 @@ mod tests {
         let config = dir.path().join("My Config").join("cncop3.ini");
         let args = dir.path().join("args");
 
-        let out = run(&cfg(rep.clone(), 30), &config, true);
+        let out = execute(&cfg(rep.clone(), 30), &config, true);
         assert!(out.is_success(), "{out:?}");
         let want = format!("-c\n{}\n-d\n", config.display());
         assert_eq!(fs::read_to_string(&args).unwrap(), want);
 
-        let out = run(&cfg(rep, 30), &config, false);
+        let out = execute(&cfg(rep, 30), &config, false);
         assert!(out.is_success(), "{out:?}");
         let want = format!("-c\n{}\n", config.display());
         assert_eq!(fs::read_to_string(&args).unwrap(), want);
@@ -339,7 +365,7 @@ mod tests {
         let body = "#!/bin/sh\ni=0\nwhile [ $i -lt 4000 ]; do\n  echo \"line $i of output that is long enough to fill a pipe buffer quickly, xxxxxxxxxxxxxxxxxxxx\"\n  echo \"err $i of output that is long enough to fill a pipe buffer quickly, xxxxxxxxxxxxxxxxxxxx\" >&2\n  i=$((i+1))\ndone\nexit 3\n";
         let rep = script(dir.path(), "chatty", body);
         let c = cfg(rep, 60);
-        let out = run(&c, Path::new("/dev/null"), false);
+        let out = execute(&c, Path::new("/dev/null"), false);
         assert!(
             matches!(&out, Outcome::Exited(s) if s.code() == Some(3)),
             "{out:?}"
@@ -361,7 +387,7 @@ mod tests {
             "#!/bin/sh\necho starting\nsleep 30\necho never\n",
         );
         let c = cfg(rep, 1);
-        let out = run(&c, Path::new("/dev/null"), false);
+        let out = execute(&c, Path::new("/dev/null"), false);
         assert!(matches!(out, Outcome::TimedOut), "{out:?}");
         assert!(out.describe(&c).contains("after 1 s and was stopped"));
     }
@@ -370,7 +396,7 @@ mod tests {
     fn a_missing_command_is_missing() {
         let dir = tempfile::tempdir().unwrap();
         let c = cfg(dir.path().join("bin").join("cncopreporter"), 5);
-        let out = run(&c, Path::new("/dev/null"), false);
+        let out = execute(&c, Path::new("/dev/null"), false);
         assert!(matches!(out, Outcome::Missing), "{out:?}");
         assert!(out.describe(&c).contains("not found"));
     }
@@ -388,7 +414,7 @@ mod tests {
             victim.display(),
             pwned.display()
         );
-        let out = run(
+        let out = execute(
             &cfg(PathBuf::from(&injected), 5),
             Path::new("/dev/null"),
             false,
@@ -405,7 +431,7 @@ mod tests {
 
         // A file really named like that is run as the file it is.
         let odd = script(dir.path(), "rep; touch pwned", RECORDER);
-        let out = run(&cfg(odd, 5), Path::new("/dev/null"), false);
+        let out = execute(&cfg(odd, 5), Path::new("/dev/null"), false);
         assert!(out.is_success(), "{out:?}");
         assert!(!pwned.exists() && !Path::new("pwned").exists());
         assert!(dir.path().join("args").exists());
@@ -415,7 +441,7 @@ mod tests {
     fn unstartable_commands_are_failures_not_missing() {
         let dir = tempfile::tempdir().unwrap();
         let no_interp = script(dir.path(), "a", "#!/nonexistent/interpreter\n");
-        let out = run(&cfg(no_interp, 5), Path::new("/dev/null"), false);
+        let out = execute(&cfg(no_interp, 5), Path::new("/dev/null"), false);
         assert!(
             matches!(&out, Outcome::Failed(w) if w.contains("interpreter")),
             "{out:?}"
@@ -424,7 +450,7 @@ mod tests {
         let not_exec = dir.path().join("b");
         fs::write(&not_exec, "#!/bin/sh\n").unwrap();
         fs::set_permissions(&not_exec, fs::Permissions::from_mode(0o644)).unwrap();
-        let out = run(&cfg(not_exec, 5), Path::new("/dev/null"), false);
+        let out = execute(&cfg(not_exec, 5), Path::new("/dev/null"), false);
         // root may execute a file without x bits only if some x bit is set,
         // so this is refused for every user.
         assert!(

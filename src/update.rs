@@ -1,14 +1,16 @@
-//! Software updates (PROTOCOL 4): the `[version]` settings, version
-//! comparison, the decision to announce a build of the signed release, and
-//! the one UDP datagram that tells ccs3updater a newer build exists.
+//! Software updates (PROTOCOL 4): the `[version]` settings and the command
+//! line's choice, version comparison, the decision to announce a build of
+//! the signed release, and the one UDP datagram that tells ccs3updater a
+//! newer build exists.
 //!
 //! The signed metadata (timestamp, release) is `trust`'s; the requests are
-//! `fetch`'s. Nothing here fails the run: the caller logs an `Err` and
-//! carries on.
+//! `fetch`'s. Nothing here fails the run: a failed check is an error line.
 
 use crate::config::Ini;
 use crate::error::{Result, Shown};
-use crate::trust::Trust;
+use crate::fetch::Client;
+use crate::state::StateFile;
+use crate::trust::{Release, Trust};
 use std::cmp::Ordering;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
@@ -68,10 +70,28 @@ impl UpdateConfig {
     }
 }
 
-/// Whether this run asks for updates: never with `--noupdate`; with
-/// `autoupdate = Off` only when `--update` is given.
-pub fn should_check(autoupdate: bool, noupdate: bool, update: bool) -> bool {
-    !noupdate && (autoupdate || update)
+/// Whether to check for software updates this run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpdateChoice {
+    /// As `[version] autoupdate` says.
+    #[default]
+    Config,
+    /// `--noupdate`
+    Never,
+    /// `--update`
+    Always,
+}
+
+impl UpdateChoice {
+    /// Whether this run asks for updates: never with `--noupdate`; with
+    /// `autoupdate = Off` only when `--update` is given.
+    pub fn wants_check(self, autoupdate: bool) -> bool {
+        match self {
+            UpdateChoice::Config => autoupdate,
+            UpdateChoice::Never => false,
+            UpdateChoice::Always => true,
+        }
+    }
 }
 
 /// A dotted numeric version. Parts compare as numbers and missing trailing
@@ -202,6 +222,11 @@ impl Software {
             size,
         })
     }
+
+    /// Whether this build is newer than the `installed` version.
+    pub fn is_newer_than(&self, installed: &Version) -> bool {
+        self.version > *installed
+    }
 }
 
 fn check_url(url: &str) -> std::result::Result<(), &'static str> {
@@ -219,62 +244,98 @@ fn check_url(url: &str) -> std::result::Result<(), &'static str> {
     Ok(())
 }
 
-/// The update check of one run (PROTOCOL 4): the signed release's build for
-/// `platform`, announced when it is newer than what is installed and not
-/// older than any version announced before. What the check accepted is made
-/// durable by `save` (the trust section of the agent's state) before the
-/// datagram leaves. `Err` is the one line saying why nothing was announced.
-pub fn check(
+/// PROTOCOL 4 and 8: the update check of one run, when `choice` wants one
+/// and there is a trusted root (without one, `Trust::open` already said that
+/// there is no update check). A failed check is an error line; it never
+/// changes the exit code.
+pub fn run(
+    cfg: &UpdateConfig,
+    choice: UpdateChoice,
+    trust: Option<&mut Trust>,
+    client: &Client,
+    state: &mut StateFile,
+) {
+    if !choice.wants_check(cfg.autoupdate) {
+        log::debug!("update check skipped (--noupdate, or autoupdate = Off without --update)");
+        return;
+    }
+    let Some(trust) = trust else {
+        return;
+    };
+    if let Err(why) = check(cfg, trust, client, crate::fetch::target_triple(), state) {
+        log::error!("update check failed: {why}");
+    }
+}
+
+/// The signed release's build for `platform`, announced when it is newer
+/// than what is installed and not older than any version announced before.
+/// What the check accepted is kept in the trust section of `state` before
+/// the datagram leaves, so a kill cannot announce a version the next run
+/// would not know of. `Err` is the one line saying why nothing was announced.
+fn check(
     cfg: &UpdateConfig,
     trust: &mut Trust,
-    client: &crate::fetch::Client,
+    client: &Client,
     platform: &str,
-    save: impl FnOnce(&[u8]) -> Result<()>,
+    state: &mut StateFile,
 ) -> std::result::Result<(), String> {
     let before = trust.encode();
     let checked = trust.check_release(client)?;
     let release = checked.release();
     let name = format!("release version {}", release.version);
-    let offer = release.for_platform(platform).cloned();
-    let announce = match &offer {
-        None => {
-            log::debug!("{name} has no build for {platform}");
-            None
-        }
-        Some(sw) => {
-            if let Some(high) = trust.announced().filter(|high| sw.version < *high) {
-                return Err(format!(
-                    "{name} offers {platform} software {}, older than {high} announced before \
-                     (a rollback); nothing announced",
-                    sw.version
-                ));
-            }
-            if decide(&cfg.installed, sw) {
-                Some(sw.clone())
-            } else {
-                log::debug!(
-                    "{name}: software {} is not newer than installed {}",
-                    sw.version,
-                    cfg.installed
-                );
-                None
-            }
-        }
-    };
+    let announce = offer(cfg, trust, release, &name, platform)?;
     let line = match &announce {
         Some(sw) => Some(datagram(sw, platform)?),
         None => None,
     };
     trust.accept(checked, announce.as_ref().map(|sw| &sw.version));
-    let after = trust.encode();
-    if after != before {
-        save(&after)
+    if trust.encode() != before {
+        trust
+            .keep(state)
             .map_err(|e| format!("the trust state could not be kept ({e}); nothing announced"))?;
     }
-    let (Some(sw), Some(line)) = (announce, line) else {
-        return Ok(());
+    if let (Some(sw), Some(line)) = (announce, line) {
+        tell_updater(cfg, &sw, &name, &line);
+    }
+    Ok(())
+}
+
+/// The build of `release` (named `name` in messages) to announce: `None`
+/// when it has none for `platform` or it is not newer than what is
+/// installed; `Err` when it is older than a version announced before.
+fn offer(
+    cfg: &UpdateConfig,
+    trust: &Trust,
+    release: &Release,
+    name: &str,
+    platform: &str,
+) -> std::result::Result<Option<Software>, String> {
+    let Some(sw) = release.for_platform(platform) else {
+        log::debug!("{name} has no build for {platform}");
+        return Ok(None);
     };
-    match notify(&cfg.updater_host, cfg.updater_port, &line) {
+    if let Some(high) = trust.announced().filter(|high| sw.version < *high) {
+        return Err(format!(
+            "{name} offers {platform} software {}, older than {high} announced before \
+             (a rollback); nothing announced",
+            sw.version
+        ));
+    }
+    if !sw.is_newer_than(&cfg.installed) {
+        log::debug!(
+            "{name}: software {} is not newer than installed {}",
+            sw.version,
+            cfg.installed
+        );
+        return Ok(None);
+    }
+    Ok(Some(sw.clone()))
+}
+
+/// Sends the notice; an unreachable ccs3updater is a warning, the check
+/// itself succeeded.
+fn tell_updater(cfg: &UpdateConfig, sw: &Software, name: &str, line: &str) {
+    match notify(&cfg.updater_host, cfg.updater_port, line) {
         Ok(()) => log::info!(
             "software {} is available ({name}); told ccs3updater at {}:{}",
             sw.version,
@@ -286,12 +347,6 @@ pub fn check(
             sw.version
         ),
     }
-    Ok(())
-}
-
-/// Whether `sw` is newer than what is installed.
-pub fn decide(installed: &Version, sw: &Software) -> bool {
-    sw.version > *installed
 }
 
 /// The line ccs3updater reads:
@@ -406,12 +461,14 @@ mod tests {
     }
 
     #[test]
-    fn update_decision_flags() {
-        assert!(should_check(true, false, false));
-        assert!(!should_check(true, true, false));
-        assert!(!should_check(false, false, false));
-        assert!(should_check(false, false, true));
-        assert!(!should_check(false, true, true));
+    fn update_choice_wants_check() {
+        use UpdateChoice::*;
+        assert!(Config.wants_check(true));
+        assert!(!Never.wants_check(true));
+        assert!(!Config.wants_check(false));
+        assert!(Always.wants_check(false));
+        assert!(!Never.wants_check(false));
+        assert!(Always.wants_check(true));
     }
 
     #[test]
@@ -487,12 +544,12 @@ mod tests {
     }
 
     #[test]
-    fn decides_only_on_newer() {
+    fn only_a_newer_build_is_newer() {
         let sw = good();
-        assert!(decide(&v("3.4.0"), &sw));
-        assert!(decide(&v("3.4.99"), &sw));
-        assert!(!decide(&v("3.5"), &sw));
-        assert!(!decide(&v("3.10"), &sw));
+        assert!(sw.is_newer_than(&v("3.4.0")));
+        assert!(sw.is_newer_than(&v("3.4.99")));
+        assert!(!sw.is_newer_than(&v("3.5")));
+        assert!(!sw.is_newer_than(&v("3.10")));
     }
 
     #[test]

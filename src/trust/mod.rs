@@ -5,8 +5,8 @@
 //! Owns: the `[trust]` setting, the trusted root (shipped file, rotations,
 //! the copy kept in the agent's state), the clock's credibility, the update
 //! metadata (timestamp -> release) and the profile manifest. The state file
-//! itself is `state`'s: this module hands it the `trust` section's bytes
-//! (`Trust::encode`) and gets them back at the next run.
+//! itself is `state`'s: this module reads the `trust` section back
+//! (`Saved::from_state`) and keeps its bytes there (`Trust::keep`).
 //!
 //! Invariant: a signature is checked on a document's exact bytes before any
 //! of its fields is believed, and nothing is kept from a failed check.
@@ -34,6 +34,7 @@ pub use timestamp::Timestamp;
 use crate::clock::{self, UnixTime};
 use crate::config::Ini;
 use crate::error::{Error, Result, Shown};
+use crate::state::{Section, StateFile};
 use std::path::{Path, PathBuf};
 
 /// `[trust] root` when unset.
@@ -126,6 +127,17 @@ pub enum Saved {
     Damaged,
 }
 
+impl Saved {
+    /// What `state` holds of the trust section.
+    pub fn from_state(state: &StateFile) -> Saved {
+        match (state.was_damaged(), state.get(Section::TRUST)) {
+            (true, _) => Saved::Damaged,
+            (false, Some(bytes)) => Saved::Bytes(bytes.to_vec()),
+            (false, None) => Saved::None,
+        }
+    }
+}
+
 impl Trust {
     /// The run's trust: the kept root, or the shipped one when nothing is
     /// kept, the kept state is damaged or the shipped root is newer.
@@ -137,6 +149,11 @@ impl Trust {
     /// The trust section's bytes, to be kept in the state file.
     pub fn encode(&self) -> Vec<u8> {
         self.kept.encode()
+    }
+
+    /// Keeps the trust section in `state` (written only when it changed).
+    pub fn keep(&self, state: &mut StateFile) -> Result<bool> {
+        state.put(Section::TRUST, Some(self.encode()))
     }
 
     pub fn root_version(&self) -> u64 {
@@ -157,11 +174,19 @@ impl Trust {
         )
     }
 
-    /// `GET {url}/v3/trust/root/<N+1>.xml` and on, up to 32 a run: accepts
-    /// each next root signed by the old and the new root keys. Returns the
-    /// refusal of a bad next root (the trusted one stays).
-    pub fn rotate(&mut self, client: &crate::fetch::Client) -> std::result::Result<u32, String> {
-        chain::rotate(self, client)
+    /// PROTOCOL 8.2, before anything else of signed metadata:
+    /// `GET {url}/v3/trust/root/<N+1>.xml` and on, up to 32 a run, accepting
+    /// each next root signed by the old and the new root keys, then keeps
+    /// the trust state in `state` (also the first trusted root a device reads
+    /// from `[trust] root`). A refused root is an error line; the trusted one
+    /// stays.
+    pub fn rotate(&mut self, client: &crate::fetch::Client, state: &mut StateFile) {
+        if let Err(why) = chain::rotate(self, client) {
+            log::error!("trusted root update refused: {why}");
+        }
+        if let Err(e) = self.keep(state) {
+            log::error!("the trust state could not be kept: {e}");
+        }
     }
 
     /// The timestamp and the release it names, verified.
