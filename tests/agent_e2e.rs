@@ -18,14 +18,6 @@ use support::*;
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// `--list`: exit 0, the listing.
-#[track_caller]
-fn list(inst: &Install) -> String {
-    let o = inst.run(&["--list"]);
-    assert_exit(&o, 0, "--list");
-    stdout_of(&o)
-}
-
 /// `--list --json`: exit 0, the JSON.
 #[track_caller]
 fn list_json(inst: &Install) -> (String, Output) {
@@ -39,10 +31,6 @@ fn listed_row<'a>(listing: &'a str, id: &str) -> Option<&'a str> {
     listing
         .lines()
         .find(|l| l.split_whitespace().next() == Some(id))
-}
-
-fn set(ids: &[&str]) -> BTreeSet<String> {
-    ids.iter().map(|s| s.to_string()).collect()
 }
 
 /// A network serving `profile` (under its content ETag) and an install set
@@ -92,29 +80,6 @@ fn read_all(paths: &[PathBuf]) -> String {
         .iter()
         .map(|p| String::from_utf8_lossy(&std::fs::read(p).expect("read log")).into_owned())
         .collect()
-}
-
-/// Values of every `attr="..."` in `xml`, XML-unescaped.
-fn attr_values(xml: &[u8], attr: &str) -> Vec<String> {
-    let text = String::from_utf8_lossy(xml);
-    let needle = format!(" {attr}=\"");
-    let mut out = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(p) = rest.find(&needle) {
-        rest = &rest[p + needle.len()..];
-        let end = rest.find('"').expect("closing quote");
-        out.push(xml_unescape(&rest[..end]));
-        rest = &rest[end..];
-    }
-    out
-}
-
-fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
 }
 
 /// Starts the agent in the background (as [`Install::run`] would), its
@@ -176,17 +141,12 @@ fn json_string(v: &str) -> String {
     format!("\"{}\"", v.replace('"', "\\\""))
 }
 
-/// `Config/cncopgetprofile.state`, the agent's own state file.
-fn state_path(inst: &Install) -> PathBuf {
-    inst.path("Config/cncopgetprofile.state")
-}
-
 /// The state file's bytes, mtime and inode: any write shows.
 fn state_snap(inst: &Install) -> (Vec<u8>, SystemTime, u64) {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(state_path(inst)).expect("the state file exists");
+    let meta = std::fs::metadata(inst.state_path()).expect("the state file exists");
     (
-        std::fs::read(state_path(inst)).expect("read the state file"),
+        std::fs::read(inst.state_path()).expect("read the state file"),
         meta.modified().expect("mtime"),
         meta.ino(),
     )
@@ -194,7 +154,7 @@ fn state_snap(inst: &Install) -> (Vec<u8>, SystemTime, u64) {
 
 /// The `etag:` line of `--list`.
 fn listed_etag(inst: &Install) -> String {
-    list(inst)
+    list_stdout(inst)
         .lines()
         .find_map(|l| l.strip_prefix("etag:"))
         .map(|v| v.trim().to_string())
@@ -230,7 +190,7 @@ fn first_run_is_silent_and_stores_every_job_privately() {
     let statuses: Vec<u16> = net.profile_requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200], "one profile request, answered 200");
 
-    let listing = list(&inst);
+    let listing = list_stdout(&inst);
     assert_eq!(
         listed_ids(&listing),
         gen_ids(50),
@@ -347,7 +307,7 @@ fn second_run_sends_the_etag_gets_304_and_writes_nothing() {
         config_before,
         "a 304 run creates or removes nothing in Config/"
     );
-    assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+    assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(50));
     assert_eq!(listed_etag(&inst), etag, "--list shows the ETag");
 }
 
@@ -400,7 +360,7 @@ fn same_content_under_another_etag_writes_only_a_few_bytes_of_state() {
         None,
         "no ETag is sent when none came with the content"
     );
-    assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+    assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(50));
 }
 
 #[test]
@@ -419,7 +379,7 @@ fn the_same_jobs_in_another_order_or_one_endpoint_more_are_written() {
         before.ino,
         "a reordered profile is written"
     );
-    let order: Vec<String> = list(&inst)
+    let order: Vec<String> = list_stdout(&inst)
         .lines()
         .skip_while(|l| l.split_whitespace().next() != Some("ID"))
         .skip(1)
@@ -450,7 +410,7 @@ fn the_same_jobs_in_another_order_or_one_endpoint_more_are_written() {
 fn an_empty_profile_sent_again_writes_nothing() {
     let empty = small_profile(DEVICE_ID, &[]);
     let (inst, net) = first_run(empty.clone(), "");
-    assert!(listed_ids(&list(&inst)).is_empty());
+    assert!(listed_ids(&list_stdout(&inst)).is_empty());
     age_store(&inst);
     let before = snap(&inst);
     net.set_profile(DEVICE_ID, empty, Some("\"another-etag\"".into()));
@@ -469,12 +429,12 @@ fn an_etag_that_came_with_other_content_is_not_sent() {
     let b = small_profile(DEVICE_ID, &[("2001", "FTP")]);
     let (inst, net) = first_run(a.clone(), "");
     let etag_a = served_etag(&net);
-    let state_of_a = std::fs::read(state_path(&inst)).unwrap();
+    let state_of_a = std::fs::read(inst.state_path()).unwrap();
     net.set_profile(DEVICE_ID, b.clone(), Some(etag_for(&b)));
     run_ok(&inst, &[]);
-    assert_eq!(listed_ids(&list(&inst)), set(&["2001"]));
+    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["2001"]));
 
-    std::fs::write(state_path(&inst), &state_of_a).unwrap();
+    std::fs::write(inst.state_path(), &state_of_a).unwrap();
     assert_eq!(listed_etag(&inst), "-", "A's ETag is not B's");
     net.set_profile(DEVICE_ID, a, Some(etag_a));
     run_ok(&inst, &[]);
@@ -486,8 +446,8 @@ fn an_etag_that_came_with_other_content_is_not_sent() {
     );
     assert_eq!(last.status, 200);
     assert_eq!(
-        listed_ids(&list(&inst)),
-        set(&["1001"]),
+        listed_ids(&list_stdout(&inst)),
+        id_set(&["1001"]),
         "A is stored again"
     );
 }
@@ -572,18 +532,18 @@ fn changed_profile_dry_run_then_update() {
         Vec::<PathBuf>::new(),
         "--dry-run must leave no files beside the store"
     );
-    let listing = list(&inst);
-    assert_eq!(listed_ids(&listing), set(&["1001", "1002", "1003"]));
+    let listing = list_stdout(&inst);
+    assert_eq!(listed_ids(&listing), id_set(&["1001", "1002", "1003"]));
     assert!(
         listing.contains(&v1_etag),
         "after --dry-run the old ETag stays"
     );
 
     run_ok(&inst, &[]);
-    let listing = list(&inst);
+    let listing = list_stdout(&inst);
     assert_eq!(
         listed_ids(&listing),
-        set(&["1001", "1002", "1004"]),
+        id_set(&["1001", "1002", "1004"]),
         "--list after the update:\n{listing}"
     );
     let row = listed_row(&listing, "1002").expect("job 1002 listed");
@@ -608,7 +568,7 @@ fn empty_jobs_profile_empties_the_store() {
     let empty = small_profile(DEVICE_ID, &[]);
     net.set_profile(DEVICE_ID, empty.clone(), Some(etag_for(&empty)));
     run_ok(&inst, &[]);
-    let listing = list(&inst);
+    let listing = list_stdout(&inst);
     assert!(
         listed_ids(&listing).is_empty(),
         "a profile with <jobs/> empty must empty the store:\n{listing}"
@@ -638,8 +598,8 @@ fn refused_run(code: i32, extra_ini: &str, setup: impl FnOnce(&TestNetwork)) -> 
     assert_stdout_empty(&o, "refused run");
     assert_store_untouched(&before, &inst, "after a refused run");
     assert_eq!(
-        listed_ids(&list(&inst)),
-        set(&["1001", "1002"]),
+        listed_ids(&list_stdout(&inst)),
+        id_set(&["1001", "1002"]),
         "the old jobs stay"
     );
     let lines = err_lines(&o);
@@ -697,7 +657,7 @@ fn transient_then_success(code: u16) {
         "one retry after {code}\n{}",
         show(&o)
     );
-    assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
 }
 
 #[test]
@@ -733,7 +693,7 @@ fn status_500_past_the_retries_exits_3_and_keeps_the_store() {
     let lines = err_lines(&o);
     let last = lines.last().expect("an error on stderr");
     assert!(last.contains("500"), "the final error names 500: {last}");
-    assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
 }
 
 // ---------------------------------------------------------------------------
@@ -752,8 +712,8 @@ fn assert_rejected(bad: Vec<u8>, extra_ini: &str) -> String {
     assert_stdout_empty(&o, "rejected profile");
     assert_store_untouched(&before, &inst, "after a rejected profile");
     assert_eq!(
-        listed_ids(&list(&inst)),
-        set(&["1001", "1002"]),
+        listed_ids(&list_stdout(&inst)),
+        id_set(&["1001", "1002"]),
         "the old jobs stay"
     );
     assert_eq!(
@@ -900,7 +860,7 @@ fn recreate_fetches_in_full_and_rewrites_the_store() {
         "--recreate must rewrite the store even when the content is unchanged"
     );
     assert_eq!(store_mode(&inst), 0o600);
-    assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+    assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(50));
 
     // And the next ordinary run is a 304 again.
     run_ok(&inst, &[]);
@@ -944,7 +904,7 @@ fn corrupt_store_is_rebuilt(damage: impl FnOnce(&[u8]) -> Vec<u8>) {
     );
     assert_eq!(req.status, 200);
     assert_eq!(
-        listed_ids(&list(&inst)),
+        listed_ids(&list_stdout(&inst)),
         gen_ids(50),
         "the store is rebuilt"
     );
@@ -979,10 +939,10 @@ fn a_damaged_state_file_is_moved_aside_and_costs_one_full_download() {
     let (inst, net) = first_run(profile_xml(DEVICE_ID, 50), "");
     age_store(&inst);
     let before = snap(&inst);
-    let mut bad = std::fs::read(state_path(&inst)).unwrap();
+    let mut bad = std::fs::read(inst.state_path()).unwrap();
     let mid = bad.len() / 2;
     bad[mid] ^= 0x20;
-    std::fs::write(state_path(&inst), &bad).unwrap();
+    std::fs::write(inst.state_path(), &bad).unwrap();
 
     let o = inst.run(&[]);
     assert_exit(&o, 0, "run over a damaged state file");
@@ -1010,7 +970,7 @@ fn a_damaged_state_file_is_moved_aside_and_costs_one_full_download() {
         served_etag(&net),
         "the ETag is kept again"
     );
-    assert_eq!(mode_of(&state_path(&inst)), 0o600);
+    assert_eq!(mode_of(&inst.state_path()), 0o600);
 
     run_ok(&inst, &[]);
     assert_eq!(net.profile_requests().pop().unwrap().status, 304);
@@ -1044,7 +1004,7 @@ fn a_store_of_an_older_schema_is_rebuilt_from_a_full_download() {
     assert_eq!(req.header("if-none-match"), None, "a full download");
     assert_eq!(req.status, 200);
     assert!(snap(&inst).ino != before.ino, "the store is rewritten");
-    assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+    assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(50));
     run_ok(&inst, &[]);
     assert_eq!(net.profile_requests().pop().unwrap().status, 304);
 }
@@ -1105,7 +1065,7 @@ fn second_run_while_one_is_running_exits_7() {
     let net2 = net_with_profile(NetOptions::default(), v2);
     inst.setup(&net2, "");
     run_ok(&inst, &[]);
-    assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+    assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(50));
 }
 
 #[test]
@@ -1134,31 +1094,14 @@ fn a_killed_run_leaves_no_stale_lock() {
         inst.db_bytes().unwrap() == v1,
         "a run killed mid-download leaves the old store"
     );
-    assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
     run_ok(&inst, &[]);
-    assert_eq!(listed_ids(&list(&inst)), gen_ids(50));
+    assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(50));
 }
 
 // ---------------------------------------------------------------------------
 // 10, 11. Logs and secrets
 // ---------------------------------------------------------------------------
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn debug_logs_keep_no_secrets() {
@@ -1366,7 +1309,7 @@ fn runs_as_busybox_cron_would() {
         inst.db_path().is_file(),
         "the store is written under the root"
     );
-    assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
     assert!(
         !inst.log_files().is_empty(),
         "the summary is logged under the root's Spool/Logs"
@@ -1388,7 +1331,7 @@ fn runs_from_root_bin_without_cncop_home() {
     assert!(!inst.log_files().is_empty(), "logged under the root");
     let o = inst.run_installed_copy(&["--list"]);
     assert_exit(&o, 0, "installed copy --list");
-    assert_eq!(listed_ids(&stdout_of(&o)), set(&["1001", "1002"]));
+    assert_eq!(listed_ids(&stdout_of(&o)), id_set(&["1001", "1002"]));
 }
 
 // ---------------------------------------------------------------------------
@@ -1509,5 +1452,5 @@ fn plain_http_with_allow_insecure_http_works_and_warns_every_run() {
     let statuses: Vec<u16> = net.profile_requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200, 304]);
     assert!(net.requests().iter().all(|r| !r.tls));
-    assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
 }

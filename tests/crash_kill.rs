@@ -32,7 +32,6 @@
 //! `CRASH_KILL_JOBS` and `CRASH_KILL_SEED` change the profile size and the
 //! random kill moments (for a longer run by hand, or to replay one).
 
-use cncopgetprofile::InstallRoot;
 use cncopgetprofile::firewall::{States as FirewallStates, decode_states};
 use cncopgetprofile::state::{Section, StateFile};
 use std::collections::HashSet;
@@ -42,7 +41,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -114,52 +112,6 @@ fn seed() -> u64 {
         })
 }
 
-/// A loopback address of its own for each endpoint (127.77.x.y).
-fn fresh_ip() -> Ipv4Addr {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    Ipv4Addr::new(
-        127,
-        77,
-        (std::process::id() % 250) as u8,
-        (n % 250 + 2) as u8,
-    )
-}
-
-/// An endpoint that accepts connections while the listener lives.
-fn open_endpoint() -> (TcpListener, (Ipv4Addr, u16)) {
-    let ip = fresh_ip();
-    let l = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
-    let port = l.local_addr().expect("local address").port();
-    (l, (ip, port))
-}
-
-/// `profile_xml_with`, with the `<firewall>` block replaced by `endpoints`.
-fn profile_with_endpoints(
-    n: usize,
-    seed: u64,
-    generated: &str,
-    endpoints: &[(Ipv4Addr, u16)],
-) -> Vec<u8> {
-    let xml = String::from_utf8(profile_xml_with(DEVICE_ID, n, seed, generated))
-        .expect("genprofile writes UTF-8");
-    let start = xml
-        .find("<firewall>")
-        .expect("genprofile writes <firewall>")
-        + "<firewall>".len();
-    let end = xml
-        .find("</firewall>")
-        .expect("genprofile writes </firewall>");
-    let mut block = String::from("\n");
-    for (ip, port) in endpoints {
-        block.push_str(&format!(
-            "    <endpoint host=\"{ip}\" port=\"{port}\" proto=\"tcp\" purpose=\"prime\"/>\n"
-        ));
-    }
-    block.push_str("  ");
-    format!("{}{block}{}", &xml[..start], &xml[end..]).into_bytes()
-}
-
 /// `--list --json` with the `accepted` time (the clock of the run that
 /// stored it) and the ETag (checked on its own) blanked out; everything else
 /// must match exactly.
@@ -219,7 +171,7 @@ fn firewall_state(inst: &Install) -> Result<FirewallStates, String> {
         .map_err(|e| e.to_string())?
         .ok_or("there is no store file")?;
     reader.meta().map_err(|e| e.to_string())?;
-    let state = StateFile::open(&state_path(inst), false, 0);
+    let state = StateFile::open(&inst.state_path(), false, 0);
     if state.was_damaged() {
         return Err("the state file does not read".to_string());
     }
@@ -228,11 +180,6 @@ fn firewall_state(inst: &Install) -> Result<FirewallStates, String> {
         Some(bytes) => decode_states(bytes)
             .ok_or_else(|| "the firewall section of the state file does not decode".to_string()),
     }
-}
-
-/// The agent's state file.
-fn state_path(inst: &Install) -> PathBuf {
-    InstallRoot::new(inst.root()).state_file()
 }
 
 /// Agent processes still running for this install root (their environment
@@ -524,13 +471,13 @@ impl Scenario {
         self.saved_old = self.inst.path("saved-old.db");
         self.saved_state = self.inst.path("saved-old.state");
         std::fs::copy(self.inst.db_path(), &self.saved_old).expect("save the old store");
-        std::fs::copy(state_path(&self.inst), &self.saved_state).expect("save the old state");
+        std::fs::copy(self.inst.state_path(), &self.saved_state).expect("save the old state");
     }
 
     fn restore_old(&self) {
         for (saved, live) in [
             (&self.saved_old, self.inst.db_path()),
-            (&self.saved_state, state_path(&self.inst)),
+            (&self.saved_state, self.inst.state_path()),
         ] {
             std::fs::copy(saved, &live).expect("restore the old file");
             std::fs::set_permissions(&live, std::fs::Permissions::from_mode(0o600))
@@ -648,7 +595,7 @@ impl Scenario {
         }
         for (what, path) in [
             ("the store", self.inst.db_path()),
-            ("the state file", state_path(&self.inst)),
+            ("the state file", self.inst.state_path()),
         ] {
             match std::fs::metadata(&path) {
                 Err(e) => problems.push(format!("{what} is gone: {e}")),
@@ -954,10 +901,17 @@ fn killed_while_replacing_the_profile_leaves_the_old_or_the_new_one() {
     let n = jobs();
     let seed_used = seed();
     let mut rng = Rng::new(seed_used);
-    let listeners: Vec<(TcpListener, (Ipv4Addr, u16))> = (0..3).map(|_| open_endpoint()).collect();
-    let endpoints: Vec<(Ipv4Addr, u16)> = listeners.iter().map(|(_, e)| *e).collect();
-    let a = profile_with_endpoints(n, 1, "2026-11-27T07:00:00Z", &endpoints);
-    let b = profile_with_endpoints(n, 2, "2026-11-28T07:00:00Z", &endpoints);
+    let listeners: Vec<(TcpListener, Ipv4Addr, u16)> = (0..3).map(|_| open_endpoint()).collect();
+    let endpoints: Vec<(Ipv4Addr, u16)> =
+        listeners.iter().map(|(_, ip, port)| (*ip, *port)).collect();
+    let a = with_firewall_endpoints(
+        profile_xml_with(DEVICE_ID, n, 1, "2026-11-27T07:00:00Z"),
+        &endpoints,
+    );
+    let b = with_firewall_endpoints(
+        profile_xml_with(DEVICE_ID, n, 2, "2026-11-28T07:00:00Z"),
+        &endpoints,
+    );
 
     let net = net_with_profile(NetOptions::default(), a);
     let inst = Install::appliance();
@@ -1017,9 +971,13 @@ fn killed_while_writing_the_firewall_state_leaves_the_old_or_the_new_one() {
     let n = jobs();
     let seed_used = seed();
     let mut rng = Rng::new(seed_used ^ 0x5eed);
-    let listeners: Vec<(TcpListener, (Ipv4Addr, u16))> = (0..3).map(|_| open_endpoint()).collect();
-    let endpoints: Vec<(Ipv4Addr, u16)> = listeners.iter().map(|(_, e)| *e).collect();
-    let profile = profile_with_endpoints(n, 3, "2026-11-27T07:00:00Z", &endpoints);
+    let listeners: Vec<(TcpListener, Ipv4Addr, u16)> = (0..3).map(|_| open_endpoint()).collect();
+    let endpoints: Vec<(Ipv4Addr, u16)> =
+        listeners.iter().map(|(_, ip, port)| (*ip, *port)).collect();
+    let profile = with_firewall_endpoints(
+        profile_xml_with(DEVICE_ID, n, 3, "2026-11-27T07:00:00Z"),
+        &endpoints,
+    );
 
     let net = net_with_profile(NetOptions::default(), profile);
     let inst = Install::appliance();

@@ -1218,20 +1218,6 @@ fn open_endpoint(n: u8) -> (TcpListener, (Ipv4Addr, u16)) {
     (l, (ip, port))
 }
 
-/// `profile(n, seed)` with the `<firewall>` block replaced by `endpoints`.
-fn profile_with_endpoints(n: usize, seed: u64, endpoints: &[(Ipv4Addr, u16)]) -> Vec<u8> {
-    let xml = String::from_utf8(profile(n, seed)).expect("genprofile writes UTF-8");
-    let start = xml.find("<firewall>").expect("<firewall>") + "<firewall>".len();
-    let end = xml.find("</firewall>").expect("</firewall>");
-    let mut block = String::from("\n");
-    for (ip, port) in endpoints {
-        block.push_str(&format!(
-            "    <endpoint host=\"{ip}\" port=\"{port}\" proto=\"tcp\" purpose=\"prime\"/>\n"
-        ));
-    }
-    format!("{}{block}  {}", &xml[..start], &xml[end..]).into_bytes()
-}
-
 /// A recorded scenario and the network that serves its profile.
 struct Scenario {
     rec: Recording,
@@ -1292,7 +1278,7 @@ fn unchanged(jobs: usize, etag: bool) -> Scenario {
 fn firewall_change(jobs: usize) -> Scenario {
     let (l1, e1) = open_endpoint(2);
     let (l2, e2) = open_endpoint(3);
-    let xml = profile_with_endpoints(jobs, 1, &[e1, e2]);
+    let xml = with_firewall_endpoints(profile(jobs, 1), &[e1, e2]);
     let net = net_with_profile(NetOptions::default(), xml);
     let i = install(&net, true);
     run_ok(&i, &RunOptions::default());

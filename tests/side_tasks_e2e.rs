@@ -15,7 +15,6 @@ use std::io::ErrorKind;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::*;
 
@@ -40,18 +39,6 @@ fn run_ok_at(inst: &Install, args: &[&str], now: u64) -> Output {
     assert_exit(&o, 0, &what);
     assert_stdout_empty(&o, &what);
     o
-}
-
-/// `--list`: exit 0, the listing.
-#[track_caller]
-fn list(inst: &Install) -> String {
-    let o = inst.run(&["--list"]);
-    assert_exit(&o, 0, "--list");
-    stdout_of(&o)
-}
-
-fn set(ids: &[&str]) -> BTreeSet<String> {
-    ids.iter().map(|s| s.to_string()).collect()
 }
 
 /// Writes `bin/cncopreporter` (mode 0755) with `body`.
@@ -192,28 +179,6 @@ fn requested_platform(net: &TestNetwork) -> String {
 // Loopback endpoints
 // ---------------------------------------------------------------------------
 
-/// A loopback address of its own for each endpoint (127.100-199.x.y), so no
-/// other socket of this or another test shares its ports.
-fn fresh_ip() -> Ipv4Addr {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let pid = std::process::id();
-    Ipv4Addr::new(
-        127,
-        100 + (pid % 100) as u8,
-        (n / 250 % 256) as u8,
-        (n % 250 + 2) as u8,
-    )
-}
-
-/// An endpoint that accepts connections while the listener lives.
-fn open_endpoint() -> (TcpListener, Ipv4Addr, u16) {
-    let ip = fresh_ip();
-    let l = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
-    let port = l.local_addr().expect("local address").port();
-    (l, ip, port)
-}
-
 /// An endpoint nothing listens on (bound, then released): connection refused.
 fn closed_endpoint() -> (Ipv4Addr, u16) {
     let (l, ip, port) = open_endpoint();
@@ -313,40 +278,6 @@ impl FwEntry {
     fn names(&self) -> BTreeSet<&str> {
         self.attrs.iter().map(|(k, _)| k.as_str()).collect()
     }
-}
-
-fn xml_unescape(s: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(p) = rest.find('&') {
-        out.push_str(&rest[..p]);
-        let semi = rest[p..]
-            .find(';')
-            .ok_or_else(|| format!("a bare '&' in {s:?}"))?;
-        let ent = &rest[p + 1..p + semi];
-        let c = match ent {
-            "amp" => '&',
-            "lt" => '<',
-            "gt" => '>',
-            "quot" => '"',
-            "apos" => '\'',
-            _ => {
-                let code = if let Some(h) = ent.strip_prefix("#x") {
-                    u32::from_str_radix(h, 16).ok()
-                } else if let Some(d) = ent.strip_prefix('#') {
-                    d.parse().ok()
-                } else {
-                    None
-                };
-                code.and_then(char::from_u32)
-                    .ok_or_else(|| format!("unknown entity &{ent}; in {s:?}"))?
-            }
-        };
-        out.push(c);
-        rest = &rest[p + semi + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 /// One tag at the start of `s`: name, attributes, whether it is empty
@@ -1030,7 +961,7 @@ fn a_hanging_reporter_is_stopped_at_its_timeout() {
         "no warning naming the reporter and its timeout\n{}",
         show(&o)
     );
-    assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
 }
 
 /// PROTOCOL 6: a reporter that is not installed is one line in the day's
@@ -1045,7 +976,7 @@ fn a_missing_reporter_is_one_line_in_the_days_log_not_on_stderr() {
     assert_exit(&o, 0, "no reporter installed");
     assert_stdout_empty(&o, "no reporter installed");
     assert!(o.stderr.is_empty(), "nothing on stderr\n{}", show(&o));
-    assert_eq!(listed_ids(&list(&inst)), set(&["1001", "1002"]));
+    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
     let log = inst.read_logs();
     let said: Vec<&str> = log
         .lines()
@@ -1291,7 +1222,11 @@ fn side_tasks_run_when_the_profile_fetch_fails() {
         "side-task requests before the profile work ended: {:?}",
         reqs.iter().map(|r| &r.path).collect::<Vec<_>>()
     );
-    assert_eq!(listed_ids(&list(&inst)), set(&["1001"]), "old profile kept");
+    assert_eq!(
+        listed_ids(&list_stdout(&inst)),
+        id_set(&["1001"]),
+        "old profile kept"
+    );
 }
 
 /// The firewall state the agent's state file keeps, by endpoint key (read
@@ -1320,7 +1255,7 @@ fn an_endpoint_that_leaves_the_profile_is_forgotten_not_reported() {
     let key = |(ip, port): (Ipv4Addr, u16)| format!("tcp/{ip}:{port}");
     assert_eq!(
         firewall_keys(&inst),
-        set(&[&key(kept), &key(dropped)]),
+        id_set(&[&key(kept), &key(dropped)]),
         "both blocked endpoints are remembered"
     );
     assert_reports(&net, 1, "both reported blocked");
@@ -1333,7 +1268,7 @@ fn an_endpoint_that_leaves_the_profile_is_forgotten_not_reported() {
     run_ok(&inst, &[]);
     assert_eq!(
         firewall_keys(&inst),
-        set(&[&key(kept)]),
+        id_set(&[&key(kept)]),
         "the endpoint that left the profile is still in the state file"
     );
     assert_reports(&net, 1, "leaving the profile is not a report");

@@ -11,7 +11,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, UdpSocket};
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -532,45 +531,6 @@ fn a_network_requiring_a_client_certificate() {
 // ---------------------------------------------------------------------------
 // Secrets
 // ---------------------------------------------------------------------------
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// Values of every `attr="..."` in `xml`, XML-unescaped.
-fn attr_values(xml: &[u8], attr: &str) -> Vec<String> {
-    let text = String::from_utf8_lossy(xml);
-    let needle = format!(" {attr}=\"");
-    let mut out = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(p) = rest.find(&needle) {
-        rest = &rest[p + needle.len()..];
-        let end = rest.find('"').expect("closing quote");
-        out.push(
-            rest[..end]
-                .replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&quot;", "\"")
-                .replace("&apos;", "'")
-                .replace("&amp;", "&"),
-        );
-        rest = &rest[end..];
-    }
-    out
-}
 
 /// `base` (a generated profile) with one more job before `</jobs>`.
 fn with_extra_job(base: &[u8], job: &str) -> Vec<u8> {

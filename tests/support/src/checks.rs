@@ -1,7 +1,7 @@
 //! Reading a run and asserting on it: exit code, stdout and stderr, the
 //! listed jobs, a failing run that must leave the store as it was.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::SystemTime;
 
@@ -148,4 +148,29 @@ pub fn civil_date(t: SystemTime) -> (i32, u8, u8) {
     let stamp = cncopgetprofile::clock::rfc3339(secs);
     let part = |r: std::ops::Range<usize>| stamp[r].parse::<i32>().expect("rfc3339 digits");
     (part(0..4), part(5..7) as u8, part(8..10) as u8)
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// `--list`'s output (expects exit 0).
+#[track_caller]
+pub fn list_stdout(inst: &Install) -> String {
+    let o = inst.run(&["--list"]);
+    assert_exit(&o, 0, "--list");
+    stdout_of(&o)
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::net::{DEFAULT_BASE_PATH, Leaf, TestNetwork};
+use crate::net::{DEFAULT_BASE_PATH, Leaf, TestNetwork, header_values};
 
 /// Standard base64 with padding.
 pub fn base64_encode(data: &[u8]) -> String {
@@ -61,22 +61,14 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
+    /// First value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        header_values(&self.headers, name).next()
     }
 
-    /// Every value of header `name`, in order.
+    /// Every value of header `name` (any case), in order.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .filter(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        header_values(&self.headers, name).collect()
     }
 }
 

@@ -2,6 +2,8 @@
 //! network, profiles (generated or small hand-written ones), releases signed
 //! by a vendor, network settings and faults.
 
+use std::net::Ipv4Addr;
+
 use crate::genprofile;
 use crate::install::Install;
 use crate::net::trust::{Authority, Build, FAR, Key, RoleKeys};
@@ -161,4 +163,25 @@ pub fn gen_ids(n: usize) -> std::collections::BTreeSet<String> {
 
 pub fn id_set(ids: &[&str]) -> std::collections::BTreeSet<String> {
     ids.iter().map(|s| s.to_string()).collect()
+}
+
+/// `xml` (a genprofile profile) with its `<firewall>` block replaced by one
+/// `prime` TCP endpoint per `(ip, port)`.
+pub fn with_firewall_endpoints(xml: Vec<u8>, endpoints: &[(Ipv4Addr, u16)]) -> Vec<u8> {
+    let xml = String::from_utf8(xml).expect("genprofile writes UTF-8");
+    let start = xml
+        .find("<firewall>")
+        .expect("genprofile writes <firewall>")
+        + "<firewall>".len();
+    let end = xml
+        .find("</firewall>")
+        .expect("genprofile writes </firewall>");
+    let mut block = String::from("\n");
+    for (ip, port) in endpoints {
+        block.push_str(&format!(
+            "    <endpoint host=\"{ip}\" port=\"{port}\" proto=\"tcp\" purpose=\"prime\"/>\n"
+        ));
+    }
+    block.push_str("  ");
+    format!("{}{block}{}", &xml[..start], &xml[end..]).into_bytes()
 }

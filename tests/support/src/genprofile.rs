@@ -23,6 +23,8 @@
 
 use std::io::{self, Write};
 
+use crate::xml::xml_escape;
+
 /// What to generate.
 #[derive(Clone, Debug)]
 pub struct GenOptions {
@@ -82,24 +84,6 @@ impl SplitMix64 {
     fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
         from[self.below(from.len() as u64) as usize]
     }
-}
-
-/// `s` with the five XML special characters escaped, for an attribute
-/// value or text. The tests' own escaper (not the agent's: a test must not
-/// build its input with the code it tests).
-pub fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 /// The target port a job of type `jtype` uses.

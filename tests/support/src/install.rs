@@ -167,6 +167,11 @@ impl Install {
         exec(cmd, RUN_LIMIT)
     }
 
+    /// `Config/cncopgetprofile.state`, the agent's own state file.
+    pub fn state_path(&self) -> PathBuf {
+        self.path("Config/cncopgetprofile.state")
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.path("Config/backupjobs.db")
     }
@@ -314,7 +319,7 @@ pub fn assert_store_untouched(before: &Snap, inst: &Install, what: &str) {
 
 /// The trust section of the agent's state file as kept on disk, if written.
 pub fn trust_state_bytes(inst: &Install) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(inst.path("Config/cncopgetprofile.state")).ok()?;
+    let bytes = std::fs::read(inst.state_path()).ok()?;
     let sections = cncopgetprofile::state::decode(&bytes)
         .unwrap_or_else(|e| panic!("the state file does not decode: {e}"));
     sections.get("trust").cloned()

@@ -13,7 +13,8 @@
 //! | [`fixtures`] | the standard device, networks, profiles and releases the tests share |
 //! | [`checks`] | reading and asserting on a run's exit code, output and listing |
 //! | [`client`] | a raw HTTP(S) client, for testing the network itself |
-//! | [`sockets`] | UDP receive and a dead TCP port on loopback |
+//! | [`sockets`] | UDP receive, a dead TCP port, endpoints of their own on loopback |
+//! | [`xml`] | the tests' own XML escaping and attribute reading |
 //!
 //! Test files take it all with `use support::*;`.
 
@@ -26,12 +27,12 @@ pub mod install;
 pub mod net;
 pub mod sign;
 pub mod sockets;
+pub mod xml;
 
 pub use agent::*;
 pub use checks::*;
 pub use client::*;
 pub use fixtures::*;
-pub use genprofile::xml_escape;
 pub use install::*;
 pub use net::trust::{
     Authority, Build, FAR, Key, MANIFEST_HEADER, ManifestLie, RoleKeys, Roles, SIGNATURE_HEADER,
@@ -42,3 +43,4 @@ pub use net::{
     TestNetwork, TlsVersions, base64_decode, crc32, etag_for, http_date, random_hex,
 };
 pub use sockets::*;
+pub use xml::*;

@@ -38,6 +38,7 @@ mod util;
 
 pub use devices::crc32;
 pub use faults::Fault;
+pub(crate) use http::header_values;
 pub use pki::{Leaf, Pki};
 pub use util::{base64_decode, etag_for, http_date, random_hex};
 
@@ -167,21 +168,12 @@ pub struct Recorded {
 impl Recorded {
     /// First value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        http::header_values(&self.headers, name).next()
     }
 
     /// All values of header `name` (any case).
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .filter(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        http::header_values(&self.headers, name).collect()
     }
 
     /// The value of query parameter `key` (not percent-decoded).

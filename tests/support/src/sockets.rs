@@ -1,5 +1,9 @@
 //! Loopback sockets the tests use beside the network: a UDP receive that
-//! waits out signals, and a TCP port where nothing listens.
+//! waits out signals, a TCP port where nothing listens, endpoints of their
+//! own for the firewall probes.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The next datagram on `sock` within `wait`, and who sent it; `None` when
 /// none came. A signal can cut a timed receive short (EINTR even under
@@ -38,4 +42,26 @@ pub fn dead_port() -> u16 {
     let port = l.local_addr().expect("local address").port();
     drop(l);
     port
+}
+
+/// A loopback address of its own for each endpoint (127.100-199.x.y), so no
+/// other socket of this or another test shares its ports.
+pub fn fresh_ip() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    Ipv4Addr::new(
+        127,
+        100 + (pid % 100) as u8,
+        (n / 250 % 256) as u8,
+        (n % 250 + 2) as u8,
+    )
+}
+
+/// An endpoint that accepts connections while the listener lives.
+pub fn open_endpoint() -> (TcpListener, Ipv4Addr, u16) {
+    let ip = fresh_ip();
+    let l = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
+    let port = l.local_addr().expect("local address").port();
+    (l, ip, port)
 }

@@ -26,19 +26,28 @@ pub(super) struct Request {
     pub(super) body: Vec<u8>,
 }
 
+/// The values of header `name` (any case) among `headers`, whose names are
+/// kept lower-cased, in order: the one lookup of requests read here,
+/// [`Recorded`](super::Recorded) requests and the raw client's responses.
+pub(crate) fn header_values<'a>(
+    headers: &'a [(String, String)],
+    name: &str,
+) -> impl Iterator<Item = &'a str> + use<'a> {
+    let name = name.to_ascii_lowercase();
+    headers
+        .iter()
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 impl Request {
     pub(super) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header_values(&self.headers, name).next()
     }
 
     pub(super) fn has_token(&self, header: &str, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k == header)
-            .flat_map(|(_, v)| v.split(','))
+        header_values(&self.headers, header)
+            .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
 
