@@ -51,7 +51,7 @@ pub struct SignedHeaders {
 }
 
 impl SignedHeaders {
-    fn of(resp: &ureq::http::Response<ureq::Body>) -> SignedHeaders {
+    fn of(resp: &Response) -> SignedHeaders {
         let text = |v: &ureq::http::HeaderValue| v.to_str().ok().map(str::to_string);
         SignedHeaders {
             manifest: resp
@@ -71,7 +71,7 @@ pub struct Signed {
     pub signatures: Vec<String>,
 }
 
-fn signatures(resp: &ureq::http::Response<ureq::Body>) -> Vec<String> {
+fn signatures(resp: &Response) -> Vec<String> {
     resp.headers()
         .get_all(crate::trust::SIGNATURE_HEADER)
         .iter()
@@ -274,77 +274,20 @@ impl Client {
     fn with_retries(
         &self,
         url: &str,
-        send: impl Fn() -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<ureq::http::Response<ureq::Body>> {
+        send: impl Fn() -> std::result::Result<Response, ureq::Error>,
+    ) -> Result<Response> {
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
             let t0 = Instant::now();
-            let outcome = send();
-            let (error, retry_after) = match outcome {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    log::debug!("GET {url}: {status} in {} ms", t0.elapsed().as_millis());
-                    match status {
-                        401 | 403 | 404 => {
-                            return Err(match redirected_elsewhere(url, &resp) {
-                                // Basic credentials are not sent to another
-                                // host: its refusal says nothing about the key.
-                                Some(to) => Error::Auth(format!(
-                                    "{url} redirected to {to}, which answered {status}: \
-                                     the device's credentials are sent only to the host of \
-                                     [network] url; check [network] url"
-                                )),
-                                None => auth_error(url, &self.device, status),
-                            });
-                        }
-                        429 | 500..=599 => {
-                            let after = resp
-                                .headers()
-                                .get("retry-after")
-                                .and_then(|v| v.to_str().ok())
-                                .and_then(|v| clock::parse_retry_after(v, clock::system_now()));
-                            drain(resp);
-                            (
-                                Error::Network(format!(
-                                    "{url} answered {status} (try again later)"
-                                )),
-                                after,
-                            )
-                        }
-                        _ => return Ok(resp),
-                    }
-                }
-                Err(e) => {
-                    let transient = is_transient(&e);
-                    let err = network_error(url, e);
-                    if !transient {
-                        return Err(err);
-                    }
-                    (err, None)
-                }
+            let (error, retry_after) = match self.judge(url, send(), t0) {
+                Answer::Final(result) => return result,
+                Answer::Transient(error, retry_after) => (error, retry_after),
             };
             if attempt >= self.retries {
                 return Err(error);
             }
-            let wait = retry_after.unwrap_or_else(|| backoff(attempt));
-            let limit = if wait > MAX_BACKOFF {
-                Some(format!(
-                    "longer than the agent waits ({} s)",
-                    MAX_BACKOFF.as_secs()
-                ))
-            } else if started.elapsed() + wait > self.retry_budget {
-                Some("past the time allowed ([network] timeout)".to_string())
-            } else {
-                None
-            };
-            if let Some(limit) = limit {
-                return Err(Error::Network(format!(
-                    "{}; giving up: the next try would be in {} s, {limit}",
-                    strip_kind(&error),
-                    wait.as_secs()
-                )));
-            }
+            let wait = self.next_wait(attempt, started, &error, retry_after)?;
             attempt += 1;
             log::warn!(
                 "{}; retry {attempt} of {} in {:.1} s",
@@ -355,12 +298,95 @@ impl Client {
             std::thread::sleep(wait);
         }
     }
+
+    /// What one attempt's outcome means for the next; `t0` is when it began.
+    fn judge(
+        &self,
+        url: &str,
+        outcome: std::result::Result<Response, ureq::Error>,
+        t0: Instant,
+    ) -> Answer {
+        let resp = match outcome {
+            Ok(resp) => resp,
+            Err(e) => {
+                let transient = is_transient(&e);
+                let err = network_error(url, e);
+                return if transient {
+                    Answer::Transient(err, None)
+                } else {
+                    Answer::Final(Err(err))
+                };
+            }
+        };
+        let status = resp.status().as_u16();
+        log::debug!("GET {url}: {status} in {} ms", t0.elapsed().as_millis());
+        match status {
+            401 | 403 | 404 => Answer::Final(Err(match redirected_elsewhere(url, &resp) {
+                // Basic credentials are not sent to another host: its
+                // refusal says nothing about the key.
+                Some(to) => Error::Auth(format!(
+                    "{url} redirected to {to}, which answered {status}: \
+                     the device's credentials are sent only to the host of \
+                     [network] url; check [network] url"
+                )),
+                None => auth_error(url, &self.device, status),
+            })),
+            429 | 500..=599 => {
+                let after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| clock::parse_retry_after(v, clock::system_now()));
+                drain(resp);
+                Answer::Transient(
+                    Error::Network(format!("{url} answered {status} (try again later)")),
+                    after,
+                )
+            }
+            _ => Answer::Final(Ok(resp)),
+        }
+    }
+
+    /// The wait before retry `attempt + 1`: the server's `Retry-After`, else
+    /// the backoff. `Err` gives up with `error` when that wait is longer
+    /// than the agent waits or would end past the run's retry budget.
+    fn next_wait(
+        &self,
+        attempt: u32,
+        started: Instant,
+        error: &Error,
+        retry_after: Option<Duration>,
+    ) -> Result<Duration> {
+        let wait = retry_after.unwrap_or_else(|| backoff(attempt));
+        let limit = if wait > MAX_BACKOFF {
+            format!("longer than the agent waits ({} s)", MAX_BACKOFF.as_secs())
+        } else if started.elapsed() + wait > self.retry_budget {
+            "past the time allowed ([network] timeout)".to_string()
+        } else {
+            return Ok(wait);
+        };
+        Err(Error::Network(format!(
+            "{}; giving up: the next try would be in {} s, {limit}",
+            strip_kind(error),
+            wait.as_secs()
+        )))
+    }
+}
+
+type Response = ureq::http::Response<ureq::Body>;
+
+/// What an attempt's outcome means for the retry loop.
+enum Answer {
+    /// The response to hand back, or an error no retry can change.
+    Final(Result<Response>),
+    /// Worth another try; with the wait the server asked for (`Retry-After`).
+    Transient(Error, Option<Duration>),
 }
 
 /// Reads and drops a short answer we do not need (an error page, a 202's
 /// body), so the keep-alive connection can carry the next request; a long
 /// one is cut off and the connection closed instead.
-fn drain(resp: ureq::http::Response<ureq::Body>) {
+fn drain(resp: Response) {
     let _ = resp
         .into_body()
         .into_with_config()
@@ -434,7 +460,7 @@ fn ureq_from_io(e: std::io::Error) -> ureq::Error {
 }
 
 /// The URL that answered, when redirects led to another host than `url`'s.
-fn redirected_elsewhere(url: &str, resp: &ureq::http::Response<ureq::Body>) -> Option<String> {
+fn redirected_elsewhere(url: &str, resp: &Response) -> Option<String> {
     use ureq::ResponseExt;
     let asked: ureq::http::Uri = url.parse().ok()?;
     let answered = resp.get_uri();
