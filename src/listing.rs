@@ -42,6 +42,18 @@ pub fn write(root: &InstallRoot, json: bool, out: &mut impl Write) -> Result<()>
         writeln!(out, "no profile has been accepted yet").map_err(out_err)?;
         return Ok(());
     };
+    write_head(path, &meta, etag, out)?;
+    write_jobs(&reader, out)
+}
+
+/// The text listing's head: the store and its profile, one `key: value`
+/// line each.
+fn write_head(
+    path: &Path,
+    meta: &StoreMeta,
+    etag: Option<&str>,
+    out: &mut impl Write,
+) -> Result<()> {
     let w = |out: &mut dyn Write, k: &str, v: &str| writeln!(out, "{k:<10} {v}").map_err(out_err);
     w(out, "store:", &path.display().to_string())?;
     w(out, "device:", &meta.device)?;
@@ -67,7 +79,11 @@ pub fn write(root: &InstallRoot, json: bool, out: &mut impl Write) -> Result<()>
         &meta.sha256.map_or("-".to_string(), |d| hex(&d)),
     )?;
     w(out, "jobs:", &meta.jobs.to_string())?;
-    w(out, "endpoints:", &meta.endpoints.to_string())?;
+    w(out, "endpoints:", &meta.endpoints.to_string())
+}
+
+/// The text listing's table of jobs, one line each, streamed from the store.
+fn write_jobs(reader: &StoreReader, out: &mut impl Write) -> Result<()> {
     writeln!(out).map_err(out_err)?;
     writeln!(
         out,
@@ -103,52 +119,44 @@ fn write_json(
     etag: Option<&str>,
     out: &mut impl Write,
 ) -> Result<()> {
+    // Jobs are only read from a store that holds a profile.
+    let reader = reader.filter(|_| meta.is_some());
     let mut s = String::new();
-    s.push_str("{\"store\":");
-    json_str(&mut s, &path.display().to_string());
-    let opt = |s: &mut String, v: Option<&str>| match v {
-        Some(v) => json_str(s, v),
-        None => s.push_str("null"),
-    };
-    s.push_str(",\"device\":");
-    opt(&mut s, meta.map(|m| m.device.as_str()));
-    s.push_str(",\"etag\":");
-    opt(&mut s, etag);
-    s.push_str(",\"generated\":");
-    opt(
-        &mut s,
+    let mut o = Object::open(&mut s);
+    o.str("store", &path.display().to_string());
+    o.opt_str("device", meta.map(|m| m.device.as_str()));
+    o.opt_str("etag", etag);
+    o.opt_str(
+        "generated",
         meta.map(|m| m.generated.as_str()).filter(|g| !g.is_empty()),
     );
-    s.push_str(",\"accepted\":");
-    opt(&mut s, meta.map(|m| clock::rfc3339(m.accepted)).as_deref());
-    s.push_str(",\"version\":");
+    o.opt_str(
+        "accepted",
+        meta.map(|m| clock::rfc3339(m.accepted)).as_deref(),
+    );
     match meta.and_then(|m| m.version) {
-        Some(v) => s.push_str(&v.to_string()),
-        None => s.push_str("null"),
+        Some(v) => o.raw("version", &v.to_string()),
+        None => o.raw("version", "null"),
     }
-    s.push_str(",\"sha256\":");
-    opt(
-        &mut s,
+    o.opt_str(
+        "sha256",
         meta.and_then(|m| m.sha256).map(|d| hex(&d)).as_deref(),
     );
-    s.push_str(",\"endpoints\":[");
-    if let (Some(r), Some(_)) = (reader, meta) {
-        for (i, e) in r.endpoints()?.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push_str("{\"host\":");
-            json_str(&mut s, &e.host);
-            s.push_str(&format!(",\"port\":{},\"proto\":", e.port));
-            json_str(&mut s, &e.proto);
-            s.push_str(",\"purpose\":");
-            json_str(&mut s, &e.purpose);
-            s.push('}');
-        }
-    }
-    s.push_str("],\"jobs\":[");
+    let endpoints = match reader {
+        Some(r) => r.endpoints()?,
+        None => Vec::new(),
+    };
+    array(o.key("endpoints"), endpoints.iter(), |s, e| {
+        let mut o = Object::open(s);
+        o.str("host", &e.host);
+        o.raw("port", &e.port.to_string());
+        o.str("proto", &e.proto);
+        o.str("purpose", &e.purpose);
+        o.close();
+    });
+    o.key("jobs").push('[');
     out.write_all(s.as_bytes()).map_err(out_err)?;
-    if let (Some(r), Some(_)) = (reader, meta) {
+    if let Some(r) = reader {
         for (i, job) in r.jobs()?.enumerate() {
             s.clear();
             if i > 0 {
@@ -162,97 +170,112 @@ fn write_json(
 }
 
 fn job_json(s: &mut String, job: &Job) {
-    let field = |s: &mut String, name: &str, first: bool| {
-        if !first {
-            s.push(',');
-        }
-        s.push('"');
-        s.push_str(name);
-        s.push_str("\":");
-    };
-    let list = |s: &mut String, items: &mut dyn Iterator<Item = &str>| {
-        s.push('[');
-        for (i, v) in items.enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            json_str(s, v);
-        }
-        s.push(']');
-    };
-    s.push('{');
-    field(s, "id", true);
-    json_str(s, &job.id);
-    field(s, "name", false);
-    json_str(s, &job.name);
-    field(s, "type", false);
-    json_str(s, job.job_type.as_str());
-    field(s, "enabled", false);
-    s.push_str(if job.enabled { "true" } else { "false" });
-    field(s, "schedule", false);
-    json_str(s, &job.schedule);
-    field(s, "retries", false);
-    s.push_str(&job.retries.to_string());
-    field(s, "sources", false);
-    list(s, &mut job.children.sources());
-    field(s, "excludes", false);
-    list(s, &mut job.children.excludes());
-    field(s, "target", false);
+    let mut o = Object::open(s);
+    o.str("id", &job.id);
+    o.str("name", &job.name);
+    o.str("type", job.job_type.as_str());
+    o.raw("enabled", if job.enabled { "true" } else { "false" });
+    o.str("schedule", &job.schedule);
+    o.raw("retries", &job.retries.to_string());
+    array(o.key("sources"), job.children.sources(), json_str);
+    array(o.key("excludes"), job.children.excludes(), json_str);
     match &job.target {
         Some(t) => {
-            s.push_str("{\"host\":");
-            json_str(s, &t.host);
-            s.push_str(&format!(",\"port\":{},\"user\":", t.port));
-            match &t.user {
-                Some(u) => json_str(s, u),
-                None => s.push_str("null"),
-            }
-            s.push('}');
+            let mut target = Object::open(o.key("target"));
+            target.str("host", &t.host);
+            target.raw("port", &t.port.to_string());
+            target.opt_str("user", t.user.as_deref());
+            target.close();
         }
-        None => s.push_str("null"),
+        None => o.raw("target", "null"),
     }
-    field(s, "credential", false);
     match &job.credential {
         Some(c) => {
-            s.push_str("{\"user\":");
-            json_str(s, &c.user);
-            s.push_str(",\"password\":\"***\"}");
+            let mut credential = Object::open(o.key("credential"));
+            credential.str("user", &c.user);
+            credential.str("password", "***");
+            credential.close();
         }
-        None => s.push_str("null"),
+        None => o.raw("credential", "null"),
     }
-    for (name, v) in [("pre", &job.pre), ("post", &job.post)] {
-        field(s, name, false);
+    o.opt_str("pre", job.pre.as_deref());
+    o.opt_str("post", job.post.as_deref());
+    array(o.key("emails"), job.children.emails(), |s, (to, when)| {
+        let mut o = Object::open(s);
+        o.str("to", to);
+        o.str("when", when.as_str());
+        o.close();
+    });
+    array(
+        o.key("options"),
+        job.children.options(),
+        |s, (name, value)| {
+            let mut o = Object::open(s);
+            o.str("name", name);
+            o.str("value", value);
+            o.close();
+        },
+    );
+    o.close();
+}
+
+/// A JSON object being written: `{` when opened, a comma between members,
+/// `}` when closed.
+struct Object<'s> {
+    s: &'s mut String,
+    first: bool,
+}
+
+impl<'s> Object<'s> {
+    fn open(s: &'s mut String) -> Object<'s> {
+        s.push('{');
+        Object { s, first: true }
+    }
+
+    /// Starts member `name`; its value is written next, into the string
+    /// returned.
+    fn key(&mut self, name: &str) -> &mut String {
+        if !self.first {
+            self.s.push(',');
+        }
+        self.first = false;
+        json_str(self.s, name);
+        self.s.push(':');
+        self.s
+    }
+
+    fn str(&mut self, name: &str, v: &str) {
+        json_str(self.key(name), v);
+    }
+
+    /// A string, or `null`.
+    fn opt_str(&mut self, name: &str, v: Option<&str>) {
         match v {
-            Some(v) => json_str(s, v),
-            None => s.push_str("null"),
+            Some(v) => self.str(name, v),
+            None => self.raw(name, "null"),
         }
     }
-    field(s, "emails", false);
+
+    /// A number, `true`, `false` or `null`, as written.
+    fn raw(&mut self, name: &str, v: &str) {
+        self.key(name).push_str(v);
+    }
+
+    fn close(self) {
+        self.s.push('}');
+    }
+}
+
+/// `[` `each` item `]`, comma-separated.
+fn array<T>(s: &mut String, items: impl Iterator<Item = T>, mut each: impl FnMut(&mut String, T)) {
     s.push('[');
-    for (i, (to, when)) in job.children.emails().enumerate() {
+    for (i, item) in items.enumerate() {
         if i > 0 {
             s.push(',');
         }
-        s.push_str("{\"to\":");
-        json_str(s, to);
-        s.push_str(",\"when\":");
-        json_str(s, when.as_str());
-        s.push('}');
+        each(s, item);
     }
     s.push(']');
-    field(s, "options", false);
-    s.push('[');
-    for (i, (name, value)) in job.children.options().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str("{\"name\":");
-        json_str(s, name);
-        s.push_str(",\"value\":");
-        json_str(s, value);
-        s.push('}');
-    }
-    s.push_str("]}");
 }
 
 /// Appends `v` as a JSON string literal.
