@@ -120,9 +120,6 @@ impl Ini {
         let mut section: Option<String> = None;
         // Index in `entries` of the last key, for continuation lines.
         let mut last: Option<usize> = None;
-        let err = |line: usize, what: &str| {
-            Error::Config(format!("{} line {line}: {what}", path.display()))
-        };
         for (i, raw) in text.lines().enumerate() {
             let line_no = i + 1;
             let raw = if line_no == 1 {
@@ -147,47 +144,63 @@ impl Ini {
                 value.push_str(trimmed);
                 continue;
             }
-            if let Some(name) = trimmed.strip_prefix('[') {
-                let name = name
-                    .strip_suffix(']')
-                    .ok_or_else(|| err(line_no, "section header is missing its closing ']'"))?
-                    .trim();
-                if ini.sections.iter().any(|s| s == name) {
-                    return Err(err(line_no, &format!("section [{name}] appears twice")));
-                }
-                ini.sections.push(name.to_string());
-                section = Some(name.to_string());
+            if let Some(header) = trimmed.strip_prefix('[') {
+                section = Some(ini.section_header(header, line_no)?);
                 last = None;
                 continue;
             }
             let Some(sec) = section.clone() else {
-                return Err(err(
+                return Err(ini.line_error(
                     line_no,
                     "a key before any [section] header (configparser needs a section first)",
                 ));
             };
-            let split = trimmed
-                .find(['=', ':'])
-                .ok_or_else(|| err(line_no, "expected 'key = value'"))?;
-            let key = trimmed[..split].trim().to_ascii_lowercase();
-            let value = trimmed[split + 1..].trim().to_string();
-            if key.is_empty() {
-                return Err(err(line_no, "a value without a key"));
-            }
-            if ini
-                .entries
-                .iter()
-                .any(|(s, k, _, _)| *s == sec && *k == key)
-            {
-                return Err(err(
-                    line_no,
-                    &format!("key '{key}' appears twice in section [{sec}]"),
-                ));
-            }
-            ini.entries.push((sec, key, value, line_no));
+            ini.key_value(sec, trimmed, line_no)?;
             last = Some(ini.entries.len() - 1);
         }
         Ok(ini)
+    }
+
+    /// A `[name]` line (without its `[`): the section's name, once per file.
+    fn section_header(&mut self, header: &str, line_no: usize) -> Result<String> {
+        let name = header
+            .strip_suffix(']')
+            .ok_or_else(|| self.line_error(line_no, "section header is missing its closing ']'"))?
+            .trim();
+        if self.sections.iter().any(|s| s == name) {
+            return Err(self.line_error(line_no, &format!("section [{name}] appears twice")));
+        }
+        self.sections.push(name.to_string());
+        Ok(name.to_string())
+    }
+
+    /// A `key = value` (or `key: value`) line of section `sec`; a key once
+    /// per section, case-insensitive.
+    fn key_value(&mut self, sec: String, line: &str, line_no: usize) -> Result<()> {
+        let split = line
+            .find(['=', ':'])
+            .ok_or_else(|| self.line_error(line_no, "expected 'key = value'"))?;
+        let key = line[..split].trim().to_ascii_lowercase();
+        let value = line[split + 1..].trim().to_string();
+        if key.is_empty() {
+            return Err(self.line_error(line_no, "a value without a key"));
+        }
+        if self
+            .entries
+            .iter()
+            .any(|(s, k, _, _)| *s == sec && *k == key)
+        {
+            return Err(self.line_error(
+                line_no,
+                &format!("key '{key}' appears twice in section [{sec}]"),
+            ));
+        }
+        self.entries.push((sec, key, value, line_no));
+        Ok(())
+    }
+
+    fn line_error(&self, line: usize, what: &str) -> Error {
+        Error::Config(format!("{} line {line}: {what}", self.path.display()))
     }
 
     pub fn path(&self) -> &Path {
@@ -480,19 +493,8 @@ pub struct Config {
 
 pub const DEFAULT_MAX_PROFILE_BYTES: u64 = 64 * 1024 * 1024;
 
-impl Config {
-    /// Reads and checks the INI. `ini_path` is `-c` (relative to the working
-    /// directory) or `None` for the default under the root.
-    pub fn load(root: &InstallRoot, ini_path: Option<&Path>) -> Result<Config> {
-        let path = match ini_path {
-            Some(p) => p.to_path_buf(),
-            None => root.default_ini(),
-        };
-        let ini = Ini::load(&path)?;
-        Config::from_ini(root, ini)
-    }
-
-    pub fn from_ini(root: &InstallRoot, ini: Ini) -> Result<Config> {
+impl Device {
+    fn from_ini(ini: &Ini) -> Result<Device> {
         let dev = ini.section("device");
         let id = dev.required("id")?;
         if id.len() > 64
@@ -508,37 +510,22 @@ impl Config {
                 ),
             ));
         }
-        let device = Device {
+        Ok(Device {
             id: id.to_string(),
             key: Secret(dev.required("key")?.to_string()),
-        };
+        })
+    }
+}
 
+impl Network {
+    /// Relative paths are below `root`.
+    fn from_ini(ini: &Ini, root: &Path) -> Result<Network> {
         let net = ini.section("network");
         let allow_insecure_http = net.boolean("allow_insecure_http", false)?;
         let url = net.required("url")?.trim_end_matches('/').to_string();
-        let scheme_ok =
-            url.starts_with("https://") || (allow_insecure_http && url.starts_with("http://"));
-        if !scheme_ok {
-            let why = if url.starts_with("http://") {
-                "plain http:// is refused; use https:// (allow_insecure_http = On is for lab tests only)"
-            } else {
-                "must start with https://"
-            };
-            return Err(net.error("url", format!("'{}' {why}", Shown::bare(&url))));
-        }
-        // The HTTP stack's own URI parser (http, through ureq): a URL it
-        // would refuse at the first request is a configuration error now.
-        match url.parse::<ureq::http::Uri>() {
-            Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => {}
-            Ok(_) => {
-                return Err(net.error("url", format!("'{}' names no host", Shown::bare(&url))));
-            }
-            Err(e) => {
-                return Err(net.error("url", format!("'{}' is not a URL ({e})", Shown::bare(&url))));
-            }
-        }
-        let client_cert = net.path("client_cert", root.path());
-        let client_key = net.path("client_key", root.path());
+        check_url(&net, &url, allow_insecure_http)?;
+        let client_cert = net.path("client_cert", root);
+        let client_key = net.path("client_key", root);
         if client_cert.is_some() != client_key.is_some() {
             let missing = if client_cert.is_some() {
                 "client_key"
@@ -550,9 +537,9 @@ impl Config {
                 "is needed when the other of client_cert/client_key is set",
             ));
         }
-        let network = Network {
+        Ok(Network {
             url,
-            ca_file: net.path("ca_file", root.path()),
+            ca_file: net.path("ca_file", root),
             client_cert,
             client_key,
             proxy: net.optional("proxy").map(str::to_string),
@@ -567,26 +554,70 @@ impl Config {
                 1024..=u64::from(u32::MAX),
             )?,
             allow_insecure_http,
+        })
+    }
+}
+
+/// `[network] url`: https (http only with `allow_insecure_http`), and a URL
+/// the HTTP stack takes.
+fn check_url(net: &Section<'_>, url: &str, allow_insecure_http: bool) -> Result<()> {
+    let scheme_ok =
+        url.starts_with("https://") || (allow_insecure_http && url.starts_with("http://"));
+    if !scheme_ok {
+        let why = if url.starts_with("http://") {
+            "plain http:// is refused; use https:// (allow_insecure_http = On is for lab tests only)"
+        } else {
+            "must start with https://"
         };
+        return Err(net.error("url", format!("'{}' {why}", Shown::bare(url))));
+    }
+    // The HTTP stack's own URI parser (http, through ureq): a URL it
+    // would refuse at the first request is a configuration error now.
+    match url.parse::<ureq::http::Uri>() {
+        Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Ok(_) => Err(net.error("url", format!("'{}' names no host", Shown::bare(url)))),
+        Err(e) => Err(net.error("url", format!("'{}' is not a URL ({e})", Shown::bare(url)))),
+    }
+}
+
+/// `[defaults] max_log_mib`, in bytes.
+fn max_log_bytes(defaults: &Section<'_>) -> Result<u64> {
+    let Some(v) = defaults.optional("max_log_mib") else {
+        return Ok(crate::logs::DEFAULT_MAX_LOG_BYTES);
+    };
+    v.parse::<f64>()
+        .ok()
+        .filter(|mib| (0.01..=1024.0).contains(mib))
+        .map(|mib| (mib * 1024.0 * 1024.0) as u64)
+        .ok_or_else(|| {
+            defaults.error(
+                "max_log_mib",
+                format!(
+                    "'{}' is not a number of MiB from 0.01 to 1024 (decimals allowed)",
+                    Shown::bare(v)
+                ),
+            )
+        })
+}
+
+impl Config {
+    /// Reads and checks the INI. `ini_path` is `-c` (relative to the working
+    /// directory) or `None` for the default under the root.
+    pub fn load(root: &InstallRoot, ini_path: Option<&Path>) -> Result<Config> {
+        let path = match ini_path {
+            Some(p) => p.to_path_buf(),
+            None => root.default_ini(),
+        };
+        let ini = Ini::load(&path)?;
+        Config::from_ini(root, ini)
+    }
+
+    pub fn from_ini(root: &InstallRoot, ini: Ini) -> Result<Config> {
+        let device = Device::from_ini(&ini)?;
+        let network = Network::from_ini(&ini, root.path())?;
         let defaults = ini.section("defaults");
         let days_of_logs = defaults.number("days_of_logs", 90, 1..=3650)?;
-        let max_log_bytes = match defaults.optional("max_log_mib") {
-            None => crate::logs::DEFAULT_MAX_LOG_BYTES,
-            Some(v) => v
-                .parse::<f64>()
-                .ok()
-                .filter(|mib| (0.01..=1024.0).contains(mib))
-                .map(|mib| (mib * 1024.0 * 1024.0) as u64)
-                .ok_or_else(|| {
-                    defaults.error(
-                        "max_log_mib",
-                        format!(
-                            "'{}' is not a number of MiB from 0.01 to 1024 (decimals allowed)",
-                            Shown::bare(v)
-                        ),
-                    )
-                })?,
-        };
+        let max_log_bytes = max_log_bytes(&defaults)?;
         Ok(Config {
             root: root.clone(),
             ini,
