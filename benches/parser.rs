@@ -8,7 +8,8 @@
 //! with `--rounds 0` and `--rounds 1` and prints the difference per byte,
 //! which does not depend on the machine's load.
 
-use cncopgetprofile::profile::{Endpoint, Header, Job, ProfileSink, parse};
+use cncopgetprofile::internals::profile::{Header, ProfileSink, parse};
+use cncopgetprofile::{Endpoint, Job};
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::Instant;

@@ -322,7 +322,7 @@ fn prepare(root: &InstallRoot, opts: &RunOptions) -> Result<Run> {
             crate::Error::Store(format!(
                 "cannot create {}: {}",
                 config_dir.display(),
-                crate::config::io_reason(&e)
+                crate::error::io_reason(&e)
             ))
         })?;
         Some(RunLock::acquire(&cfg.root.lock_file())?)

@@ -10,7 +10,7 @@
 //! section it reads ([`KNOWN_KEYS`]), is almost surely a typo whose default
 //! would silently apply, so [`Ini::near_misses`] names it.
 
-use crate::error::{Error, Result, Shown};
+use crate::error::{Error, Result, Shown, io_reason};
 use crate::install_root::{HOME_VAR, InstallRoot};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -443,15 +443,6 @@ pub fn shown_value(key: &str, value: &str) -> String {
         }
     }
     value.to_string()
-}
-
-/// A short reason for an I/O error, without the "(os error N)" noise.
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => e.to_string(),
-    }
 }
 
 /// `[device]`: who this appliance is.

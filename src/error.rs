@@ -98,16 +98,27 @@ impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A short reason for an I/O error, without the "(os error N)" noise.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    }
+}
+
 /// A value from the network, a file or the command line as it goes into a
 /// message, the one way every message shows one: a single line (control
 /// characters escaped) and at most 64 characters. Quoted, it is a Rust string
 /// literal (`"NAS 42"`, a cut one `"NAS..."... (300 bytes)`); bare, for a
 /// name between `<` and `>` or a key id, it is the characters themselves.
+#[cfg_attr(not(feature = "agent"), allow(dead_code))] // the store reader shows no values
 pub(crate) struct Shown<'a> {
     text: &'a str,
     quoted: bool,
 }
 
+#[cfg_attr(not(feature = "agent"), allow(dead_code))]
 impl<'a> Shown<'a> {
     pub(crate) fn quoted(text: &'a str) -> Shown<'a> {
         Shown { text, quoted: true }

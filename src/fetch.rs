@@ -5,7 +5,8 @@
 //! past `max_profile_bytes`.
 
 use crate::clock;
-use crate::config::{Config, Network, Secret, io_reason};
+use crate::config::{Config, Network, Secret};
+use crate::error::io_reason;
 use crate::error::{Error, Result};
 use base64::Engine as _;
 use std::io::Read;
@@ -146,10 +147,6 @@ impl Client {
             retry_budget: net.timeout,
             max_profile_bytes: net.max_profile_bytes,
         })
-    }
-
-    pub fn base_url(&self) -> &str {
-        &self.base
     }
 
     /// `GET {url}/v3/devices/{id}/profile`, with `If-None-Match` when `etag`

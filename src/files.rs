@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// `<path>: <what>: <reason>`, the shape of every file error message. A
 /// full disk, the common failure on a small appliance, says what to do.
 pub(crate) fn io_error(path: &Path, what: &str, e: &std::io::Error) -> Error {
-    let reason = crate::config::io_reason(e);
+    let reason = crate::error::io_reason(e);
     if is_disk_full(e) {
         return Error::Store(format!(
             "{}: {what}: the disk is full ({reason}); free space on it (the previous file is kept)",

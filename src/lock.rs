@@ -26,7 +26,7 @@ impl RunLock {
             Error::Store(format!(
                 "cannot open the lock file {}: {}",
                 path.display(),
-                crate::config::io_reason(&e)
+                crate::error::io_reason(&e)
             ))
         })?;
         RunLock::take(file, path)
@@ -43,7 +43,7 @@ impl RunLock {
             Err(e) => Err(Error::Store(format!(
                 "cannot open the lock file {}: {}",
                 path.display(),
-                crate::config::io_reason(&e)
+                crate::error::io_reason(&e)
             ))),
         }
     }

@@ -260,7 +260,7 @@ impl Logs {
             Err(e) => eprintln!(
                 "[WARN] cannot write the log folder {}: {}; logging to stderr only",
                 dir.display(),
-                crate::config::io_reason(&e)
+                crate::error::io_reason(&e)
             ),
         }
         // Only fails if a logger is already set (tests); then keep that one.

@@ -5,9 +5,10 @@
 #![forbid(unsafe_code)]
 
 use argh::FromArgs;
-use cncopgetprofile::agent::{self, RunOptions, UpdateChoice};
-use cncopgetprofile::error::{Error, exit};
-use cncopgetprofile::{InstallRoot, clock, fetch, listing, logs::Logs, status};
+use cncopgetprofile::{
+    Error, InstallRoot, Logs, RunOptions, UpdateChoice, exit, now, record_status, show_status,
+    target_triple, write_listing,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -83,7 +84,7 @@ fn main() -> ExitCode {
         println!(
             "cncopgetprofile {} ({})",
             env!("CARGO_PKG_VERSION"),
-            fetch::target_triple()
+            target_triple()
         );
         return ExitCode::SUCCESS;
     }
@@ -103,7 +104,7 @@ fn main() -> ExitCode {
 
     if args.list {
         let mut out = std::io::stdout().lock();
-        return match listing::write(&root, args.json, &mut out) {
+        return match write_listing(&root, args.json, &mut out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         };
@@ -111,13 +112,13 @@ fn main() -> ExitCode {
 
     if args.status {
         let mut out = std::io::stdout().lock();
-        return match status::show(&root, args.json, &mut out) {
+        return match show_status(&root, args.json, &mut out) {
             Ok(code) => ExitCode::from(code),
-            Err(e) => fail(&cncopgetprofile::Error::Store(format!("cannot print: {e}"))),
+            Err(e) => fail(&Error::Store(format!("cannot print: {e}"))),
         };
     }
 
-    let mut logs = Logs::init(&root.logs_dir(), args.debug, clock::now());
+    let mut logs = Logs::init(&root.logs_dir(), args.debug, now());
     let opts = RunOptions {
         debug: args.debug,
         config: args.config,
@@ -125,8 +126,8 @@ fn main() -> ExitCode {
         recreate: args.recreate,
         dry_run: args.dry_run,
     };
-    let started = (clock::now(), std::time::Instant::now());
-    let report = agent::run(&root, &opts);
+    let started = (now(), std::time::Instant::now());
+    let report = cncopgetprofile::run(&root, &opts);
     let code = report.exit_code();
     match &report.profile {
         Ok(outcome) if opts.dry_run => println!("{outcome}"),
@@ -137,7 +138,7 @@ fn main() -> ExitCode {
     if report.is_recorded() && !opts.dry_run {
         let millis = u64::try_from(started.1.elapsed().as_millis()).unwrap_or(u64::MAX);
         let reached_store = report.stored.is_some();
-        status::record(&root, report.status(started.0, millis), reached_store);
+        record_status(&root, report.status(started.0, millis), reached_store);
     }
     ExitCode::from(code)
 }

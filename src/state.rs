@@ -209,12 +209,12 @@ fn read_file(path: &Path) -> std::result::Result<Sections, String> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Sections::new()),
-        Err(e) => return Err(format!("cannot be read ({})", crate::config::io_reason(&e))),
+        Err(e) => return Err(format!("cannot be read ({})", crate::error::io_reason(&e))),
     };
     let mut bytes = Vec::new();
     file.take(MAX_STATE_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot be read ({})", crate::config::io_reason(&e)))?;
+        .map_err(|e| format!("cannot be read ({})", crate::error::io_reason(&e)))?;
     if bytes.len() > MAX_STATE_BYTES {
         return Err(format!("is damaged (larger than {MAX_STATE_BYTES} bytes)"));
     }

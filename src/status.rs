@@ -13,7 +13,8 @@
 //! Models: Puppet's `last_run_summary.yaml`, `mender show-artifact`.
 
 use crate::clock::{self, UnixTime};
-use crate::config::{Ini, io_reason};
+use crate::config::Ini;
+use crate::error::io_reason;
 use crate::error::{Error, Result, exit::NO_RUN_RECORDED};
 use crate::install_root::InstallRoot;
 use crate::listing::json_str;

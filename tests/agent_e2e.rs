@@ -57,7 +57,7 @@ fn store_mode(inst: &Install) -> u32 {
 /// (the library's formatter, itself checked against known dates).
 fn day_stamp(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
-    cncopgetprofile::clock::day_stamp(secs)
+    cncopgetprofile::internals::clock::day_stamp(secs)
 }
 
 /// The day's log files that may hold a run that happened between `before`

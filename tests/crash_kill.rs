@@ -32,8 +32,8 @@
 //! `CRASH_KILL_JOBS` and `CRASH_KILL_SEED` change the profile size and the
 //! random kill moments (for a longer run by hand, or to replay one).
 
-use cncopgetprofile::firewall::{States as FirewallStates, decode_states};
-use cncopgetprofile::state::{Section, StateFile};
+use cncopgetprofile::internals::firewall::{States as FirewallStates, decode_states};
+use cncopgetprofile::internals::state::{Section, StateFile};
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
@@ -167,7 +167,7 @@ static LIBRARY: Mutex<()> = Mutex::new(());
 /// would: `Err` when either does not read.
 fn firewall_state(inst: &Install) -> Result<FirewallStates, String> {
     let _one = LIBRARY.lock().unwrap_or_else(|p| p.into_inner());
-    let reader = cncopgetprofile::store::StoreReader::open(&inst.db_path())
+    let reader = cncopgetprofile::StoreReader::open(&inst.db_path())
         .map_err(|e| e.to_string())?
         .ok_or("there is no store file")?;
     reader.meta().map_err(|e| e.to_string())?;

@@ -654,7 +654,7 @@ fn profile_with_endpoint(ids: &[&str], endpoint: (std::net::Ipv4Addr, u16)) -> V
 }
 
 /// Ids of the jobs an open reader sees.
-fn reader_ids(r: &cncopgetprofile::store::StoreReader) -> std::collections::BTreeSet<String> {
+fn reader_ids(r: &cncopgetprofile::StoreReader) -> std::collections::BTreeSet<String> {
     r.jobs()
         .expect("the reader lists jobs")
         .map(|j| j.expect("a job").id.to_string())
@@ -669,7 +669,7 @@ fn reader_ids(r: &cncopgetprofile::store::StoreReader) -> std::collections::BTre
 /// reporting the same change again.
 #[test]
 fn a_reader_holding_the_store_open_does_not_disturb_a_run() {
-    use cncopgetprofile::store::StoreReader;
+    use cncopgetprofile::StoreReader;
     let ip = std::net::Ipv4Addr::new(127, 79, (std::process::id() % 250) as u8, 2);
     let listener = std::net::TcpListener::bind((ip, 0)).expect("bind a loopback endpoint");
     let endpoint = (ip, listener.local_addr().unwrap().port());

@@ -12,7 +12,8 @@
 //! message; an oddity's is `jobs` followed by the ids accepted, in order.
 
 use cncopgetprofile::Error;
-use cncopgetprofile::profile::{self, Endpoint, Header, Job, ProfileSink, Summary};
+use cncopgetprofile::internals::profile::{self, Header, ProfileSink, Summary};
+use cncopgetprofile::{Endpoint, Job};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -73,12 +73,10 @@
 //! The recording also counts what each scenario writes under `Config/`:
 //! bytes, fsyncs, files created (see the README's "Reliability").
 
-use cncopgetprofile::InstallRoot;
-use cncopgetprofile::agent::{self, RunOptions};
-use cncopgetprofile::profile::{Endpoint, Job};
-use cncopgetprofile::state::{self, Section, Sections};
-use cncopgetprofile::store::{JobStore, StoreMeta, StoreReader, etag};
-use cncopgetprofile::write_tap::{self, Event, Tap};
+use cncopgetprofile::internals::state::{self, Section, Sections};
+use cncopgetprofile::internals::store::{JobStore, etag};
+use cncopgetprofile::internals::write_tap::{self, Event, Tap};
+use cncopgetprofile::{Endpoint, InstallRoot, Job, RunOptions, StoreMeta, StoreReader};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -203,7 +201,7 @@ fn recorded_run(root: &Path, opts: &RunOptions, updater: Option<std::net::UdpSoc
         updater,
     });
     write_tap::install(Some(recorder.clone()));
-    let report = agent::run(&InstallRoot::new(root), opts);
+    let report = cncopgetprofile::run(&InstallRoot::new(root), opts);
     write_tap::install(None);
     recorder.look_for_datagram();
     assert_eq!(
@@ -982,7 +980,7 @@ fn explore(rec: &Recording, fs: Fs, net_check: &dyn Fn(&Content) -> bool) -> Tal
                 if !rerun_done.contains(&outcome) {
                     rerun_done.push(outcome);
                     tally.reruns += 1;
-                    let report = agent::run(&InstallRoot::new(&root), &rec.rerun);
+                    let report = cncopgetprofile::run(&InstallRoot::new(&root), &rec.rerun);
                     let stored = match read_content(&config) {
                         Read::Ok(c) => Some(*c),
                         _ => None,
@@ -1189,7 +1187,7 @@ fn record_with(
 }
 
 fn run_ok(i: &Install, opts: &RunOptions) {
-    let report = agent::run(&InstallRoot::new(i.root()), opts);
+    let report = cncopgetprofile::run(&InstallRoot::new(i.root()), opts);
     assert_eq!(report.exit_code(), 0, "setup run: {}", report.summary());
 }
 

@@ -81,7 +81,7 @@ fn unix_now() -> u64 {
 /// `2026-11-27T07:00:05Z` for Unix time `t` (the library's formatter, itself
 /// checked against known dates).
 fn rfc3339(t: u64) -> String {
-    cncopgetprofile::clock::rfc3339(t)
+    cncopgetprofile::internals::clock::rfc3339(t)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`?
@@ -1232,13 +1232,16 @@ fn side_tasks_run_when_the_profile_fetch_fails() {
 /// The firewall state the agent's state file keeps, by endpoint key (read
 /// with the library).
 fn firewall_keys(inst: &Install) -> BTreeSet<String> {
-    use cncopgetprofile::state::{Section, StateFile};
+    use cncopgetprofile::internals::state::{Section, StateFile};
     let state_file = cncopgetprofile::InstallRoot::new(inst.root()).state_file();
     let state = StateFile::open(&state_file, false, 0);
     assert!(!state.was_damaged(), "the state file reads");
     state
         .get(Section::FIREWALL)
-        .map(|b| cncopgetprofile::firewall::decode_states(b).expect("the firewall section decodes"))
+        .map(|b| {
+            cncopgetprofile::internals::firewall::decode_states(b)
+                .expect("the firewall section decodes")
+        })
         .unwrap_or_default()
         .into_keys()
         .collect()

@@ -5,7 +5,7 @@
 #![no_main]
 
 use cncopgetprofile::InstallRoot;
-use cncopgetprofile::config::{Config, Ini};
+use cncopgetprofile::internals::config::{Config, Ini};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 

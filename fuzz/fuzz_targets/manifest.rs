@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use cncopgetprofile::trust::{Manifest, Signatures};
+use cncopgetprofile::internals::trust::{Manifest, Signatures};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,8 +18,8 @@ fuzz_target!(|data: &[u8]| {
             m.device,
             m.version,
             m.size,
-            cncopgetprofile::trust::hex(&m.sha256),
-            cncopgetprofile::clock::rfc3339(m.expires)
+            cncopgetprofile::internals::trust::hex(&m.sha256),
+            cncopgetprofile::internals::clock::rfc3339(m.expires)
         );
         assert_eq!(Manifest::parse(&again).as_ref(), Ok(&m));
     }

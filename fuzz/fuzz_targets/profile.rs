@@ -7,7 +7,8 @@
 #![no_main]
 
 use cncopgetprofile::Error;
-use cncopgetprofile::profile::{Endpoint, Header, Job, ProfileSink, Summary, parse};
+use cncopgetprofile::internals::profile::{Header, ProfileSink, Summary, parse};
+use cncopgetprofile::{Endpoint, Job};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashSet;
 use std::io::{self, Read};

@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use cncopgetprofile::store::record::{decode_endpoint, decode_job, encode_endpoint, encode_job};
+use cncopgetprofile::internals::store::record::{decode_endpoint, decode_job, encode_endpoint, encode_job};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use cncopgetprofile::clock::parse_retry_after;
+use cncopgetprofile::internals::clock::parse_retry_after;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

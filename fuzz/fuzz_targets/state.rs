@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use cncopgetprofile::state::{decode, encode};
+use cncopgetprofile::internals::state::{decode, encode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use cncopgetprofile::trust::{Kept, Release, Role, Root, Signatures, Timestamp};
+use cncopgetprofile::internals::trust::{Kept, Release, Role, Root, Signatures, Timestamp};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -12,9 +12,7 @@ mod bytes;
 pub mod job;
 pub(crate) mod xml;
 
-pub use job::{
-    Child, ChildKind, Children, Credential, EmailWhen, Endpoint, Header, Job, JobType, Target,
-};
+pub use job::{Child, Credential, EmailWhen, Endpoint, Header, Job, JobType, Target};
 
 use crate::error::{Error, Result, Shown};
 use heapless::String as HString;
@@ -561,6 +559,7 @@ fn port(tag: &StartTag<'_>, who: Who<'_>, field: Field<'_>) -> Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use job::ChildKind;
     use std::io;
 
     const DEVICE: &str = "NAS-00042";

@@ -10,7 +10,7 @@ use super::tables::{
     ENDPOINTS, JOB_IDS, JOBS, META, StoreMeta, Table, position_key, position_value,
 };
 use crate::error::{Error, Result};
-use crate::profile::{Endpoint, Job};
+use crate::profile::job::{Endpoint, Job};
 use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::path::{Path, PathBuf};
 
@@ -62,7 +62,7 @@ fn classify(path: &Path, e: redb::DatabaseError) -> OpenError {
         D::Storage(S::Io(io)) => OpenError::Failed(Error::Store(format!(
             "cannot read {}: {}",
             path.display(),
-            crate::config::io_reason(&io)
+            crate::error::io_reason(&io)
         ))),
         D::Storage(S::Corrupted(m)) => OpenError::Corrupt(m),
         D::UpgradeRequired(v) => {
@@ -119,7 +119,7 @@ impl StoreReader {
                 return Err(OpenError::Failed(storage_error(
                     path,
                     "cannot read",
-                    crate::config::io_reason(&e),
+                    crate::error::io_reason(&e),
                 )));
             }
             Ok(_) => {}

@@ -30,10 +30,6 @@ impl<R: Read> CheckedBody<R> {
         }
     }
 
-    pub fn inner(&self) -> &R {
-        &self.inner
-    }
-
     fn refuse(&self, why: String) -> io::Error {
         io::Error::other(Error::Profile(format!(
             "the profile body does not match its signed manifest (version {}): {why}; the store keeps the previous profile",

@@ -14,7 +14,7 @@ use super::kept::Kept;
 use super::root::{Role, Root};
 use super::signature::Signatures;
 use super::{Clock, Saved, Trust, TrustConfig};
-use crate::config::io_reason;
+use crate::error::io_reason;
 use crate::error::{Error, Result};
 use std::path::Path;
 

@@ -156,6 +156,7 @@ impl Trust {
         state.put(Section::TRUST, Some(self.encode()))
     }
 
+    #[cfg(test)]
     pub fn root_version(&self) -> u64 {
         self.root.version
     }

@@ -145,7 +145,7 @@ pub fn civil_date(t: SystemTime) -> (i32, u8, u8) {
         .expect("after 1970")
         .as_secs();
     // 2026-11-27T07:00:05Z
-    let stamp = cncopgetprofile::clock::rfc3339(secs);
+    let stamp = cncopgetprofile::internals::clock::rfc3339(secs);
     let part = |r: std::ops::Range<usize>| stamp[r].parse::<i32>().expect("rfc3339 digits");
     (part(0..4), part(5..7) as u8, part(8..10) as u8)
 }

@@ -320,7 +320,7 @@ pub fn assert_store_untouched(before: &Snap, inst: &Install, what: &str) {
 /// The trust section of the agent's state file as kept on disk, if written.
 pub fn trust_state_bytes(inst: &Install) -> Option<Vec<u8>> {
     let bytes = std::fs::read(inst.state_path()).ok()?;
-    let sections = cncopgetprofile::state::decode(&bytes)
+    let sections = cncopgetprofile::internals::state::decode(&bytes)
         .unwrap_or_else(|e| panic!("the state file does not decode: {e}"));
     sections.get("trust").cloned()
 }

@@ -102,7 +102,7 @@ fn root(args: &[String]) -> Result<(), String> {
             "--expires" => {
                 let v = value()?;
                 expires = Some(
-                    cncopgetprofile::clock::parse_rfc3339(&v)
+                    cncopgetprofile::internals::clock::parse_rfc3339(&v)
                         .ok_or_else(|| format!("--expires {v}: not YYYY-MM-DDThh:mm:ssZ"))?,
                 );
             }

@@ -42,7 +42,7 @@ pub fn unix_now() -> u64 {
 
 /// `2026-11-28T07:00:00Z`
 pub fn utc(t: u64) -> String {
-    cncopgetprofile::clock::rfc3339(t)
+    cncopgetprofile::internals::clock::rfc3339(t)
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {

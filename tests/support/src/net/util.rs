@@ -62,7 +62,7 @@ pub fn http_date(t: SystemTime) -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     // 2026-11-27T07:00:05Z
-    let stamp = cncopgetprofile::clock::rfc3339(secs);
+    let stamp = cncopgetprofile::internals::clock::rfc3339(secs);
     let month: usize = stamp[5..7].parse().expect("rfc3339 has a month");
     const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MON: [&str; 12] = [
