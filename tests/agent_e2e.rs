@@ -883,8 +883,7 @@ fn corrupt_store_is_rebuilt(damage: impl FnOnce(&[u8]) -> Vec<u8>) {
     std::fs::write(inst.db_path(), &bad).unwrap();
 
     let o = inst.run(&[]);
-    assert_exit(&o, 0, "run over a corrupt store");
-    assert_stdout_empty(&o, "run over a corrupt store");
+    assert_success(&o, "run over a corrupt store");
     let aside = config_files(&inst, "backupjobs.db.corrupt-");
     assert_eq!(
         aside.len(),
@@ -1119,8 +1118,7 @@ fn debug_logs_keep_no_secrets() {
     let mut outputs = Vec::new();
 
     let o = inst.run(&["-d"]);
-    assert_exit(&o, 0, "-d first run");
-    assert_stdout_empty(&o, "-d first run");
+    assert_success(&o, "-d first run");
     outputs.push(o);
     outputs.push(inst.run(&["--list"]));
     outputs.push(inst.run(&["--list", "--json"]));
@@ -1256,9 +1254,7 @@ fn without_debug_one_summary_line_per_run() {
 
 #[test]
 fn old_logs_are_removed_recent_ones_kept() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (net, inst) = two_jobs_on_appliance("");
     let logs = inst.path("Spool/Logs");
     let recent = format!(
         "gp{}.log",
@@ -1299,12 +1295,9 @@ fn old_logs_are_removed_recent_ones_kept() {
 
 #[test]
 fn runs_as_busybox_cron_would() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (_net, inst) = two_jobs_on_appliance("");
     let o = inst.run_cron_like(&[]);
-    assert_exit(&o, 0, "cron-like run");
-    assert_stdout_empty(&o, "cron-like run");
+    assert_success(&o, "cron-like run");
     assert!(
         inst.db_path().is_file(),
         "the store is written under the root"
@@ -1318,12 +1311,9 @@ fn runs_as_busybox_cron_would() {
 
 #[test]
 fn runs_from_root_bin_without_cncop_home() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (_net, inst) = two_jobs_on_appliance("");
     let o = inst.run_installed_copy(&[]);
-    assert_exit(&o, 0, "installed copy");
-    assert_stdout_empty(&o, "installed copy");
+    assert_success(&o, "installed copy");
     assert!(
         inst.db_path().is_file(),
         "the store is written under the root"
@@ -1340,9 +1330,7 @@ fn runs_from_root_bin_without_cncop_home() {
 
 #[test]
 fn requests_identify_the_agent() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (net, inst) = two_jobs_on_appliance("");
     run_ok(&inst, &[]);
     run_ok(&inst, &[]);
 
@@ -1399,9 +1387,7 @@ fn a_retried_request_reuses_the_connection() {
 
 #[test]
 fn profile_and_update_check_share_one_connection() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (net, inst) = two_jobs_on_appliance("");
     // A signed setup: the next root is asked for, the profile fetched, and
     // with --update the update metadata (timestamp, release) after it.
     signed_release(&net, &inst, "3.4.0");

@@ -434,9 +434,7 @@ fn a_missing_config_folder_is_created() {
 /// No `Spool/` at all: with `-d` the log folder and the day's log appear.
 #[test]
 fn a_missing_log_folder_is_created() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (_net, inst) = two_jobs_on_appliance("");
     std::fs::remove_dir_all(inst.path("Spool")).unwrap();
 
     run_ok(&inst, &["-d"]);
@@ -467,8 +465,7 @@ fn a_log_folder_that_is_a_file_warns_once_and_the_run_succeeds() {
     for args in [&[][..], &["-d"][..]] {
         let what = format!("cncopgetprofile {} with Spool/Logs a file", args.join(" "));
         let o = inst.run(args);
-        assert_exit(&o, 0, &what);
-        assert_stdout_empty(&o, &what);
+        assert_success(&o, &what);
         let lines = err_lines(&o);
         assert_eq!(
             lines.len(),
@@ -549,8 +546,7 @@ fn other_format_is_moved_aside_and_rebuilt(bad: Vec<u8>, what: &str) {
     std::fs::set_permissions(inst.db_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let o = inst.run(&[]);
-    assert_exit(&o, 0, what);
-    assert_stdout_empty(&o, what);
+    assert_success(&o, what);
     let aside = config_files(&inst, "backupjobs.db.corrupt-");
     assert_eq!(
         aside.len(),
@@ -602,14 +598,11 @@ fn a_text_file_as_store_is_moved_aside_and_rebuilt() {
 /// with a umask of 000 (the agent must not rely on cron's umask).
 #[test]
 fn store_lock_and_logs_are_private_whatever_the_umask() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (_net, inst) = two_jobs_on_appliance("");
     let umask0 = ["sh", "-c", "umask 000; exec \"$0\" \"$@\""];
     for args in [&[][..], &["-d"][..]] {
         let o = run_via(&inst, &umask0, args);
-        assert_exit(&o, 0, "a run with umask 000");
-        assert_stdout_empty(&o, "a run with umask 000");
+        assert_success(&o, "a run with umask 000");
     }
     assert_eq!(mode_of(&inst.db_path()), 0o600, "Config/backupjobs.db");
     assert_eq!(

@@ -40,9 +40,7 @@ fn logs_dir(inst: &Install) -> PathBuf {
 
 #[test]
 fn a_debug_log_begins_with_what_explains_the_device_and_shows_no_secret() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "[defaults]\nmax_log_mib = 2.5");
+    let (_net, inst) = two_jobs_on_appliance("[defaults]\nmax_log_mib = 2.5");
     let o = run_at_now(&inst, &["-d"]);
     assert_exit(&o, 0, "-d");
     let log = std::fs::read_to_string(logs_dir(&inst).join(TODAY)).expect("the day's log");

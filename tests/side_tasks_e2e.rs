@@ -36,8 +36,7 @@ fn run_at(inst: &Install, args: &[&str], now: u64) -> Output {
 fn run_ok_at(inst: &Install, args: &[&str], now: u64) -> Output {
     let o = run_at(inst, args, now);
     let what = format!("CNCOP_NOW={now} cncopgetprofile {}", args.join(" "));
-    assert_exit(&o, 0, &what);
-    assert_stdout_empty(&o, &what);
+    assert_success(&o, &what);
     o
 }
 
@@ -447,9 +446,7 @@ fn assert_reports(net: &TestNetwork, want: usize, what: &str) {
 #[test]
 fn newer_software_sends_one_exact_datagram_to_ccs3updater() {
     let updater = Updater::new();
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, &update_ini(updater.port().into(), "On"));
+    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "On"));
     signed_release(&net, &inst, "3.10.0");
     run_ok(&inst, &[]);
 
@@ -494,9 +491,7 @@ fn newer_software_sends_one_exact_datagram_to_ccs3updater() {
 #[test]
 fn same_or_older_software_is_asked_for_but_not_announced() {
     let updater = Updater::new();
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, &update_ini(updater.port().into(), "On"));
+    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "On"));
     let mut vendor = signed_release(&net, &inst, "3.4.0");
     for (i, version) in ["3.4.0", "3.3.9", "3.4"].iter().enumerate() {
         if i > 0 {
@@ -513,9 +508,7 @@ fn same_or_older_software_is_asked_for_but_not_announced() {
 #[test]
 fn noupdate_skips_the_update_check() {
     let updater = Updater::new();
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, &update_ini(updater.port().into(), "On"));
+    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "On"));
     signed_release(&net, &inst, "3.10.0");
     run_ok(&inst, &["--noupdate"]);
     assert!(
@@ -530,9 +523,7 @@ fn noupdate_skips_the_update_check() {
 #[test]
 fn autoupdate_off_skips_the_check_unless_update_is_given() {
     let updater = Updater::new();
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, &update_ini(updater.port().into(), "Off"));
+    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "Off"));
     signed_release(&net, &inst, "3.10.0");
 
     run_ok(&inst, &[]);
@@ -557,9 +548,7 @@ fn autoupdate_off_skips_the_check_unless_update_is_given() {
 #[test]
 fn a_bad_build_entry_is_an_error_line_not_an_update() {
     let updater = Updater::new();
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, &update_ini(updater.port().into(), "On"));
+    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "On"));
     let mut vendor = signed_release(&net, &inst, "3.4.0");
     for (field, bad) in [("sha256", "0123456789"), ("url", "http://127.0.0.1/x")] {
         let entries: Vec<Build> = builds("3.10.0")
@@ -588,9 +577,7 @@ fn a_bad_build_entry_is_an_error_line_not_an_update() {
 #[test]
 fn no_build_for_this_platform_means_no_update_and_no_error() {
     let updater = Updater::new();
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, &update_ini(updater.port().into(), "On"));
+    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "On"));
     let mut vendor = signed_release(&net, &inst, "3.4.0");
     vendor.publish_release(&net, &[Build::new("sparc-sun-solaris", "9.0")], FAR);
     let o = run_ok(&inst, &[]);
@@ -608,9 +595,7 @@ fn no_build_for_this_platform_means_no_update_and_no_error() {
 #[test]
 fn the_update_check_follows_the_profile_on_its_connection() {
     let updater = Updater::new();
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, &update_ini(updater.port().into(), "On"));
+    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "On"));
     signed_release(&net, &inst, "3.4.0");
     run_ok(&inst, &[]);
     let reqs = net.requests();
@@ -651,9 +636,7 @@ fn the_update_check_follows_the_profile_on_its_connection() {
 
 #[test]
 fn a_bad_updater_port_exits_2_before_anything_is_done() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, &update_ini(70000, "On"));
+    let (net, inst) = two_jobs_on_appliance(&update_ini(70000, "On"));
     let o = inst.run(&[]);
     assert_exit(&o, 2, "updater_port = 70000");
     assert_stdout_empty(&o, "updater_port = 70000");
@@ -907,9 +890,7 @@ fn firewall_check_off_probes_and_reports_nothing() {
 
 #[test]
 fn the_reporter_gets_the_config_and_debug_flag_and_its_output_is_logged() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (_net, inst) = two_jobs_on_appliance("");
     let marker = format!("reporter-output-{}", random_hex(8));
     recording_reporter(&inst, &marker);
     let args = inst.path("args.txt");
@@ -946,13 +927,10 @@ fn the_reporter_gets_the_config_and_debug_flag_and_its_output_is_logged() {
 
 #[test]
 fn a_hanging_reporter_is_stopped_at_its_timeout() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "[reporter]\ntimeout = 1\n");
+    let (_net, inst) = two_jobs_on_appliance("[reporter]\ntimeout = 1\n");
     write_reporter(&inst, "#!/bin/sh\necho started\nsleep 30\necho never\n");
     let o = inst.run(&[]);
-    assert_exit(&o, 0, "hanging reporter");
-    assert_stdout_empty(&o, "hanging reporter");
+    assert_success(&o, "hanging reporter");
     assert!(
         err_lines(&o).iter().any(|l| {
             let l = l.to_ascii_lowercase();
@@ -973,8 +951,7 @@ fn a_missing_reporter_is_one_line_in_the_days_log_not_on_stderr() {
     inst.setup(&net, "");
     assert!(!inst.path("bin/cncopreporter").exists());
     let o = inst.run(&[]);
-    assert_exit(&o, 0, "no reporter installed");
-    assert_stdout_empty(&o, "no reporter installed");
+    assert_success(&o, "no reporter installed");
     assert!(o.stderr.is_empty(), "nothing on stderr\n{}", show(&o));
     assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
     let log = inst.read_logs();
@@ -1011,13 +988,10 @@ fn an_empty_reporter_command_turns_the_step_off() {
 
 #[test]
 fn a_failing_reporter_does_not_change_the_exit_code() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (_net, inst) = two_jobs_on_appliance("");
     write_reporter(&inst, "#!/bin/sh\necho failing on purpose >&2\nexit 3\n");
     let o = inst.run(&[]);
-    assert_exit(&o, 0, "reporter exits 3");
-    assert_stdout_empty(&o, "reporter exits 3");
+    assert_success(&o, "reporter exits 3");
 }
 
 #[test]
@@ -1036,8 +1010,7 @@ fn the_reporter_command_is_one_path_never_a_shell_line() {
         &format!("[reporter]\ncommand = bin/cncopreporter && touch {p} $(touch {p})\n"),
     );
     let o = inst.run(&[]);
-    assert_exit(&o, 0, "reporter command with shell syntax");
-    assert_stdout_empty(&o, "reporter command with shell syntax");
+    assert_success(&o, "reporter command with shell syntax");
     assert!(!pwned.exists(), "the reporter command went through a shell");
     assert!(
         !inst.path("args.txt").exists(),

@@ -41,9 +41,7 @@ impl Rig {
     fn unrun() -> Rig {
         let updater = UdpSocket::bind("127.0.0.1:0").expect("bind the updater socket");
         let port = updater.local_addr().expect("addr").port();
-        let net = net_with_profile(NetOptions::default(), two_jobs());
-        let inst = Install::appliance();
-        inst.setup(&net, &update_ini(port.into(), "On"));
+        let (net, inst) = two_jobs_on_appliance(&update_ini(port.into(), "On"));
         let vendor = signed_release(&net, &inst, "3.4.0");
         Rig {
             net,
@@ -886,9 +884,7 @@ fn a_root_made_with_the_signing_tool_is_trusted_and_rotates() {
         }
         sign::main(&args).expect("sign root");
     };
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (net, inst) = two_jobs_on_appliance("");
     let shipped = inst
         .path("Config/cncop-root.xml")
         .to_string_lossy()

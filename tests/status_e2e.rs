@@ -91,9 +91,7 @@ fn status_before_any_run_exits_8_and_creates_nothing() {
 
 #[test]
 fn a_damaged_record_is_named_and_exits_8_until_the_next_run_replaces_it() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (_net, inst) = two_jobs_on_appliance("");
     std::fs::write(
         status_file(&inst),
         "[run]\nagent = 3.4.0\nstarted = yesterday\n",
@@ -186,9 +184,7 @@ fn status_shows_the_last_run_and_keeps_the_last_success_through_a_failure() {
 
 #[test]
 fn an_unchanged_run_replaces_the_record_and_writes_nothing_under_config() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (_net, inst) = two_jobs_on_appliance("");
     run_ok(&inst, &[]);
     let before = snap(&inst);
     let config_before = dir_listing(&inst.path("Config"));
@@ -231,9 +227,7 @@ fn dir_listing(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime
 
 #[test]
 fn a_configuration_error_is_recorded_with_the_profile_still_shown() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (net, inst) = two_jobs_on_appliance("");
     run_ok(&inst, &[]);
     inst.setup(&net, "[network]\nretries = lots");
     let o = inst.run(&[]);
@@ -287,9 +281,7 @@ fn spawn_agent(inst: &Install) -> Child {
 
 #[test]
 fn status_during_a_run_says_one_is_in_progress() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (net, inst) = two_jobs_on_appliance("");
     run_ok(&inst, &[]);
     let v2 = small_profile(DEVICE_ID, &[("2001", "CCS")]);
     net.set_profile(DEVICE_ID, v2.clone(), Some(etag_for(&v2)));
@@ -329,9 +321,7 @@ fn status_during_a_run_says_one_is_in_progress() {
 
 #[test]
 fn a_dry_run_and_a_locked_out_run_record_nothing() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, "");
+    let (_net, inst) = two_jobs_on_appliance("");
     let o = inst.run(&["--dry-run"]);
     assert_exit(&o, 0, "--dry-run");
     assert!(!status_file(&inst).exists(), "a dry run records nothing");

@@ -690,9 +690,7 @@ fn a_redirect_to_another_host_does_not_carry_the_device_key() {
 
 #[test]
 fn store_lock_and_log_files_are_private_even_with_umask_000() {
-    let net = net_with_profile(NetOptions::default(), two_jobs());
-    let inst = Install::appliance();
-    inst.setup(&net, FAST);
+    let (net, inst) = two_jobs_on_appliance(FAST);
     let run_umask_000 = |args: &[&str]| {
         let mut cmd = agent_command_via(&["/bin/sh", "-c", "umask 000 && exec \"$0\" \"$@\""]);
         cmd.args(args).env("CNCOP_HOME", inst.root());

@@ -53,13 +53,18 @@ pub fn assert_stdout_empty(o: &Output, what: &str) {
     );
 }
 
+/// A run that succeeded as cron wants it: exit 0, nothing on stdout.
+#[track_caller]
+pub fn assert_success(o: &Output, what: &str) {
+    assert_exit(o, 0, what);
+    assert_stdout_empty(o, what);
+}
+
 /// Runs the agent with `args`; expects exit 0 and an empty stdout.
 #[track_caller]
 pub fn run_ok(inst: &Install, args: &[&str]) -> Output {
     let o = inst.run(args);
-    let what = format!("cncopgetprofile {}", args.join(" "));
-    assert_exit(&o, 0, &what);
-    assert_stdout_empty(&o, &what);
+    assert_success(&o, &format!("cncopgetprofile {}", args.join(" ")));
     o
 }
 

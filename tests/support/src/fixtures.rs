@@ -32,6 +32,15 @@ pub fn net_with_profile(opts: NetOptions, profile: Vec<u8>) -> TestNetwork {
     net
 }
 
+/// A network serving [`two_jobs`] and an appliance install set up for it
+/// with `extra_sections` ([`Install::ini_for`]).
+pub fn two_jobs_on_appliance(extra_sections: &str) -> (TestNetwork, Install) {
+    let net = net_with_profile(NetOptions::default(), two_jobs());
+    let inst = Install::appliance();
+    inst.setup(&net, extra_sections);
+    (net, inst)
+}
+
 /// Platforms a test release lists builds for: the agent under test's own
 /// (when known), the host's and the four appliance targets, so the agent
 /// always finds its own triple.
