@@ -1,11 +1,13 @@
-//! How the agent changes its files under `Config/`: a file is created with
-//! mode 0600 (the store holds credentials, the state file trust data), it is
-//! never rewritten in place but replaced whole by a rename of a synced file
-//! beside it, the rename is made durable by syncing the folder, and a
-//! damaged file is moved aside rather than deleted. The job store and the
-//! state file both go through these few functions, and each reports what it
-//! did to `write_tap` (the crash-state explorer's seam; nothing in
-//! production listens).
+//! How the agent changes its files: the job store, the state file, the run
+//! record and the logs. A file under `Config/` is created with mode 0600
+//! (the store holds credentials, the state file trust data), the run record
+//! 0644 (monitoring reads it); such a file is never rewritten in place but
+//! replaced whole by a rename of a synced file beside it, the rename is made
+//! durable by syncing the folder, and a damaged file is moved aside rather
+//! than deleted. Logs are only appended to (and cut back after a power cut
+//! tore them, see `logs`). Every file operation of the agent goes through
+//! these few functions, and each reports what it did to `write_tap` (the
+//! crash-state explorer's seam; nothing in production listens).
 
 use crate::error::{Error, Result};
 use crate::write_tap::{self, Event};
@@ -35,17 +37,93 @@ fn is_disk_full(e: &std::io::Error) -> bool {
     )
 }
 
+/// Who may read a file the agent replaces whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Mode 0600: the store (credentials) and the state file (trust data).
+    Private,
+    /// Mode 0644: the run record, which monitoring reads.
+    Public,
+}
+
+impl Access {
+    fn mode(self) -> u32 {
+        match self {
+            Access::Private => 0o600,
+            Access::Public => 0o644,
+        }
+    }
+}
+
 /// Creates `path` anew with mode 0600; fails if it exists.
 pub(crate) fn create_private(path: &Path) -> Result<std::fs::File> {
+    create_new(path, Access::Private)
+}
+
+/// Creates `path` anew, readable as `access` says; fails if it exists.
+fn create_new(path: &Path, access: Access) -> Result<std::fs::File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true).write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, access.mode());
     let file = opts
         .open(path)
         .map_err(|e| io_error(path, "cannot create", &e))?;
     write_tap::report(Event::Create(path));
     Ok(file)
+}
+
+/// Opens `path` to append to it (read too), creating it with `mode` if
+/// there is none; says whether it did. Appends go through [`append`].
+pub(crate) fn open_append(path: &Path, mode: u32) -> std::io::Result<(std::fs::File, bool)> {
+    let opts = |create_new: bool| {
+        let mut o = std::fs::OpenOptions::new();
+        o.append(true).read(true).create_new(create_new);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, mode);
+        o
+    };
+    match opts(true).open(path) {
+        Ok(file) => {
+            write_tap::report(Event::Create(path));
+            Ok((file, true))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            opts(false).open(path).map(|f| (f, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends `data` to `file` (opened by [`open_append`]), which holds `len`
+/// bytes before it.
+pub(crate) fn append(
+    file: &mut std::fs::File,
+    path: &Path,
+    len: u64,
+    data: &[u8],
+) -> std::io::Result<()> {
+    file.write_all(data)?;
+    write_tap::report(Event::Write {
+        path,
+        offset: len,
+        data,
+    });
+    Ok(())
+}
+
+/// Cuts `file` to `len` bytes.
+pub(crate) fn truncate(file: &std::fs::File, path: &Path, len: u64) -> std::io::Result<()> {
+    file.set_len(len)?;
+    write_tap::report(Event::SetLen { path, len });
+    Ok(())
+}
+
+/// Makes what was written to `file` durable (`fdatasync`).
+pub(crate) fn sync(file: &std::fs::File, path: &Path) -> std::io::Result<()> {
+    file.sync_data()?;
+    write_tap::report(Event::Sync(path));
+    Ok(())
 }
 
 /// The redb backend of a store file the agent writes: `file` itself, its
@@ -99,13 +177,18 @@ pub(crate) fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Replaces `path` with `bytes`: written to `tmp` beside it (mode 0600),
-/// synced, renamed over `path`, the folder synced. A crash at any moment
-/// leaves the old file or the new one whole, and maybe `tmp`, which the
-/// next run removes.
-pub(crate) fn replace_with_bytes(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<()> {
+/// Replaces `path` with `bytes`: written to `tmp` beside it (readable as
+/// `access` says), synced, renamed over `path`, the folder synced. A crash
+/// at any moment leaves the old file or the new one whole, and maybe `tmp`,
+/// which the next run removes.
+pub(crate) fn replace_with_bytes(
+    path: &Path,
+    tmp: &Path,
+    bytes: &[u8],
+    access: Access,
+) -> Result<()> {
     remove_leftover(tmp)?;
-    let written = create_private(tmp).and_then(|mut f| {
+    let written = create_new(tmp, access).and_then(|mut f| {
         f.write_all(bytes)
             .map(|()| {
                 write_tap::report(Event::Write {
@@ -154,12 +237,16 @@ mod tests {
         let path = dir.path().join("f");
         let tmp = dir.path().join("f.new");
         std::fs::write(&tmp, b"left by a killed run").unwrap();
-        replace_with_bytes(&path, &tmp, b"one").unwrap();
-        replace_with_bytes(&path, &tmp, b"two").unwrap();
+        replace_with_bytes(&path, &tmp, b"one", Access::Private).unwrap();
+        replace_with_bytes(&path, &tmp, b"two", Access::Private).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         assert!(!tmp.exists());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        let public = dir.path().join("p");
+        replace_with_bytes(&public, &tmp, b"all", Access::Public).unwrap();
+        let mode = std::fs::metadata(&public).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
     }
 
     #[test]
@@ -190,7 +277,7 @@ mod tests {
         std::fs::write(&path, b"old").unwrap();
         // The temporary file's folder does not exist: creating it fails.
         let tmp = dir.path().join("missing").join("f.new");
-        assert!(replace_with_bytes(&path, &tmp, b"new").is_err());
+        assert!(replace_with_bytes(&path, &tmp, b"new", Access::Private).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
     }
 

@@ -107,7 +107,7 @@ pub use listing::write as write_listing;
 #[cfg(feature = "agent")]
 pub use logs::Logs;
 #[cfg(feature = "agent")]
-pub use status::{record as record_status, show as show_status};
+pub use status::{run_and_record, show as show_status};
 
 /// Not part of the library's surface: the parts the project's own
 /// integration tests, benchmarks and fuzz targets check directly. It may
@@ -138,5 +138,11 @@ pub mod internals {
     }
     pub mod write_tap {
         pub use crate::write_tap::{Event, Tap, install};
+    }
+    pub mod logs {
+        pub use crate::logs::file_name;
+    }
+    pub mod status {
+        pub use crate::status::read;
     }
 }

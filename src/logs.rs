@@ -14,10 +14,24 @@
 //! only the day's own file is left, one line saying so ends it, and nothing
 //! more is written to it that day (a file ending with that line stays as it
 //! is). Every line goes through one [`DayFile`], whole lines only.
+//!
+//! What a power cut leaves (tests/power_loss.rs explores it): lines are
+//! appended without a sync, and the day's file is synced once, after the
+//! run's summary line and before the run record is written. So once
+//! `cncopgetprofile.status` shows a run, that run's lines are durable; a
+//! power cut during a run may lose the lines it had appended, or tear them:
+//! a last line cut short, or NUL bytes where the file system kept the
+//! file's new length but not what was written into it. The agent never
+//! writes a NUL (a line holding one has it replaced), so the next run that
+//! opens the day's file cuts it back to its last whole line before the
+//! first NUL, then appends: bytes that were never written do not stay.
+//! Every file operation goes through `files`.
 
 use crate::clock::{self, UnixTime};
+use crate::files;
 use simplelog::{ConfigBuilder, LevelFilter, SharedLogger, WriteLogger};
 use std::fs::File;
+use std::borrow::Cow;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -74,18 +88,24 @@ struct DayFile {
     cap: u64,
     /// The cap line ends the file: nothing more is written to it.
     full: bool,
+    /// This run created the file: its folder is synced with it.
+    created: bool,
+    /// Bytes of a torn end (see the module header) cut when it was opened.
+    cut: u64,
 }
 
 impl DayFile {
     fn open(dir: &Path, now: UnixTime) -> std::io::Result<DayFile> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(file_name(now));
-        let mut opts = std::fs::OpenOptions::new();
-        opts.create(true).append(true).read(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o640);
-        let mut file = opts.open(&path)?;
-        let size = file.metadata()?.len();
+        let (mut file, created) = files::open_append(&path, 0o640)?;
+        let mut size = file.metadata()?.len();
+        let whole = whole_length(&mut file, size)?;
+        if whole < size {
+            files::truncate(&file, &path, whole)?;
+        }
+        let cut = size - whole;
+        size = whole;
         let full = last_line_has_mark(&mut file, size);
         let mut day = DayFile {
             dir: dir.to_path_buf(),
@@ -96,6 +116,8 @@ impl DayFile {
             stuck: 0,
             cap: DEFAULT_MAX_LOG_BYTES,
             full,
+            created,
+            cut,
         };
         day.rescan();
         Ok(day)
@@ -129,18 +151,22 @@ impl DayFile {
         if self.full {
             return Ok(());
         }
+        // A NUL in the file marks damage (module header): none is written.
+        let line = if line.contains(&0) {
+            Cow::Owned(line.iter().map(|&b| if b == 0 { b' ' } else { b }).collect())
+        } else {
+            Cow::Borrowed(line)
+        };
         let room = self.cap.saturating_sub(CAP_LINE_RESERVE);
         let len = line.len() as u64;
         while self.total() + len > room && !self.older.is_empty() {
             let (path, bytes) = self.older.remove(0);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(_) => self.stuck += bytes,
+            if files::remove(&path).is_err() {
+                self.stuck += bytes;
             }
         }
         if self.total() + len <= room {
-            self.file.write_all(line)?;
+            files::append(&mut self.file, &self.path, self.size, &line)?;
             self.size += len;
             return Ok(());
         }
@@ -153,9 +179,45 @@ impl DayFile {
             self.cap,
             self.path.display()
         );
-        self.file.write_all(cap_line.as_bytes())?;
+        files::append(&mut self.file, &self.path, self.size, cap_line.as_bytes())?;
         self.size += cap_line.len() as u64;
         Ok(())
+    }
+
+    /// Makes the lines appended so far durable, and the file's name with
+    /// them when this run created it.
+    fn sync(&mut self) {
+        if files::sync(&self.file, &self.path).is_ok() && self.created {
+            files::sync_dir(&self.path);
+            self.created = false;
+        }
+    }
+}
+
+/// The length of the file's whole lines before any damage a power cut left
+/// (module header): up to the last newline before the first NUL byte, or
+/// before a last line without its newline. Reads the file once.
+fn whole_length(file: &mut File, size: u64) -> std::io::Result<u64> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut buf = [0u8; 8192];
+    let mut reader = Read::take(&*file, size);
+    let (mut at, mut whole) = (0u64, 0u64);
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(whole),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = &buf[..n];
+        let nul = chunk.iter().position(|&b| b == 0);
+        if let Some(p) = chunk[..nul.unwrap_or(n)].iter().rposition(|&b| b == b'\n') {
+            whole = at + p as u64 + 1;
+        }
+        if nul.is_some() {
+            return Ok(whole);
+        }
+        at += n as u64;
     }
 }
 
@@ -242,8 +304,10 @@ impl Logs {
             log_config(false, env!("CARGO_CRATE_NAME"), Some(DAY_LOG)),
             std::io::stderr(),
         )];
+        let mut cut = None;
         match DayFile::open(dir, now) {
             Ok(day) => {
+                cut = (day.cut > 0).then(|| (day.path.clone(), day.cut));
                 *DAY_FILE.lock().unwrap_or_else(|p| p.into_inner()) = Some(day);
                 // With -d, everything of this crate from debug up; without,
                 // only the day-log lines.
@@ -265,13 +329,27 @@ impl Logs {
         }
         // Only fails if a logger is already set (tests); then keep that one.
         let _ = simplelog::CombinedLogger::init(loggers);
+        if let Some((path, bytes)) = cut {
+            log::info!(
+                target: DAY_LOG,
+                "{}: cut {bytes} bytes of torn lines a power cut left at its end",
+                path.display()
+            );
+        }
         Logs { debug }
     }
 
     /// Appends the run's one summary line to the day's file: `[INFO]` when
     /// the run's exit code is 0, else `[ERROR]`. Never on stderr (the error
-    /// itself went there). With `-d` it is logged like any other line.
+    /// itself went there). With `-d` it is logged like any other line. Then
+    /// the day's file is synced: the run record, written next, never shows
+    /// a run whose lines a power cut could still take.
     pub fn summary(&mut self, line: &str, exit_code: u8) {
+        self.write_summary(line, exit_code);
+        with_day_file(DayFile::sync);
+    }
+
+    fn write_summary(&mut self, line: &str, exit_code: u8) {
         let level = if exit_code == crate::error::exit::OK {
             log::Level::Info
         } else {
@@ -313,8 +391,8 @@ pub fn remove_old(dir: &Path, days: u32, now: UnixTime) -> usize {
             continue;
         };
         if day + 86_400 <= cutoff {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => removed += 1,
+            match files::remove(&entry.path()) {
+                Ok(_) => removed += 1,
                 Err(e) => failed.push(format!("{}: {e}", entry.path().display())),
             }
         }
@@ -359,6 +437,29 @@ mod tests {
                 "other.log"
             ]
         );
+    }
+
+    #[test]
+    fn a_torn_end_is_cut_back_to_the_last_whole_line_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = clock::parse_day_stamp("20261127").unwrap();
+        let path = dir.path().join(file_name(now));
+        let long = "x".repeat(20_000);
+        for (torn, kept) in [
+            ("a\nb\npart".to_string(), "a\nb\n".to_string()),
+            ("a\n\0\0\0c\n".to_string(), "a\n".to_string()),
+            ("a\nb\0".to_string(), "a\n".to_string()),
+            (format!("{long}\n{long}\0\n"), format!("{long}\n")),
+            ("\0\0".to_string(), String::new()),
+            ("a\nb\n".to_string(), "a\nb\n".to_string()),
+        ] {
+            std::fs::write(&path, &torn).unwrap();
+            let mut day = DayFile::open(dir.path(), now).unwrap();
+            assert_eq!(day.cut, (torn.len() - kept.len()) as u64, "{torn:?}");
+            day.append(b"new \0 line\n").unwrap();
+            let after = std::fs::read(&path).unwrap();
+            assert_eq!(after, format!("{kept}new   line\n").as_bytes(), "{torn:?}");
+        }
     }
 
     fn names(dir: &Path) -> Vec<String> {

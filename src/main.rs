@@ -6,7 +6,7 @@
 
 use argh::FromArgs;
 use cncopgetprofile::{
-    Error, InstallRoot, Logs, RunOptions, UpdateChoice, exit, now, record_status, show_status,
+    Error, InstallRoot, Logs, RunOptions, UpdateChoice, exit, now, run_and_record, show_status,
     target_triple, write_listing,
 };
 use std::path::PathBuf;
@@ -126,21 +126,13 @@ fn main() -> ExitCode {
         recreate: args.recreate,
         dry_run: args.dry_run,
     };
-    let started = (now(), std::time::Instant::now());
-    let report = cncopgetprofile::run(&root, &opts);
-    let code = report.exit_code();
-    match &report.profile {
-        Ok(outcome) if opts.dry_run => println!("{outcome}"),
-        Ok(_) => {}
-        Err(e) => log::error!("{e}"),
+    let report = run_and_record(&root, &opts, &mut logs);
+    if let Ok(outcome) = &report.profile
+        && opts.dry_run
+    {
+        println!("{outcome}");
     }
-    logs.summary(&report.summary(), code);
-    if report.is_recorded() && !opts.dry_run {
-        let millis = u64::try_from(started.1.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let reached_store = report.stored.is_some();
-        record_status(&root, report.status(started.0, millis), reached_store);
-    }
-    ExitCode::from(code)
+    ExitCode::from(report.exit_code())
 }
 
 /// Reports an error that happened before logging was set up.

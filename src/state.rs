@@ -189,7 +189,12 @@ impl StateFile {
                     next.len()
                 )));
             }
-            files::replace_with_bytes(&self.path, &temporary(&self.path), &encoded)?;
+            files::replace_with_bytes(
+                &self.path,
+                &temporary(&self.path),
+                &encoded,
+                files::Access::Private,
+            )?;
         }
         self.sections = next;
         Ok(true)

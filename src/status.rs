@@ -16,8 +16,10 @@ use crate::clock::{self, UnixTime};
 use crate::config::Ini;
 use crate::error::io_reason;
 use crate::error::{Error, Result, exit::NO_RUN_RECORDED};
+use crate::agent::{Report, RunOptions};
 use crate::install_root::InstallRoot;
 use crate::listing::json_str;
+use crate::logs::Logs;
 use crate::lock;
 use std::io::Write;
 use std::path::Path;
@@ -290,40 +292,24 @@ pub fn read(root: &InstallRoot) -> Result<Option<RunStatus>> {
     RunStatus::from_ini(&path, &text).map(Some)
 }
 
-/// Replaces the record: `cncopgetprofile.status.new`, synced, renamed over.
-/// Not through `files`: that module owns the files under `Config/` (mode
-/// 0600, each change reported to the crash-state explorer); this one is
-/// under `Spool/`, holds no secret, and is readable by all for monitoring.
+/// Replaces the record the way every file of the agent is replaced
+/// (`files::replace_with_bytes`: `cncopgetprofile.status.new` written,
+/// synced, renamed over, `Spool/` synced), so a power cut leaves the old
+/// record or the new one, whole. Mode 0644: it holds no secret, and
+/// monitoring reads it.
 pub fn write(root: &InstallRoot, status: &RunStatus) -> Result<()> {
     let path = root.status_file();
     let tmp = path.with_extension("status.new");
-    let fail = |what: &str, e: std::io::Error| {
-        Error::Store(format!(
-            "cannot {what} {}: {}",
-            tmp.display(),
-            io_reason(&e)
-        ))
-    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| fail("create the folder of", e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| crate::files::io_error(dir, "cannot create the folder", &e))?;
     }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o644);
-    let mut f = opts.open(&tmp).map_err(|e| fail("create", e))?;
-    f.write_all(status.to_ini().as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| fail("write", e))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::Store(format!(
-            "cannot replace {}: {}",
-            path.display(),
-            io_reason(&e)
-        ))
-    })
+    crate::files::replace_with_bytes(
+        &path,
+        &tmp,
+        status.to_ini().as_bytes(),
+        crate::files::Access::Public,
+    )
 }
 
 /// Records a run: carries over what this run did not learn (the last
@@ -341,6 +327,26 @@ pub fn record(root: &InstallRoot, mut status: RunStatus, reached_store: bool) {
     if let Err(e) = write(root, &status) {
         log::warn!("{e}; --status will show an older run");
     }
+}
+
+/// One run as the command line makes it, after logging is set up: the
+/// run, its error and summary line in the logs (the day's file synced),
+/// then its record. The order matters to a power cut: once the record
+/// shows a run, that run's log lines are durable.
+pub fn run_and_record(root: &InstallRoot, opts: &RunOptions, logs: &mut Logs) -> Report {
+    let started = (clock::now(), std::time::Instant::now());
+    let report = crate::agent::run(root, opts);
+    let code = report.exit_code();
+    if let Err(e) = &report.profile {
+        log::error!("{e}");
+    }
+    logs.summary(&report.summary(), code);
+    if report.is_recorded() && !opts.dry_run {
+        let millis = u64::try_from(started.1.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let reached_store = report.stored.is_some();
+        record(root, report.status(started.0, millis), reached_store);
+    }
+    report
 }
 
 /// `--status [--json]`: the last run and whether one is running now, on
