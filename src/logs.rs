@@ -30,8 +30,8 @@
 use crate::clock::{self, UnixTime};
 use crate::files;
 use simplelog::{ConfigBuilder, LevelFilter, SharedLogger, WriteLogger};
-use std::fs::File;
 use std::borrow::Cow;
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -153,7 +153,11 @@ impl DayFile {
         }
         // A NUL in the file marks damage (module header): none is written.
         let line = if line.contains(&0) {
-            Cow::Owned(line.iter().map(|&b| if b == 0 { b' ' } else { b }).collect())
+            Cow::Owned(
+                line.iter()
+                    .map(|&b| if b == 0 { b' ' } else { b })
+                    .collect(),
+            )
         } else {
             Cow::Borrowed(line)
         };

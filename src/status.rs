@@ -12,15 +12,15 @@
 //! `config::Ini` parses), one fact per line, so `cat` explains it too.
 //! Models: Puppet's `last_run_summary.yaml`, `mender show-artifact`.
 
+use crate::agent::{Report, RunOptions};
 use crate::clock::{self, UnixTime};
 use crate::config::Ini;
 use crate::error::io_reason;
 use crate::error::{Error, Result, exit::NO_RUN_RECORDED};
-use crate::agent::{Report, RunOptions};
 use crate::install_root::InstallRoot;
 use crate::listing::json_str;
-use crate::logs::Logs;
 use crate::lock;
+use crate::logs::Logs;
 use std::io::Write;
 use std::path::Path;
 

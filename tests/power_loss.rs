@@ -1,19 +1,25 @@
 //! Power loss: the crash states a power cut can leave of every change the
-//! agent makes under `Config/`, rebuilt from a recording of the real run and
-//! reopened with the agent's own start-up code (PROTOCOL section 3: "a crash,
-//! power cut or kill at any moment leaves either the old or the new profile,
-//! never a mix"). `tests/crash_kill.rs` kills the process; that keeps all the
-//! process handed to the kernel. A power cut keeps less, and this test
-//! builds what it keeps.
+//! agent makes to its files (the job store and the state file in `Config/`,
+//! the run record `Spool/cncopgetprofile.status`, the logs in `Spool/Logs/`),
+//! rebuilt from a recording of the real run and reopened with the agent's
+//! own start-up code (PROTOCOL section 3: "a crash, power cut or kill at any
+//! moment leaves either the old or the new profile, never a mix").
+//! `tests/crash_kill.rs` kills the process; that keeps all the process
+//! handed to the kernel. A power cut keeps less, and this test builds what
+//! it keeps.
 //!
-//! The real run: `agent::run` in this process against the local cncop
-//! network (real TLS on loopback). Every file operation it makes under
-//! `Config/` reaches the test through the library's one seam,
-//! `write_tap` (`files` reports creates, writes, syncs, renames, removals
-//! and folder syncs; the store's redb file is written through a redb
-//! `StorageBackend` that reports its writes, length changes and syncs). The
-//! recording is checked against the disk: replayed in full it must give
-//! exactly the files the run left.
+//! The real run: what `main` runs with `-d` (logging set up, `agent::run`,
+//! the summary line, the run record: `status::run_and_record`) in this
+//! process against the local cncop network (real TLS on loopback). Every
+//! file operation it makes in `Config/`, `Spool/` and `Spool/Logs/` reaches
+//! the test through the library's one seam, `write_tap` (`files` reports
+//! creates, writes, length changes, syncs, renames, removals and folder
+//! syncs; the store's redb file is written through a redb `StorageBackend`
+//! that reports its writes, length changes and syncs). The recording is
+//! checked against the disk: replayed in full it must give exactly the
+//! files the run left. The logger and its day's file are the process's
+//! one, so only the scenario that holds [`RUNS`] alone records the logs;
+//! the others record the store, the state file and the run record.
 //!
 //! # Persistence model
 //!
@@ -22,9 +28,11 @@
 //! - each later write to it is dropped, kept, or kept in part: any subset of
 //!   the 512-byte sectors it covers, never a byte outside its range; a
 //!   later length change is applied or not; new bytes read as zeros;
-//! - each change to the folder (create, rename, remove) after the folder's
+//! - each change to a folder (create, rename, remove) after that folder's
 //!   last fsync may or may not have happened, each one atomic;
-//! - a folder fsync makes the changes before it durable.
+//! - a folder fsync makes the changes to that folder before it durable (to
+//!   be strict, not those to other folders, which a journal commit would
+//!   take too).
 //!
 //! Two file systems are modelled:
 //! - **UBIFS** (many flash NAS boxes): no rename heuristics and, to be
@@ -37,27 +45,49 @@
 //! Crash points: just before every sync, folder change or folder fsync, and
 //! at the end. A crash between two such points leaves a state the model
 //! also allows at the later one (its later writes dropped), so these points
-//! cover every crash state. At each, when the unsynced changes allow at
-//! most [`EXHAUSTIVE_LIMIT`] images, every one is built (a write of several
-//! sectors: dropped, kept, its first half or its second half of sectors);
-//! otherwise the two extremes (all dropped, all kept) and
-//! [`RANDOM_IMAGES`] seeded random ones (random sector subsets).
+//! cover every crash state. At each, when the unsynced changes to the
+//! store, state file and run record allow at most [`EXHAUSTIVE_LIMIT`]
+//! images, every one is built (a write of several sectors: dropped, kept,
+//! its first half or its second half of sectors); otherwise the two
+//! extremes (all dropped, all kept) and [`RANDOM_IMAGES`] seeded random
+//! ones (random sector subsets). The logs' unsynced changes vary beside
+//! them, one choice per image (all dropped, all kept, then random), at
+//! least [`LOG_VARIANTS`] images where there are any.
 //!
 //! # Outcomes
 //!
 //! Each image is opened as the agent opens it at start-up and classified:
-//! **old-exact** / **new-exact** (the store and the state file hold exactly
-//! what they held before / after the run), **between-exact** (exactly a
-//! state the run made durable on its way: a folder fsync after a rename,
-//! e.g. the trust state after a root rotation and before the update),
+//! **old-exact** / **new-exact** (the store, the state file and the run
+//! record hold exactly what they held before / after the run; the record
+//! byte for byte, so a torn or vanished record is wrong content),
+//! **between-exact** (exactly a state the run made durable on its way: a
+//! folder fsync after a rename, e.g. the new store before the new record,
+//! or the trust state after a root rotation and before the update),
 //! **repair needed** (redb repairs the file, then it holds one of those
 //! exactly), **unopenable** (the agent would move the file aside and lose
 //! the profile) or **wrong content**. Required: no unopenable, no wrong
 //! content, never older than the last state made durable before the crash
-//! (so new-exact after the last folder fsync), and a run started on the
-//! crash image exits 0 and stores the profile the network serves. Where a
-//! run sends the update datagram, it must reach ccs3updater only after the
-//! trust state that announced it is durable. The table is printed
+//! (so new-exact after the last folder fsync). Where a run sends the update
+//! datagram, it must reach ccs3updater only after the trust state that
+//! announced it is durable.
+//!
+//! A log file is classified against what the run had written to it by the
+//! crash: **whole** (a prefix ending with a whole line, or nothing),
+//! **torn** (a prefix cut inside a line, or with NUL bytes where the file
+//! system kept a length but not the bytes) or **garbage** (a byte other
+//! than NUL that was never written there). The logs' promise (`src/logs.rs`):
+//! lines are appended unsynced, so a power cut may lose or tear the lines
+//! of the run it interrupts, never show bytes that were never written but
+//! NULs, and the next run cuts a torn end back to its last whole line
+//! before it appends; the day's file is synced before the run record is
+//! written, so an image holding the new record holds all the run's lines.
+//! Required: no garbage, and that.
+//!
+//! On every distinct image (by a SHA-256 of its files, shared by the two
+//! file systems of a scenario) a whole run is started as `main` makes it:
+//! it must exit 0, store the profile the network serves, leave a record of
+//! itself, and where the logs are recorded keep the image's whole log lines
+//! and append its own, whole, after them. The table is printed
 //! (`--nocapture`).
 //!
 //! # Mutations
@@ -66,23 +96,30 @@
 //! issued them (no folder fsync, no sync before the rename, redb without
 //! durable commits, the store written in place) and must report failures:
 //! the proof that it sees what it is there to see. They are rewrites of the
-//! recording, the test's own switch; the shipped binary has none.
+//! recording, the test's own switch; the shipped binary has none. (Their
+//! images are classified, not run on.)
 //!
 //! # Flash writes
 //!
-//! The recording also counts what each scenario writes under `Config/`:
-//! bytes, fsyncs, files created (see the README's "Reliability").
+//! The recording also counts what each scenario writes per folder: bytes,
+//! fsyncs, files created (see the README's "Reliability").
 
+use cncopgetprofile::internals::logs::file_name;
 use cncopgetprofile::internals::state::{self, Section, Sections};
+use cncopgetprofile::internals::status;
 use cncopgetprofile::internals::store::{JobStore, etag};
 use cncopgetprofile::internals::write_tap::{self, Event, Tap};
-use cncopgetprofile::{Endpoint, InstallRoot, Job, RunOptions, StoreMeta, StoreReader};
+use cncopgetprofile::{
+    Endpoint, InstallRoot, Job, Logs, Report, RunOptions, StoreMeta, StoreReader, now,
+    run_and_record,
+};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::RwLock;
 use support::*;
 
 /// Jobs in the profiles of the scenarios (the issue's 2 000).
@@ -119,10 +156,11 @@ enum Op {
         to: String,
     },
     Remove(String),
-    SyncDir,
+    /// `fsync` of a folder (`Config`, `Spool` or `Spool/Logs`).
+    SyncDir(String),
     /// Where a folder fsync returned that a mutation took away: the agent
     /// believes its change durable from here, the disk does not.
-    Returned,
+    Returned(String),
     /// ccs3updater had received the update datagram by here.
     Datagram,
 }
@@ -134,9 +172,18 @@ impl Op {
     }
 }
 
-/// The tap: keeps the operations on files directly in `dir`.
+/// The folders of the install root whose files the recorder keeps: the
+/// store and state file, the run record, the logs.
+const FOLDERS: [&str; 3] = ["Config", "Spool", "Spool/Logs"];
+const LOGS: &str = "Spool/Logs";
+
+/// The tap: keeps the operations on files directly in the folders of
+/// [`FOLDERS`] (by name relative to `root`, e.g. `Config/backupjobs.db`).
+/// `Spool/Logs` only when `logs`: the day's file is the process's one
+/// (`logs`), so only a run that holds [`RUNS`] exclusively has its own.
 struct Recorder {
-    dir: PathBuf,
+    root: PathBuf,
+    logs: bool,
     ops: RefCell<Vec<Op>>,
     /// ccs3updater's socket (non-blocking): looked at before each
     /// operation, so a datagram is placed before the first operation that
@@ -156,11 +203,18 @@ impl Recorder {
 }
 
 impl Recorder {
+    /// `path`'s folder relative to the root, if it is one recorded.
+    fn folder(&self, dir: &Path) -> Option<&'static str> {
+        let rel = dir.strip_prefix(&self.root).ok()?;
+        FOLDERS
+            .into_iter()
+            .find(|f| Path::new(f) == rel && (self.logs || *f != LOGS))
+    }
+
     fn name(&self, path: &Path) -> Option<String> {
-        (path.parent() == Some(self.dir.as_path()))
-            .then(|| path.file_name())
-            .flatten()
-            .map(|n| n.to_string_lossy().into_owned())
+        let folder = self.folder(path.parent()?)?;
+        let file = path.file_name()?.to_string_lossy();
+        Some(format!("{folder}/{file}"))
     }
 }
 
@@ -181,7 +235,7 @@ impl Tap for Recorder {
                 _ => None,
             },
             Event::Remove(p) => self.name(p).map(Op::Remove),
-            Event::SyncDir(d) => (d == self.dir).then_some(Op::SyncDir),
+            Event::SyncDir(d) => self.folder(d).map(|f| Op::SyncDir(f.to_string())),
         };
         if let Some(op) = op {
             self.ops.borrow_mut().push(op);
@@ -189,19 +243,54 @@ impl Tap for Recorder {
     }
 }
 
-/// Runs the agent on `root` with the tap installed; returns its exit code
-/// and what it did under `Config/`.
-fn recorded_run(root: &Path, opts: &RunOptions, updater: Option<std::net::UdpSocket>) -> Vec<Op> {
+/// Every test in this file holds this for its whole length: shared by those
+/// whose logs are not recorded, exclusively by the one whose are (the
+/// logger and its day's file are the process's one, and anything run on
+/// any thread may log, opening a store too; see [`Recorder`]).
+static RUNS: RwLock<()> = RwLock::new(());
+
+/// A whole run as `main` makes it with `-d`: logging set up in `root`'s
+/// `Spool/Logs`, the run, its summary line, its run record. The caller holds
+/// [`RUNS`].
+fn main_run(root: &Path, opts: &RunOptions) -> Report {
+    let opts = RunOptions {
+        debug: true,
+        ..opts.clone()
+    };
+    // The process's logger is set up by the first call; every call uses -d
+    // so that it logs what -d logs whichever test came first.
+    let mut logs = Logs::init(&root.join(LOGS), true, now());
+    run_and_record(&InstallRoot::new(root), &opts, &mut logs)
+}
+
+/// Holds [`RUNS`] as a test that records logs (`exclusive`) or not.
+fn hold_runs(exclusive: bool) -> Box<dyn std::any::Any> {
+    if exclusive {
+        Box::new(RUNS.write().unwrap_or_else(|p| p.into_inner()))
+    } else {
+        Box::new(RUNS.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Runs the agent on `root` with the tap installed; returns what it did to
+/// its files. The caller holds [`RUNS`] (exclusively when `logs`).
+fn recorded_run(
+    root: &Path,
+    opts: &RunOptions,
+    updater: Option<std::net::UdpSocket>,
+    logs: bool,
+) -> Vec<Op> {
     if let Some(u) = &updater {
         u.set_nonblocking(true).expect("non-blocking socket");
     }
     let recorder = Rc::new(Recorder {
-        dir: root.join("Config"),
+        root: root.to_path_buf(),
+        logs,
         ops: RefCell::new(Vec::new()),
         updater,
     });
     write_tap::install(Some(recorder.clone()));
-    let report = cncopgetprofile::run(&InstallRoot::new(root), opts);
+    let report = main_run(root, opts);
     write_tap::install(None);
     recorder.look_for_datagram();
     assert_eq!(
@@ -213,22 +302,31 @@ fn recorded_run(root: &Path, opts: &RunOptions, updater: Option<std::net::UdpSoc
     recorder.ops.borrow().clone()
 }
 
-/// The agent's files of `Config/` now (not the INI, CA or lock file, which
-/// it does not write through its file helpers).
-fn agent_files(config: &Path) -> BTreeMap<String, Vec<u8>> {
+/// The agent's files under `root` now (not the INI, CA or lock file, which
+/// it does not write through its file helpers), by name relative to it;
+/// the logs when `logs`.
+fn agent_files(root: &Path, logs: bool) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
-    for entry in std::fs::read_dir(config).expect("read Config/") {
-        let entry = entry.expect("read Config/ entry");
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if is_agent_file(&name) && entry.file_type().expect("file type").is_file() {
-            files.insert(name, std::fs::read(entry.path()).expect("read file"));
+    for folder in FOLDERS.into_iter().filter(|f| logs || *f != LOGS) {
+        let Ok(entries) = std::fs::read_dir(root.join(folder)) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry.expect("read a folder entry");
+            let name = format!("{folder}/{}", entry.file_name().to_string_lossy());
+            if is_agent_file(&name) && entry.file_type().expect("file type").is_file() {
+                files.insert(name, std::fs::read(entry.path()).expect("read file"));
+            }
         }
     }
     files
 }
 
 fn is_agent_file(name: &str) -> bool {
-    name.starts_with("backupjobs.db") || name.starts_with("cncopgetprofile.state")
+    name.starts_with(STORE)
+        || name.starts_with(STATE)
+        || name.starts_with(STATUS)
+        || (name.starts_with(LOGS) && name.ends_with(".log"))
 }
 
 /// Bytes written, fsyncs (files and folder), files created.
@@ -242,10 +340,17 @@ struct Writes {
     created: u64,
 }
 
-fn count_writes(ops: &[Op]) -> Writes {
+/// What `ops` wrote in `folder`.
+fn count_writes(ops: &[Op], folder: &str) -> Writes {
     let mut w = Writes::default();
     let mut written: BTreeMap<&str, Vec<bool>> = BTreeMap::new();
-    for op in ops {
+    let inside = |n: &str| Disk::folder(n) == folder;
+    for op in ops.iter().filter(|o| match o {
+        Op::Create(n) | Op::Remove(n) | Op::Sync(n) => inside(n),
+        Op::Write { name, .. } | Op::SetLen { name, .. } => inside(name),
+        Op::SyncDir(f) => f == folder,
+        _ => false,
+    }) {
         match op {
             Op::Write { name, offset, data } => {
                 w.bytes += data.len() as u64;
@@ -263,7 +368,7 @@ fn count_writes(ops: &[Op]) -> Writes {
                     w.created += 1;
                 }
             }
-            Op::Sync(_) | Op::SyncDir => w.fsyncs += 1,
+            Op::Sync(_) | Op::SyncDir(_) => w.fsyncs += 1,
             _ => {}
         }
     }
@@ -359,7 +464,22 @@ fn sectors(offset: u64, len: usize) -> Vec<(u64, u64)> {
     parts
 }
 
+impl MetaOp {
+    /// The folder it changes.
+    fn folder(&self) -> &str {
+        match self {
+            MetaOp::Link { name, .. } | MetaOp::Unlink { name, .. } => Disk::folder(name),
+            MetaOp::Rename { to, .. } => Disk::folder(to),
+        }
+    }
+}
+
 impl Disk {
+    /// `Config` of `Config/backupjobs.db`.
+    fn folder(name: &str) -> &str {
+        name.rsplit_once('/').map_or("", |(f, _)| f)
+    }
+
     fn from_files(fs: Fs, files: &BTreeMap<String, Vec<u8>>) -> Disk {
         let mut disk = Disk {
             fs,
@@ -440,11 +560,17 @@ impl Disk {
                 });
             }
             Op::Datagram => {}
-            Op::SyncDir => {
+            Op::SyncDir(folder) => {
+                // To be strict, only this folder's changes become durable
+                // (a real journal commit takes the others too).
+                let (synced, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_meta)
+                    .into_iter()
+                    .partition(|m| m.folder() == folder);
+                self.pending_meta = rest;
                 if self.fs == Fs::Ext4Ordered {
                     // The journal commit takes the data auto_da_alloc
                     // started writing at each rename over a file with it.
-                    for m in std::mem::take(&mut self.pending_meta) {
+                    for m in synced {
                         if let MetaOp::Rename {
                             ino,
                             replaces: true,
@@ -462,10 +588,14 @@ impl Disk {
                         }
                     }
                 }
-                self.durable_dir = self.live_dir.clone();
-                self.pending_meta.clear();
+                self.durable_dir.retain(|n, _| Self::folder(n) != folder);
+                for (n, &ino) in &self.live_dir {
+                    if Self::folder(n) == folder {
+                        self.durable_dir.insert(n.clone(), ino);
+                    }
+                }
             }
-            Op::Returned => {}
+            Op::Returned(_) => {}
         }
     }
 
@@ -517,8 +647,28 @@ impl Disk {
         inos.into_iter().map(|i| (i, &self.inodes[i])).collect()
     }
 
-    /// The files of one crash image, given one choice per slot.
-    fn image(&self, slots: &[Slot], choice: &[Choice]) -> BTreeMap<String, Vec<u8>> {
+    /// Whether `slot` is a change to the logs (a day's file's data, or a
+    /// change to `Spool/Logs`); ext4's one prefix of folder changes is not.
+    fn in_logs(&self, slot: &Slot) -> bool {
+        match slot {
+            Slot::Data { ino, .. } => self
+                .live_dir
+                .iter()
+                .chain(&self.durable_dir)
+                .any(|(n, i)| i == ino && Self::folder(n) == LOGS),
+            Slot::Meta(i) => self.pending_meta[*i].folder() == LOGS,
+            Slot::MetaPrefix(_) => false,
+        }
+    }
+
+    /// What the run had written to the file `ino` so far.
+    fn written(&self, ino: usize) -> &[u8] {
+        &self.inodes[ino].live
+    }
+
+    /// The files of one crash image, given one choice per slot: by name,
+    /// the file (inode) and what it holds.
+    fn image(&self, slots: &[Slot], choice: &[Choice]) -> BTreeMap<String, (usize, Vec<u8>)> {
         let fs = self.fs;
         // Folder changes that survive.
         let mut applied = vec![false; self.pending_meta.len()];
@@ -594,7 +744,7 @@ impl Disk {
                     Choice::Sectors(keep) => apply_data(&mut content, d, Some(&keep)),
                 }
             }
-            out.insert(name.clone(), content);
+            out.insert(name.clone(), (ino, content));
         }
         out
     }
@@ -678,8 +828,52 @@ impl Rng {
     }
 }
 
-/// The choice vectors explored at one crash point.
-fn choice_sets(slots: &[Slot], rng: &mut Rng) -> Vec<Vec<Choice>> {
+/// Fewest images built at a crash point where the logs have unsynced
+/// changes, so that their own choices vary.
+const LOG_VARIANTS: usize = 6;
+
+/// The choice vectors explored at one crash point: the store's, state
+/// file's and run record's changes as [`state_choice_sets`] says; the logs'
+/// changes (`logs[i]`: slot i is one) vary beside them, all dropped, all
+/// kept, then random, one choice for them per image (at least
+/// [`LOG_VARIANTS`] images when they have any), so that lines that cannot
+/// harm the store do not multiply its images.
+fn choice_sets(slots: &[Slot], logs: &[bool], rng: &mut Rng) -> Vec<Vec<Choice>> {
+    let state: Vec<Slot> = slots
+        .iter()
+        .zip(logs)
+        .filter(|(_, l)| !**l)
+        .map(|(s, _)| s.clone())
+        .collect();
+    let state_sets = state_choice_sets(&state, rng);
+    let any_logs = logs.iter().any(|l| *l);
+    let n = if any_logs {
+        state_sets.len().max(LOG_VARIANTS)
+    } else {
+        state_sets.len()
+    };
+    (0..n)
+        .map(|j| {
+            let mut from_state = state_sets[j % state_sets.len()].iter();
+            slots
+                .iter()
+                .zip(logs)
+                .map(|(slot, &log)| match (log, j) {
+                    (false, _) => from_state
+                        .next()
+                        .expect("one choice per state slot")
+                        .clone(),
+                    (true, 0) => slot.extreme(false),
+                    (true, 1) => slot.extreme(true),
+                    (true, _) => slot.random(rng),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The choice vectors of the slots that are not the logs'.
+fn state_choice_sets(slots: &[Slot], rng: &mut Rng) -> Vec<Vec<Choice>> {
     let options: Vec<Vec<Choice>> = slots.iter().map(Slot::all_choices).collect();
     let total = options
         .iter()
@@ -710,7 +904,8 @@ fn choice_sets(slots: &[Slot], rng: &mut Rng) -> Vec<Vec<Choice>> {
 // What an image holds, as the agent reads it
 // ---------------------------------------------------------------------------
 
-/// Everything the agent keeps under `Config/`, read with the library.
+/// Everything the agent keeps under `Config/`, read with the library, and
+/// its run record (which must be exactly one the agent wrote).
 #[derive(Clone, Debug, PartialEq)]
 struct Content {
     meta: Option<StoreMeta>,
@@ -718,6 +913,8 @@ struct Content {
     endpoints: Vec<Endpoint>,
     /// The state file's sections (the ETag, the firewall state).
     state: Option<Sections>,
+    /// `Spool/cncopgetprofile.status`, byte for byte.
+    status: Option<Vec<u8>>,
 }
 
 enum Read {
@@ -726,18 +923,20 @@ enum Read {
     Unopenable(String),
 }
 
-const STORE: &str = "backupjobs.db";
-const STATE: &str = "cncopgetprofile.state";
+const STORE: &str = "Config/backupjobs.db";
+const STATE: &str = "Config/cncopgetprofile.state";
+const STATUS: &str = "Spool/cncopgetprofile.status";
 
-fn read_content(config: &Path) -> Read {
-    let state = match std::fs::read(config.join(STATE)) {
+fn read_content(root: &Path) -> Read {
+    let status = std::fs::read(root.join(STATUS)).ok();
+    let state = match std::fs::read(root.join(STATE)) {
         Ok(bytes) => match state::decode(&bytes) {
             Ok(s) => Some(s),
             Err(why) => return Read::Unopenable(format!("{STATE}: {why}")),
         },
         Err(_) => None,
     };
-    let reader = match StoreReader::open(&config.join(STORE)) {
+    let reader = match StoreReader::open(&root.join(STORE)) {
         Ok(r) => r,
         Err(e) if e.to_string().contains("not closed cleanly") => return Read::NeedsRepair,
         Err(e) => return Read::Unopenable(e.to_string()),
@@ -748,6 +947,7 @@ fn read_content(config: &Path) -> Read {
             jobs: Vec::new(),
             endpoints: Vec::new(),
             state,
+            status,
         }));
     };
     let read = || -> cncopgetprofile::Result<Content> {
@@ -756,6 +956,7 @@ fn read_content(config: &Path) -> Read {
             jobs: reader.jobs()?.collect::<cncopgetprofile::Result<_>>()?,
             endpoints: reader.endpoints()?,
             state: state.clone(),
+            status: status.clone(),
         })
     };
     // redb's debug build asserts on some damaged pages that its release
@@ -822,32 +1023,33 @@ fn holds(c: &Content, want: &Content) -> bool {
     };
     let (mine, wanted) = (live_etag(c), live_etag(want));
     c.meta == want.meta
+        && c.status == want.status
         && c.jobs == want.jobs
         && c.endpoints == want.endpoints
         && (mine == wanted || mine.is_none())
         && without_etag(c).unwrap_or_default() == without_etag(want).unwrap_or_default()
 }
 
-/// Opens the image in `config` as the agent's start-up does and says what
+/// Opens the image in `root` as the agent's start-up does and says what
 /// it holds: which of `states` (before the run, each state it made
 /// durable, after it) it is exactly, the latest that matches.
-fn classify(config: &Path, states: &[Content]) -> (Outcome, Option<usize>, String) {
+fn classify(root: &Path, states: &[Content]) -> (Outcome, Option<usize>, String) {
     let exact = |c: Content| match states.iter().rposition(|s| holds(&c, s)) {
         Some(i) if i + 1 == states.len() => (Outcome::NewExact, Some(i), String::new()),
         Some(0) => (Outcome::OldExact, Some(0), String::new()),
         Some(i) => (Outcome::Between, Some(i), String::new()),
         None => (Outcome::WrongContent, None, String::new()),
     };
-    match read_content(config) {
+    match read_content(root) {
         Read::Ok(c) => exact(*c),
         Read::Unopenable(why) => (Outcome::Unopenable, None, why),
         Read::NeedsRepair => {
             // The agent's start-up: redb repairs the file (or the agent
             // moves it aside, which loses the profile).
-            if let Err(e) = JobStore::open(&config.join(STORE), true, 0) {
+            if let Err(e) = JobStore::open(&root.join(STORE), true, 0) {
                 return (Outcome::Unopenable, None, e.to_string());
             }
-            match read_content(config) {
+            match read_content(root) {
                 Read::Ok(c) if c.meta.is_none() => (
                     Outcome::Unopenable,
                     None,
@@ -871,7 +1073,8 @@ fn classify(config: &Path, states: &[Content]) -> (Outcome, Option<usize>, Strin
 /// A recorded run and everything needed to explore it.
 struct Recording {
     name: &'static str,
-    /// Files of `Config/` before the run (all durable).
+    /// The agent's files before the run (all durable), by name relative
+    /// to the root.
     before: BTreeMap<String, Vec<u8>>,
     ops: Vec<Op>,
     /// Before the run, each state it made durable (folder fsync after a
@@ -880,6 +1083,10 @@ struct Recording {
     /// The INI and CA of the install, copied into each image's root.
     setup_files: BTreeMap<String, Vec<u8>>,
     rerun: RunOptions,
+    /// The logs were recorded (the run held [`RUNS`] exclusively).
+    logs: bool,
+    /// The logs as the run left them.
+    final_logs: BTreeMap<String, Vec<u8>>,
 }
 
 impl Recording {
@@ -891,11 +1098,47 @@ impl Recording {
     }
 }
 
+/// What a crash image holds of a log file, against what the run had
+/// written to it by then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LogImage {
+    /// A prefix of it, ending with a whole line (or empty, or no file).
+    Whole,
+    /// A prefix cut inside a line, or with NUL bytes where the file system
+    /// kept a length but not the bytes written: the next run cuts it back.
+    Torn,
+    /// A byte other than NUL that was never written there.
+    Garbage,
+}
+
+fn classify_log(image: &[u8], written: &[u8]) -> LogImage {
+    let garbage = image
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b != 0 && written.get(i) != Some(&b));
+    if garbage {
+        LogImage::Garbage
+    } else if written.starts_with(image) && (image.is_empty() || image.ends_with(b"\n")) {
+        LogImage::Whole
+    } else {
+        LogImage::Torn
+    }
+}
+
+/// The whole lines of a log image before its first NUL: what the next run
+/// must keep of it (`logs`' promise).
+fn whole_lines(image: &[u8]) -> &[u8] {
+    let clean = &image[..image.iter().position(|&b| b == 0).unwrap_or(image.len())];
+    &clean[..clean.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1)]
+}
+
 #[derive(Default)]
 struct Tally {
     points: usize,
     images: usize,
     counts: BTreeMap<Outcome, usize>,
+    /// Images by the worst of their log files.
+    logs: BTreeMap<LogImage, usize>,
     reruns: usize,
     failures: Vec<String>,
 }
@@ -915,6 +1158,16 @@ impl Tally {
             let _ = write!(s, " {:>9}", self.counts.get(&o).copied().unwrap_or(0));
         }
         let _ = write!(s, " {:>6}", self.reruns);
+        if !self.logs.is_empty() {
+            let n = |l| self.logs.get(&l).copied().unwrap_or(0);
+            let _ = write!(
+                s,
+                "  logs whole/torn/garbage {}/{}/{}",
+                n(LogImage::Whole),
+                n(LogImage::Torn),
+                n(LogImage::Garbage)
+            );
+        }
         s
     }
 }
@@ -932,82 +1185,190 @@ fn table_head() -> String {
     s
 }
 
-/// How often a run is started on a crash image: on every image of a crash
-/// point whose outcome was not yet rerun there (each outcome at each crash
-/// point at least once), and always on a damaged one.
-fn explore(rec: &Recording, fs: Fs, net_check: &dyn Fn(&Content) -> bool) -> Tally {
+/// The indices of `ops` after which the run had made a new state durable:
+/// a folder fsync (or where a removed one returned) after a rename in that
+/// folder.
+fn durable_points(ops: &[Op]) -> Vec<usize> {
+    let mut renamed = std::collections::BTreeSet::new();
+    let mut points = Vec::new();
+    for (k, op) in ops.iter().enumerate() {
+        match op {
+            Op::Rename { to, .. } => {
+                renamed.insert(Disk::folder(to).to_string());
+            }
+            Op::SyncDir(f) | Op::Returned(f) if renamed.remove(f) => points.push(k),
+            _ => {}
+        }
+    }
+    points
+}
+
+/// An image's files, by content: images that hash the same are the same.
+fn image_hash(files: &BTreeMap<String, (usize, Vec<u8>)>) -> Vec<u8> {
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    for (name, (_, bytes)) in files {
+        h.update(name.as_bytes());
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    h.finish().as_ref().to_vec()
+}
+
+/// Explores `rec` under `fs`. Unless `seen` is `None` (the mutation
+/// checks, which need only the images), a whole run (as `main` makes it)
+/// is started on every distinct image (`seen`: the hashes of those already
+/// run, shared by the file systems of a scenario) and must exit 0, store
+/// the served profile (`net_check`), record itself and, where the logs are
+/// recorded, append its lines after the image's whole lines.
+fn explore(
+    rec: &Recording,
+    fs: Fs,
+    net_check: &dyn Fn(&Content) -> bool,
+    mut seen: Option<&mut HashSet<Vec<u8>>>,
+) -> Tally {
     let mut tally = Tally::default();
     let mut rng = Rng(SEED ^ rec.ops.len() as u64);
     let mut disk = Disk::from_files(fs, &rec.before);
-    // States made durable so far (index into `rec.states`).
-    let mut passed = 0;
+    let durable = durable_points(&rec.ops);
     let scratch = tempfile::tempdir().expect("scratch dir");
-    let mut renamed = false;
+    let status_changed = rec.states[0].status != rec.after().status;
     for k in 0..=rec.ops.len() {
         let at_point = k == rec.ops.len() || rec.ops[k].is_barrier();
-        if at_point {
-            tally.points += 1;
-            let slots = disk.slots();
-            let mut rerun_done: Vec<Outcome> = Vec::new();
-            for choice in choice_sets(&slots, &mut rng) {
-                let files = disk.image(&slots, &choice);
-                let root = scratch.path().join(format!("img{}", tally.images));
-                let config = root.join("Config");
-                std::fs::create_dir_all(&config).expect("image Config/");
-                for (n, b) in rec.setup_files.iter().chain(files.iter()) {
-                    std::fs::write(config.join(n), b).expect("write image file");
+        if !at_point {
+            disk.apply(k, &rec.ops[k]);
+            continue;
+        }
+        // States made durable before this point (index into `rec.states`).
+        let passed = durable.iter().filter(|&&p| p < k).count();
+        tally.points += 1;
+        let slots = disk.slots();
+        let logs: Vec<bool> = slots.iter().map(|s| disk.in_logs(s)).collect();
+        for choice in choice_sets(&slots, &logs, &mut rng) {
+            let files = disk.image(&slots, &choice);
+            let root = scratch.path().join(format!("img{}", tally.images));
+            for folder in FOLDERS {
+                std::fs::create_dir_all(root.join(folder)).expect("image folder");
+            }
+            for (n, b) in &rec.setup_files {
+                std::fs::write(root.join("Config").join(n), b).expect("write setup file");
+            }
+            for (n, (_, b)) in &files {
+                std::fs::write(root.join(n), b).expect("write image file");
+            }
+            tally.images += 1;
+            let (outcome, index, why) = classify(&root, &rec.states);
+            *tally.counts.entry(outcome).or_default() += 1;
+            let what = format!(
+                "{} {:?}: crash point {} of {} (before {}): {} {}",
+                rec.name,
+                fs,
+                k,
+                rec.ops.len(),
+                rec.ops.get(k).map_or("the end".to_string(), describe),
+                outcome.label(),
+                why
+            );
+            if matches!(outcome, Outcome::Unopenable | Outcome::WrongContent) {
+                tally.failures.push(what.clone());
+            } else if index.is_some_and(|i| i < passed.min(rec.states.len() - 1)) {
+                tally.failures.push(format!(
+                    "{what}: older than state {passed}, which the run had made durable"
+                ));
+            }
+            if rec.logs {
+                let mut worst = LogImage::Whole;
+                for (name, (ino, bytes)) in files.iter().filter(|(n, _)| n.starts_with(LOGS)) {
+                    let class = classify_log(bytes, disk.written(*ino));
+                    worst = worst.max(class);
+                    if class == LogImage::Garbage {
+                        tally
+                            .failures
+                            .push(format!("{what}: {name} holds bytes never written"));
+                    }
                 }
-                tally.images += 1;
-                let (outcome, index, why) = classify(&config, &rec.states);
-                *tally.counts.entry(outcome).or_default() += 1;
-                let what = format!(
-                    "{} {:?}: crash point {} of {} (before {}): {} {}",
-                    rec.name,
-                    fs,
-                    k,
-                    rec.ops.len(),
-                    rec.ops.get(k).map_or("the end".to_string(), describe),
-                    outcome.label(),
-                    why
-                );
-                if matches!(outcome, Outcome::Unopenable | Outcome::WrongContent) {
-                    tally.failures.push(what.clone());
-                } else if index.is_some_and(|i| i < passed.min(rec.states.len() - 1)) {
-                    tally.failures.push(format!(
-                        "{what}: older than state {passed}, which the run had made durable"
-                    ));
-                }
-                if !rerun_done.contains(&outcome) {
-                    rerun_done.push(outcome);
-                    tally.reruns += 1;
-                    let report = cncopgetprofile::run(&InstallRoot::new(&root), &rec.rerun);
-                    let stored = match read_content(&config) {
-                        Read::Ok(c) => Some(*c),
-                        _ => None,
-                    };
-                    if report.exit_code() != 0 || !stored.as_ref().is_some_and(net_check) {
+                *tally.logs.entry(worst).or_default() += 1;
+                // Once the record shows the run, its lines are durable.
+                let recorded = status_changed
+                    && files.get(STATUS).map(|(_, b)| b) == rec.after().status.as_ref();
+                for (name, want) in rec.final_logs.iter().filter(|_| recorded) {
+                    if files.get(name).map(|(_, b)| b) != Some(want) {
                         tally.failures.push(format!(
-                            "{what}: the next run did not store the served profile: {}",
-                            report.summary()
+                            "{what}: the run record is durable but {name} lacks lines of the run"
                         ));
                     }
                 }
-                let _ = std::fs::remove_dir_all(&root);
             }
+            if let Some(seen) = seen.as_mut()
+                && seen.insert(image_hash(&files))
+            {
+                tally.reruns += 1;
+                // A panic is a failure to count (a release build aborts).
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    rerun(rec, &root, &files, net_check)
+                }));
+                match run {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => tally.failures.push(format!("{what}: {why}")),
+                    Err(_) => tally
+                        .failures
+                        .push(format!("{what}: the next run panicked")),
+                }
+            }
+            let _ = std::fs::remove_dir_all(&root);
         }
         if k < rec.ops.len() {
-            match &rec.ops[k] {
-                Op::Rename { .. } => renamed = true,
-                Op::SyncDir | Op::Returned if renamed => {
-                    renamed = false;
-                    passed += 1;
-                }
-                _ => {}
-            }
             disk.apply(k, &rec.ops[k]);
         }
     }
     tally
+}
+
+/// A whole run on the crash image in `root`: it must exit 0, store the
+/// served profile, record itself, and (where logs are recorded) keep the
+/// image's whole log lines, cut what a power cut tore and append its own.
+fn rerun(
+    rec: &Recording,
+    root: &Path,
+    files: &BTreeMap<String, (usize, Vec<u8>)>,
+    net_check: &dyn Fn(&Content) -> bool,
+) -> Result<(), String> {
+    let report = main_run(root, &rec.rerun);
+    let stored = match read_content(root) {
+        Read::Ok(c) => Some(*c),
+        _ => None,
+    };
+    if report.exit_code() != 0 || !stored.as_ref().is_some_and(net_check) {
+        return Err(format!(
+            "the next run did not store the served profile: {}",
+            report.summary()
+        ));
+    }
+    match status::read(&InstallRoot::new(root)) {
+        Ok(Some(st)) if st.succeeded() && st.summary == report.summary() => {}
+        other => return Err(format!("the next run's record is not there: {other:?}")),
+    }
+    if !rec.logs {
+        return Ok(());
+    }
+    let today = format!("{LOGS}/{}", file_name(now()));
+    let after = std::fs::read(root.join(&today)).map_err(|e| format!("{today}: {e}"))?;
+    let kept = files.get(&today).map_or(&[][..], |(_, b)| whole_lines(b));
+    let new = after.strip_prefix(kept).ok_or_else(|| {
+        format!("{today}: the next run did not keep the image's whole lines before its own")
+    })?;
+    let text = String::from_utf8_lossy(new);
+    let lines_ok = !new.contains(&0)
+        && new.ends_with(b"\n")
+        && text
+            .lines()
+            .all(|l| l.starts_with("20") && l.contains(" ["));
+    if !lines_ok || !text.contains(&report.summary()) {
+        return Err(format!(
+            "{today}: the next run's lines are not whole lines after the image's: {:?}",
+            text.chars().take(80).collect::<String>()
+        ));
+    }
+    Ok(())
 }
 
 fn describe(op: &Op) -> String {
@@ -1018,8 +1379,8 @@ fn describe(op: &Op) -> String {
         Op::Sync(n) => format!("fsync {n}"),
         Op::Rename { from, to } => format!("rename {from} -> {to}"),
         Op::Remove(n) => format!("remove {n}"),
-        Op::SyncDir => "fsync Config/".to_string(),
-        Op::Returned => "return of a removed fsync Config/".to_string(),
+        Op::SyncDir(f) => format!("fsync {f}/"),
+        Op::Returned(f) => format!("return of a removed fsync {f}/"),
         Op::Datagram => "the update datagram".to_string(),
     }
 }
@@ -1038,6 +1399,8 @@ enum Mutation {
     RedbDurabilityNone,
     /// The new profile written into the live store instead of a new file.
     InPlace,
+    /// The day's log not synced before the run record is written.
+    NoLogSync,
 }
 
 /// `store_existed`: the run began with a store (written in place, it is
@@ -1053,9 +1416,10 @@ fn mutate(ops: &[Op], m: Mutation, store_existed: bool) -> Vec<Op> {
     let tmp = format!("{STORE}.new");
     ops.iter()
         .filter_map(|op| match (m, op) {
-            (Mutation::NoDirSync, Op::SyncDir) => Some(Op::Returned),
+            (Mutation::NoDirSync, Op::SyncDir(f)) => Some(Op::Returned(f.clone())),
             (Mutation::NoSyncBeforeRename, Op::Sync(n)) if renamed.contains(&n) => None,
             (Mutation::RedbDurabilityNone, Op::Sync(n)) if n.starts_with(STORE) => None,
+            (Mutation::NoLogSync, Op::Sync(n)) if n.starts_with(LOGS) => None,
             (Mutation::InPlace, op) => in_place(op, &tmp, store_existed),
             _ => Some(op.clone()),
         })
@@ -1118,59 +1482,57 @@ fn setup_files(i: &Install) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-fn content(config: &Path) -> Content {
-    match read_content(config) {
+fn content(root: &Path) -> Content {
+    match read_content(root) {
         Read::Ok(c) => *c,
-        _ => panic!("{} cannot be read", config.display()),
+        _ => panic!("{} cannot be read", root.display()),
     }
 }
 
 /// Runs the scenario's one recorded run on `i` (already prepared) and
 /// checks the recording against the disk.
 fn record(name: &'static str, i: &Install, opts: RunOptions) -> Recording {
-    record_with(name, i, opts, None)
+    record_with(name, i, opts, None, false)
 }
 
 /// [`record`], with the socket ccs3updater's datagrams reach, if the run
-/// may send one.
+/// may send one, and the logs recorded too if `logs`.
 fn record_with(
     name: &'static str,
     i: &Install,
     opts: RunOptions,
     updater: Option<std::net::UdpSocket>,
+    logs: bool,
 ) -> Recording {
-    let config = i.path("Config");
-    let before = agent_files(&config);
-    let mut states = vec![content(&config)];
-    let ops = recorded_run(i.root(), &opts, updater);
-    let new = content(&config);
+    let root = i.root();
+    let before = agent_files(root, logs);
+    let mut states = vec![content(root)];
+    let ops = recorded_run(root, &opts, updater, logs);
+    let new = content(root);
     // The recording is complete: replayed, it gives the files on disk. On
     // the way, each state made durable (a folder fsync after a rename).
     let scratch = tempfile::tempdir().expect("scratch dir");
     let mut disk = Disk::from_files(Fs::Ubifs, &before);
-    let mut renamed = false;
+    let durable = durable_points(&ops);
     for (k, op) in ops.iter().enumerate() {
         disk.apply(k, op);
-        match op {
-            Op::Rename { .. } => renamed = true,
-            Op::SyncDir if renamed => {
-                renamed = false;
-                let dir = scratch.path().join(format!("state{k}"));
-                std::fs::create_dir_all(&dir).expect("state dir");
-                for (n, b) in disk.live_files() {
-                    std::fs::write(dir.join(n), b).expect("write state file");
-                }
-                states.push(content(&dir));
+        if durable.contains(&k) {
+            let dir = scratch.path().join(format!("state{k}"));
+            for (n, b) in disk.live_files() {
+                let path = dir.join(n);
+                std::fs::create_dir_all(path.parent().expect("a folder")).expect("state dir");
+                std::fs::write(path, b).expect("write state file");
             }
-            _ => {}
+            states.push(content(&dir));
         }
     }
     if states.last() != Some(&new) {
         states.push(new);
     }
+    let left = agent_files(root, logs);
     assert_eq!(
         disk.live_files(),
-        agent_files(&config),
+        left,
         "{name}: the recording does not replay to the files the run left"
     );
     Recording {
@@ -1183,11 +1545,17 @@ fn record_with(
             recreate: false,
             ..RunOptions::default()
         },
+        logs,
+        final_logs: left
+            .into_iter()
+            .filter(|(n, _)| n.starts_with(LOGS))
+            .collect(),
     }
 }
 
+/// A setup run (not recorded) that must succeed.
 fn run_ok(i: &Install, opts: &RunOptions) {
-    let report = cncopgetprofile::run(&InstallRoot::new(i.root()), opts);
+    let report = main_run(i.root(), opts);
     assert_eq!(report.exit_code(), 0, "setup run: {}", report.summary());
 }
 
@@ -1327,6 +1695,7 @@ fn rotation_and_update(jobs: usize) -> Scenario {
         &i,
         RunOptions::default(),
         Some(updater),
+        false,
     );
     // The datagram went out only once the trust state that announced it
     // was durable.
@@ -1335,18 +1704,10 @@ fn rotation_and_update(jobs: usize) -> Scenario {
         .iter()
         .position(|o| matches!(o, Op::Datagram))
         .expect("the run told ccs3updater");
-    let mut durable = 0;
-    let mut renamed = false;
-    for op in &rec.ops[..sent] {
-        match op {
-            Op::Rename { .. } => renamed = true,
-            Op::SyncDir if renamed => {
-                renamed = false;
-                durable += 1;
-            }
-            _ => {}
-        }
-    }
+    let durable = durable_points(&rec.ops)
+        .into_iter()
+        .filter(|&p| p < sent)
+        .count();
     let trust = |c: &Content| c.state.as_ref().and_then(|s| s.get("trust").cloned());
     assert!(
         trust(&rec.states[durable]) == trust(rec.after()),
@@ -1371,8 +1732,9 @@ fn explore_both(s: &Scenario) -> (Vec<String>, Vec<String>) {
     let check = move |c: &Content| same_profile(c, &want);
     let mut rows = Vec::new();
     let mut failures = Vec::new();
+    let mut seen = HashSet::new();
     for fs in [Fs::Ubifs, Fs::Ext4Ordered] {
-        let t = explore(&s.rec, fs, &check);
+        let t = explore(&s.rec, fs, &check, Some(&mut seen));
         rows.push(t.row(s.rec.name, fs));
         failures.extend(t.failures);
     }
@@ -1386,25 +1748,28 @@ fn print_table(rows: &[String]) {
     }
 }
 
-fn writes_row(s: &Scenario) -> String {
-    let w = count_writes(&s.rec.ops);
+/// The store's size after the scenario's run.
+fn store_size(s: &Scenario) -> u64 {
+    std::fs::metadata(s.install.root().join(STORE)).map_or(0, |m| m.len())
+}
+
+fn writes_row(s: &Scenario, folder: &str) -> String {
+    let w = count_writes(&s.rec.ops, folder);
     let store = s
         .rec
         .ops
         .iter()
         .any(|o| matches!(o, Op::Rename { to, .. } if to == STORE));
-    let size = agent_files(&s.install.path("Config"))
-        .get(STORE)
-        .map_or(0, |b| b.len() as u64);
+    let size = store_size(s);
     format!(
         "{:<22} {:>10} {:>10} {:>6} {:>7} {:>10} {:>6}",
-        s.rec.name,
+        format!("{folder}/"),
         w.bytes,
         w.rewritten,
         w.fsyncs,
         w.created,
-        size,
-        if store && size > 0 {
+        if folder == "Config" { size } else { 0 },
+        if store && size > 0 && folder == "Config" {
             format!("{:.2}", w.bytes as f64 / size as f64)
         } else {
             "-".to_string()
@@ -1418,9 +1783,17 @@ fn check_scenario(s: &Scenario) {
     print_table(&rows);
     println!(
         "{:<22} {:>10} {:>10} {:>6} {:>7} {:>10} {:>6}",
-        "writes to Config/", "bytes", "rewritten", "fsyncs", "created", "store", "ratio"
+        format!("writes: {}", s.rec.name),
+        "bytes",
+        "rewritten",
+        "fsyncs",
+        "created",
+        "store",
+        "ratio"
     );
-    println!("{}", writes_row(s));
+    for folder in FOLDERS.into_iter().filter(|f| s.rec.logs || *f != LOGS) {
+        println!("{}", writes_row(s, folder));
+    }
     assert!(
         failures.is_empty(),
         "{} crash images broke the rules:\n{}",
@@ -1431,6 +1804,7 @@ fn check_scenario(s: &Scenario) {
 
 #[test]
 fn power_loss_first_profile_into_an_empty_root() {
+    let _runs = hold_runs(false);
     let s = first_profile(JOBS);
     check_scenario(&s);
     let _ = profile_change_budget(&s);
@@ -1446,18 +1820,17 @@ fn budget(what: &str, bytes: u64, limit: u64) -> Result<(), String> {
 
 /// A profile change may write at most 1.3 times the new store's size.
 fn profile_change_budget(s: &Scenario) -> Result<(), String> {
-    let size = agent_files(&s.install.path("Config"))
-        .get(STORE)
-        .map_or(0, |b| b.len() as u64);
+    let size = store_size(s);
     budget(
         &format!("{} (1.3 x the {size}-byte store)", s.rec.name),
-        count_writes(&s.rec.ops).bytes,
+        count_writes(&s.rec.ops, "Config").bytes,
         size * 13 / 10,
     )
 }
 
 #[test]
 fn power_loss_replacing_a_2000_job_profile() {
+    let _runs = hold_runs(false);
     let s = replace_profile(JOBS);
     check_scenario(&s);
     // Not met today (README "Reliability"): redb writes again the pages it
@@ -1467,9 +1840,10 @@ fn power_loss_replacing_a_2000_job_profile() {
 
 #[test]
 fn power_loss_unchanged_runs() {
+    let _runs = hold_runs(false);
     let s = unchanged(JOBS, true);
     check_scenario(&s);
-    let w = count_writes(&s.rec.ops);
+    let w = count_writes(&s.rec.ops, "Config");
     assert_eq!(w.bytes, 0, "an unchanged (304) run wrote to Config/");
     assert_eq!(w.created, 0);
     // The same content in a 200 (a server without ETags): explored, and
@@ -1479,13 +1853,14 @@ fn power_loss_unchanged_runs() {
 
 #[test]
 fn power_loss_firewall_state_change() {
+    let _runs = hold_runs(false);
     let s = firewall_change(JOBS);
     check_scenario(&s);
     // The firewall state is in the state file: a change rewrites that small
     // file, never the store, whatever the job count.
     let verdict = budget(
         "firewall state change (64 KiB)",
-        count_writes(&s.rec.ops).bytes,
+        count_writes(&s.rec.ops, "Config").bytes,
         64 * 1024,
     );
     if let Err(line) = verdict {
@@ -1495,11 +1870,89 @@ fn power_loss_firewall_state_change() {
 
 #[test]
 fn power_loss_root_rotation_and_accepted_update() {
+    let _runs = hold_runs(false);
     check_scenario(&rotation_and_update(JOBS));
+}
+
+/// `-d`, a first profile into a root whose day's log does not exist yet
+/// (the run creates it), beside yesterday's, kept, and one past
+/// `days_of_logs`, which the run removes.
+fn first_profile_with_logs(jobs: usize) -> Scenario {
+    let net = net_with_profile(NetOptions::default(), profile(jobs, 1));
+    let i = install(&net, false);
+    let old = "gp20200101.log";
+    std::fs::write(
+        i.path(LOGS).join(old),
+        "2020-01-01T00:00:00Z [INFO] a run long ago\n",
+    )
+    .expect("write an old log");
+    let yesterday = file_name(now() - 86_400);
+    std::fs::write(
+        i.path(LOGS).join(yesterday),
+        "2020-01-02T00:00:00Z [INFO] yesterday's run\n",
+    )
+    .expect("write yesterday's log");
+    let rec = record_with(
+        "first profile, -d logs",
+        &i,
+        RunOptions::default(),
+        None,
+        true,
+    );
+    assert!(
+        rec.ops
+            .iter()
+            .any(|o| matches!(o, Op::Remove(n) if n.ends_with(old))),
+        "the run did not remove the old log"
+    );
+    Scenario {
+        rec,
+        _net: net,
+        install: i,
+        _listeners: Vec::new(),
+    }
+}
+
+#[test]
+fn power_loss_logs_and_run_record() {
+    let _runs = hold_runs(true);
+    check_scenario(&first_profile_with_logs(MUTATION_JOBS));
+}
+
+/// The logs' mutation: the explorer must see a run record that is durable
+/// before the lines of its run.
+#[test]
+fn mutation_no_log_sync_before_the_record_is_caught() {
+    let _runs = hold_runs(true);
+    let s = first_profile_with_logs(MUTATION_JOBS);
+    let want = s.rec.after().clone();
+    let check = move |c: &Content| same_profile(c, &want);
+    let mutated = Recording {
+        ops: mutate(&s.rec.ops, Mutation::NoLogSync, false),
+        before: s.rec.before.clone(),
+        states: s.rec.states.clone(),
+        setup_files: s.rec.setup_files.clone(),
+        rerun: s.rec.rerun.clone(),
+        name: s.rec.name,
+        logs: true,
+        final_logs: s.rec.final_logs.clone(),
+    };
+    let t = explore(&mutated, Fs::Ubifs, &check, None);
+    println!("mutation {:?}", Mutation::NoLogSync);
+    print_table(&[t.row(s.rec.name, Fs::Ubifs)]);
+    println!("  {} failures", t.failures.len());
+    assert!(
+        t.failures
+            .iter()
+            .any(|f| f.contains("lacks lines of the run")),
+        "the explorer found nothing wrong with {:?}",
+        Mutation::NoLogSync
+    );
 }
 
 #[test]
 fn power_loss_recreate() {
+    let _runs = hold_runs(false);
     check_scenario(&recreate(JOBS));
 }
 
@@ -1522,9 +1975,11 @@ fn mutation_is_caught(m: Mutation) {
             setup_files: s.rec.setup_files.clone(),
             rerun: s.rec.rerun.clone(),
             name: s.rec.name,
+            logs: false,
+            final_logs: BTreeMap::new(),
         };
         for fs in [Fs::Ubifs, Fs::Ext4Ordered] {
-            let t = explore(&mutated, fs, &check);
+            let t = explore(&mutated, fs, &check, None);
             rows.push(t.row(s.rec.name, fs));
             found.push((s.rec.name, fs, t.failures.len()));
         }
@@ -1542,20 +1997,24 @@ fn mutation_is_caught(m: Mutation) {
 
 #[test]
 fn mutation_no_directory_fsync_is_caught() {
+    let _runs = hold_runs(false);
     mutation_is_caught(Mutation::NoDirSync);
 }
 
 #[test]
 fn mutation_no_sync_before_rename_is_caught() {
+    let _runs = hold_runs(false);
     mutation_is_caught(Mutation::NoSyncBeforeRename);
 }
 
 #[test]
 fn mutation_redb_durability_none_is_caught() {
+    let _runs = hold_runs(false);
     mutation_is_caught(Mutation::RedbDurabilityNone);
 }
 
 #[test]
 fn mutation_writing_the_store_in_place_is_caught() {
+    let _runs = hold_runs(false);
     mutation_is_caught(Mutation::InPlace);
 }
