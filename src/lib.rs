@@ -63,6 +63,8 @@ mod clock;
 #[cfg(feature = "agent")]
 mod config;
 #[cfg(feature = "agent")]
+mod download;
+#[cfg(feature = "agent")]
 mod fetch;
 #[cfg(feature = "agent")]
 mod files;
