@@ -22,32 +22,8 @@ use std::path::Path;
 pub const MAX_ROTATIONS: u32 = 32;
 
 pub fn open(cfg: &TrustConfig, saved: Saved, clock: Clock) -> Result<Option<Trust>> {
-    let (kept, damage) = match saved {
-        Saved::None => (None, None),
-        Saved::Damaged => (None, Some("the state file failed its checksum".to_string())),
-        Saved::Bytes(bytes) => match Kept::decode(&bytes) {
-            Ok(k) => (Some(k), None),
-            Err(why) => (None, Some(why)),
-        },
-    };
-    let (kept, damage) = match kept.map(|k| (Root::parse("the kept root", &k.root), k)) {
-        Some((Ok(root), k)) => (Some((root, k)), damage),
-        Some((Err(why), _)) => (None, Some(why)),
-        None => (None, damage),
-    };
-    let shipped = match &cfg.root {
-        Some(path) if path.exists() => match read_shipped(path) {
-            Ok(s) => Some(s),
-            // A root kept from earlier runs goes on; without one the device
-            // cannot check anything, which must not pass for "no trust".
-            Err(why) if kept.is_some() => {
-                log::warn!("{why}; going on with the trusted root kept in the agent's state");
-                None
-            }
-            Err(why) => return Err(Error::Config(why)),
-        },
-        _ => None,
-    };
+    let (kept, damage) = kept_root(saved);
+    let shipped = shipped_root(cfg, kept.is_some())?;
     let update_block = damage.map(|why| {
         format!(
             "the trust state kept in the agent's state was damaged ({why}): it was re-read from \
@@ -109,6 +85,42 @@ pub fn open(cfg: &TrustConfig, saved: Saved, clock: Clock) -> Result<Option<Trus
         crate::clock::rfc3339(trust.root.expires)
     );
     Ok(Some(trust))
+}
+
+/// The root kept in the agent's state and what else was kept with it;
+/// `None` with the reason when it was damaged (or `None, None`: nothing kept).
+fn kept_root(saved: Saved) -> (Option<(Root, Kept)>, Option<String>) {
+    let (kept, damage) = match saved {
+        Saved::None => (None, None),
+        Saved::Damaged => (None, Some("the state file failed its checksum".to_string())),
+        Saved::Bytes(bytes) => match Kept::decode(&bytes) {
+            Ok(k) => (Some(k), None),
+            Err(why) => (None, Some(why)),
+        },
+    };
+    match kept.map(|k| (Root::parse("the kept root", &k.root), k)) {
+        Some((Ok(root), k)) => (Some((root, k)), damage),
+        Some((Err(why), _)) => (None, Some(why)),
+        None => (None, damage),
+    }
+}
+
+/// The shipped `[trust] root`, when it exists and checks out. One that does
+/// not is a configuration error, unless a root is `kept` from earlier runs.
+fn shipped_root(cfg: &TrustConfig, kept: bool) -> Result<Option<(Root, Vec<u8>)>> {
+    let Some(path) = cfg.root.as_deref().filter(|p| p.exists()) else {
+        return Ok(None);
+    };
+    match read_shipped(path) {
+        Ok(s) => Ok(Some(s)),
+        // A root kept from earlier runs goes on; without one the device
+        // cannot check anything, which must not pass for "no trust".
+        Err(why) if kept => {
+            log::warn!("{why}; going on with the trusted root kept in the agent's state");
+            Ok(None)
+        }
+        Err(why) => Err(Error::Config(why)),
+    }
 }
 
 /// The shipped root and its `.sig` file, checked against its own root keys.

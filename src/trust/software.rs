@@ -36,8 +36,19 @@ pub fn check(trust: &Trust, client: &crate::fetch::Client) -> Result<ReleaseChec
     }
     let root = &trust.root;
     clock.check_expiry("the trusted root", root.version, root.expires)?;
-    let kept = &trust.kept;
+    let ts = fetch_timestamp(trust, client)?;
+    let (release, release_bytes) = fetch_release(trust, client, &ts)?;
+    Ok(ReleaseCheck {
+        timestamp: ts,
+        release,
+        release_bytes,
+    })
+}
 
+/// `GET {url}/v3/software/timestamp.xml`, verified for its role, not lower
+/// than the kept version and not naming a lower release, not expired.
+fn fetch_timestamp(trust: &Trust, client: &crate::fetch::Client) -> Result<Timestamp, String> {
+    let (root, kept) = (&trust.root, &trust.kept);
     let got = client
         .get_signed("v3/software/timestamp.xml", MAX_METADATA_BYTES as u64)
         .map_err(|e| format!("{}: {e}", timestamp::NAME))?;
@@ -61,18 +72,33 @@ pub fn check(trust: &Trust, client: &crate::fetch::Client) -> Result<ReleaseChec
             kept.timestamp
         ));
     }
-    clock.check_expiry(timestamp::NAME, ts.version, ts.expires)?;
-    let m = ts.release_version;
-    let name = release::name(m);
-    if m < kept.release {
+    trust
+        .clock
+        .check_expiry(timestamp::NAME, ts.version, ts.expires)?;
+    if ts.release_version < kept.release {
         return Err(format!(
-            "{} version {} names release version {m}, lower than the version {} already accepted (a rollback)",
+            "{} version {} names release version {}, lower than the version {} already accepted (a rollback)",
             timestamp::NAME,
             ts.version,
+            ts.release_version,
             kept.release
         ));
     }
+    Ok(ts)
+}
 
+/// The release `ts` names and its bytes: the kept document when it is that
+/// version (it was verified when kept), else `GET`. Either way exactly the
+/// size and digest `ts` says; a fetched one verified for its role; not
+/// expired.
+fn fetch_release(
+    trust: &Trust,
+    client: &crate::fetch::Client,
+    ts: &Timestamp,
+) -> Result<(Release, Vec<u8>), String> {
+    let (root, kept) = (&trust.root, &trust.kept);
+    let m = ts.release_version;
+    let name = release::name(m);
     let (bytes, fetched) = if m == kept.release && !kept.release_doc.is_empty() {
         (kept.release_doc.clone(), None)
     } else {
@@ -109,12 +135,8 @@ pub fn check(trust: &Trust, client: &crate::fetch::Client) -> Result<ReleaseChec
             rel.version
         ));
     }
-    clock.check_expiry(&name, rel.version, rel.expires)?;
-    Ok(ReleaseCheck {
-        timestamp: ts,
-        release: rel,
-        release_bytes: bytes,
-    })
+    trust.clock.check_expiry(&name, rel.version, rel.expires)?;
+    Ok((rel, bytes))
 }
 
 pub fn accept(trust: &mut Trust, check: ReleaseCheck, announced: Option<&Version>) {
