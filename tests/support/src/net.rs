@@ -23,7 +23,7 @@
 //! | `devices.rs` | registered devices, their profiles (ETag, gzip), authentication |
 //! | `endpoints.rs` | URL routing, the firewall and software endpoints |
 //! | `trust.rs` | signed metadata: keys, roots, timestamp/release, profile manifests, lies |
-//! | `util.rs` | base64, ETags, random hex, HTTP dates |
+//! | `util.rs` | base64, CRC-32, ETags, random hex, HTTP dates |
 //!
 //! A new concern (say, signed metadata) is a new file declared below, its
 //! state a field of [`State`], its routes a line of `endpoints::route`.
@@ -36,11 +36,10 @@ mod pki;
 pub mod trust;
 mod util;
 
-pub use devices::crc32;
 pub use faults::Fault;
 pub(crate) use http::header_values;
 pub use pki::{Leaf, Pki};
-pub use util::{base64_decode, etag_for, http_date, random_hex};
+pub use util::{base64_decode, crc32, etag_for, http_date, random_hex};
 
 use std::collections::VecDeque;
 use std::io;
@@ -110,9 +109,9 @@ pub struct NetOptions {
     pub port: u16,
     /// Base path of the URL.
     pub base_path: String,
-    /// Answer `Accept-Encoding: gzip` with a gzip body (stored deflate
-    /// blocks, so no compression crate is needed). Changeable later with
-    /// [`TestNetwork::set_gzip`].
+    /// Answer `Accept-Encoding: gzip` with a gzip body (flate2, stored
+    /// blocks: the size on the wire stays about the profile's). Changeable
+    /// later with [`TestNetwork::set_gzip`].
     pub gzip: bool,
     /// Allow more than one request per connection.
     pub keep_alive: bool,

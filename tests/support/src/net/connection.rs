@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustls::{ServerConfig, ServerConnection};
 
-use super::devices::send_gzip;
 use super::endpoints::route;
 use super::faults::{BodyFault, Fault, Flow, Sender};
 use super::http::{Body, ReadOutcome, Reader, Request, Response, bodyless, reason};
@@ -477,7 +476,7 @@ fn send_response(
         Body::Empty => Flow::Go,
         Body::Bytes(b) => sender.send_pieces(b),
         Body::Profile { data, gzip: false } => sender.send_pieces(&data.bytes),
-        Body::Profile { data, gzip: true } => send_gzip(&mut sender, data),
+        Body::Profile { data, gzip: true } => sender.send_pieces(data.gzipped()),
     };
     let flow = match flow {
         Flow::Err(e) => return Err(e),

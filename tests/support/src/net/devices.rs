@@ -1,24 +1,35 @@
 //! Registered devices and their profiles: the device API of
 //! [`TestNetwork`], HTTP Basic authentication, the profile endpoint
-//! (ETag, `If-None-Match`, gzip) and the stored-block gzip it sends.
+//! (ETag, `If-None-Match`, gzip) and the gzip body it sends.
 
+use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
-use super::faults::{Flow, Sender};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
 use super::http::{Body, Request, Response};
 use super::util::base64_decode;
 use super::{Shared, TestNetwork};
 
 pub(super) struct ProfileBody {
     pub(super) bytes: Vec<u8>,
-    pub(super) crc: OnceLock<u32>,
+    gzipped: OnceLock<Vec<u8>>,
     /// The profile's version for signed manifests: counts `set_profile`.
     pub(super) version: u64,
 }
 
 impl ProfileBody {
-    pub(super) fn crc(&self) -> u32 {
-        *self.crc.get_or_init(|| crc32(&self.bytes))
+    /// The body as sent to a client that accepts gzip, made once: stored
+    /// (uncompressed) deflate blocks, so its size on the wire, where body
+    /// faults count their bytes, stays about the profile's own.
+    pub(super) fn gzipped(&self) -> &[u8] {
+        self.gzipped.get_or_init(|| {
+            let mut gz = GzEncoder::new(Vec::new(), Compression::none());
+            gz.write_all(&self.bytes)
+                .and_then(|()| gz.finish())
+                .expect("gzip into memory cannot fail")
+        })
     }
 }
 
@@ -71,7 +82,7 @@ impl TestNetwork {
                 d.profile = Some((
                     Arc::new(ProfileBody {
                         bytes: body,
-                        crc: OnceLock::new(),
+                        gzipped: OnceLock::new(),
                         version,
                     }),
                     etag,
@@ -172,55 +183,4 @@ pub(super) fn profile(shared: &Shared, req: &Request, id: &str) -> Response {
     sign(&mut r);
     r.body = Body::Profile { data, gzip };
     r
-}
-
-// ---------------------------------------------------------------------------
-// gzip with stored deflate blocks (no compression, valid gzip)
-// ---------------------------------------------------------------------------
-
-const STORED_MAX: usize = 65_535;
-
-pub(super) fn gzip_stored_len(n: usize) -> u64 {
-    let blocks = n.div_ceil(STORED_MAX).max(1);
-    (10 + blocks * 5 + n + 8) as u64
-}
-
-pub(super) fn send_gzip(s: &mut Sender<'_>, data: &ProfileBody) -> Flow {
-    let crc = data.crc();
-    let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    if let f @ (Flow::Close | Flow::Err(_)) = s.send(&header) {
-        return f;
-    }
-    let bytes = &data.bytes;
-    let n_blocks = bytes.len().div_ceil(STORED_MAX).max(1);
-    for i in 0..n_blocks {
-        let start = i * STORED_MAX;
-        let block = &bytes[start.min(bytes.len())..(start + STORED_MAX).min(bytes.len())];
-        let len = block.len() as u16;
-        let last = u8::from(i + 1 == n_blocks);
-        let bh = [
-            last,
-            len as u8,
-            (len >> 8) as u8,
-            !len as u8,
-            (!len >> 8) as u8,
-        ];
-        if let f @ (Flow::Close | Flow::Err(_)) = s.send(&bh) {
-            return f;
-        }
-        if let f @ (Flow::Close | Flow::Err(_)) = s.send(block) {
-            return f;
-        }
-    }
-    let mut trailer = [0u8; 8];
-    trailer[..4].copy_from_slice(&crc.to_le_bytes());
-    trailer[4..].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
-    s.send(&trailer)
-}
-
-/// CRC-32 (IEEE), as gzip uses.
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = flate2::Crc::new();
-    crc.update(data);
-    crc.sum()
 }

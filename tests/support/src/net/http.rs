@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::connection::{Io, is_timeout, stopped};
-use super::devices::{ProfileBody, gzip_stored_len};
+use super::devices::ProfileBody;
 
 /// Largest request head (request line + headers) accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -291,7 +291,7 @@ impl Body {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::Profile { data, gzip: false } => data.bytes.len() as u64,
-            Body::Profile { data, gzip: true } => gzip_stored_len(data.bytes.len()),
+            Body::Profile { data, gzip: true } => data.gzipped().len() as u64,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Small helpers the network and the tests share: base64 (the `base64`
-//! crate), ETags, random hex, HTTP dates.
+//! crate), CRC-32 (flate2's), ETags, random hex, HTTP dates.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -17,6 +17,13 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
             .with_decode_allow_trailing_bits(true),
     );
     LENIENT.decode(s).ok()
+}
+
+/// CRC-32 (IEEE), as gzip uses.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    crc.sum()
 }
 
 /// A quoted strong ETag derived from the content (FNV-1a 64).
