@@ -1018,52 +1018,6 @@ fn the_reporter_command_is_one_path_never_a_shell_line() {
     );
 }
 
-/// Values of every `"key":"..."` in `json`, unescaped.
-fn json_strings(json: &str, key: &str) -> Vec<String> {
-    let needle = format!("\"{key}\":");
-    let mut out = Vec::new();
-    let mut rest = json;
-    while let Some(p) = rest.find(&needle) {
-        rest = rest[p + needle.len()..].trim_start();
-        let Some(body) = rest.strip_prefix('"') else {
-            continue;
-        };
-        let mut s = String::new();
-        let mut chars = body.char_indices();
-        let mut end = body.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                '\\' => match chars.next().map(|(_, c)| c) {
-                    Some('n') => s.push('\n'),
-                    Some('t') => s.push('\t'),
-                    Some('r') => s.push('\r'),
-                    Some('b') => s.push('\u{8}'),
-                    Some('f') => s.push('\u{c}'),
-                    Some('u') => {
-                        let hex: String =
-                            (0..4).filter_map(|_| chars.next().map(|x| x.1)).collect();
-                        let c = u32::from_str_radix(&hex, 16)
-                            .ok()
-                            .and_then(char::from_u32)
-                            .unwrap_or('\u{fffd}');
-                        s.push(c);
-                    }
-                    Some(c) => s.push(c),
-                    None => {}
-                },
-                c => s.push(c),
-            }
-        }
-        out.push(s);
-        rest = &body[end..];
-    }
-    out
-}
-
 #[test]
 fn profile_text_is_stored_and_never_executed() {
     let dir = tempfile::Builder::new()

@@ -143,6 +143,31 @@ pub fn check_json(s: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The string values of every member named `key`, at any depth, of the JSON
+/// document `json` (serde_json's parser; panics naming the document if it
+/// is not one).
+pub fn json_strings(json: &str, key: &str) -> Vec<String> {
+    fn walk(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(members) => {
+                for (k, v) in members {
+                    match v.as_str() {
+                        Some(s) if k == key => out.push(s.to_string()),
+                        _ => walk(v, key, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, key, out)),
+            _ => {}
+        }
+    }
+    let doc: serde_json::Value = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}):\n{json}"));
+    let mut out = Vec::new();
+    walk(&doc, key, &mut out);
+    out
+}
+
 /// (year, month, day) in UTC of `t`, by the agent's own calendar.
 pub fn civil_date(t: SystemTime) -> (i32, u8, u8) {
     let secs = t
