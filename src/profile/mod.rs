@@ -250,9 +250,9 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
         }
         let who = Who::Profile;
         let header = Header {
-            device: fit(device, who, Field("", "device"))?,
+            device: fit(device, who, Attr::Own("device"))?,
             generated: match tag.get("generated") {
-                Some(generated) => fit(generated, who, Field("", "generated"))?,
+                Some(generated) => fit(generated, who, Attr::Own("generated"))?,
                 None => job::Value::new(),
             },
         };
@@ -265,15 +265,15 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
     fn start_endpoint(&mut self, tag: &StartTag<'_>) -> Result<()> {
         self.endpoint_number += 1;
         let who = Who::Endpoint(self.endpoint_number);
-        let host = text_attr(tag, who, Field("", "host"), MAX_VALUE)?;
-        let port = port(tag, who, Field("", "port"))?;
-        let proto = optional_attr(tag, who, Field("", "proto"), MAX_VALUE)?.unwrap_or("tcp");
-        let purpose = optional_attr(tag, who, Field("", "purpose"), MAX_VALUE)?.unwrap_or("");
+        let host = required_non_empty(tag, who, Attr::Own("host"), MAX_VALUE)?;
+        let port = port(tag, who, Attr::Own("port"))?;
+        let proto = optional_attr(tag, who, Attr::Own("proto"), MAX_VALUE)?.unwrap_or("tcp");
+        let purpose = optional_attr(tag, who, Attr::Own("purpose"), MAX_VALUE)?.unwrap_or("");
         self.endpoint = Endpoint {
-            host: fit(host, who, Field("", "host"))?,
+            host: fit(host, who, Attr::Own("host"))?,
             port,
-            proto: fit(proto, who, Field("", "proto"))?,
-            purpose: fit(purpose, who, Field("", "purpose"))?,
+            proto: fit(proto, who, Attr::Own("proto"))?,
+            purpose: fit(purpose, who, Attr::Own("purpose"))?,
         };
         Ok(())
     }
@@ -286,72 +286,20 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
             )));
         }
         self.job.clear();
-        let number = Who::JobAt(self.job_number);
-        let id = required(tag, number, Field("", "id"))?;
-        if !valid_id(id) {
-            return Err(refuse(format!(
-                "{number}: id {} is not 1 to {MAX_ID} characters of A-Z a-z 0-9 . _ -",
-                Shown::quoted(id)
-            )));
-        }
+        let id = job_id(tag, self.job_number)?;
         let who = Who::Job(id);
         let job = &mut self.job;
-        job.id = fit(id, who, Field("", "id"))?;
-
-        let name = required(tag, who, Field("", "name"))?;
-        if !valid_name(name) {
-            let chars = name.chars().count();
-            return Err(refuse(format!(
-                "{who}: name is {chars} characters, it must be 1 to {MAX_NAME_CHARS}"
-            )));
-        }
-        job.name = fit(name, who, Field("", "name"))?;
-
-        let job_type = required(tag, who, Field("", "type"))?;
-        job.job_type = JobType::parse(job_type).ok_or_else(|| {
-            let all: Vec<&str> = JobType::ALL.iter().map(|t| t.as_str()).collect();
-            refuse(format!(
-                "{who}: type {} is not one of {}",
-                Shown::quoted(job_type),
-                all.join(" ")
-            ))
-        })?;
-
+        job.id = fit(id, who, Attr::Own("id"))?;
+        job.name = job_name(tag, who)?;
+        job.job_type = job_type(tag, who)?;
         if let Some(enabled) = tag.get("enabled") {
-            job.enabled = match enabled {
-                "yes" => true,
-                "no" => false,
-                _ => {
-                    return Err(refuse(format!(
-                        "{who}: enabled {} is not yes or no",
-                        Shown::quoted(enabled)
-                    )));
-                }
-            };
+            job.enabled = yes_or_no(enabled, who)?;
         }
-
-        if let Some(schedule) = optional_attr(tag, who, Field("", "schedule"), MAX_VALUE)? {
-            let fields = schedule_fields(schedule);
-            if !(5..=6).contains(&fields) {
-                return Err(refuse(format!(
-                    "{who}: schedule {} has {fields} fields, expected 5 or 6",
-                    Shown::quoted(schedule)
-                )));
-            }
-            job.schedule = fit(schedule, who, Field("", "schedule"))?;
+        if let Some(schedule) = optional_attr(tag, who, Attr::Own("schedule"), MAX_VALUE)? {
+            job.schedule = job_schedule(schedule, who)?;
         }
-
         if let Some(retries) = tag.get("retries") {
-            job.retries = Some(retries)
-                .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|r| r.parse::<u8>().ok())
-                .filter(|&n| n <= MAX_RETRIES)
-                .ok_or_else(|| {
-                    refuse(format!(
-                        "{who}: retries {} is not a number from 0 to {MAX_RETRIES}",
-                        Shown::quoted(retries)
-                    ))
-                })?;
+            job.retries = job_retries(retries, who)?;
         }
         Ok(())
     }
@@ -380,13 +328,21 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
         let who = Who::Job(&id);
         let job = &mut self.job;
         let child = match tag.name {
-            "source" => Child::Source(text_attr(tag, who, Field("source", "path"), MAX_LONG)?),
-            "exclude" => {
-                Child::Exclude(text_attr(tag, who, Field("exclude", "pattern"), MAX_LONG)?)
-            }
+            "source" => Child::Source(required_non_empty(
+                tag,
+                who,
+                Attr::Child("source", "path"),
+                MAX_LONG,
+            )?),
+            "exclude" => Child::Exclude(required_non_empty(
+                tag,
+                who,
+                Attr::Child("exclude", "pattern"),
+                MAX_LONG,
+            )?),
             "email" => {
-                let to = text_attr(tag, who, Field("email", "to"), MAX_VALUE)?;
-                let when = required(tag, who, Field("email", "when"))?;
+                let to = required_non_empty(tag, who, Attr::Child("email", "to"), MAX_VALUE)?;
+                let when = required(tag, who, Attr::Child("email", "when"))?;
                 let when = EmailWhen::parse(when).ok_or_else(|| {
                     refuse(format!(
                         "{who}: email/@when {} is not one of always, error, never",
@@ -396,11 +352,11 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
                 Child::Email { to, when }
             }
             "option" => Child::Option {
-                name: text_attr(tag, who, Field("option", "name"), MAX_VALUE)?,
+                name: required_non_empty(tag, who, Attr::Child("option", "name"), MAX_VALUE)?,
                 value: limited(
-                    required(tag, who, Field("option", "value"))?,
+                    required(tag, who, Attr::Child("option", "value"))?,
                     who,
-                    Field("option", "value"),
+                    Attr::Child("option", "value"),
                     MAX_LONG,
                 )?,
             },
@@ -408,33 +364,14 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
                 if job.target.is_some() {
                     return Err(refuse(format!("{who}: a second target element")));
                 }
-                let host = text_attr(tag, who, Field("target", "host"), MAX_VALUE)?;
-                let port = port(tag, who, Field("target", "port"))?;
-                let user = optional_attr(tag, who, Field("target", "user"), MAX_VALUE)?;
-                job.target = Some(Target {
-                    host: fit(host, who, Field("target", "host"))?,
-                    port,
-                    user: user
-                        .map(|u| fit(u, who, Field("target", "user")))
-                        .transpose()?,
-                });
+                job.target = Some(target(tag, who)?);
                 return Ok(true);
             }
             "credential" => {
                 if job.credential.is_some() {
                     return Err(refuse(format!("{who}: a second credential element")));
                 }
-                let user = required(tag, who, Field("credential", "user"))?;
-                let user = fit(user, who, Field("credential", "user"))?;
-                let password = required(tag, who, Field("credential", "password"))?;
-                // The password is a secret: no message may carry it, so none
-                // is built from it, whatever is wrong.
-                let password = job::Value::try_from(password).map_err(|_| {
-                    refuse(format!(
-                        "{who}: credential/@password is longer than {MAX_VALUE} bytes"
-                    ))
-                })?;
-                job.credential = Some(Credential { user, password });
+                job.credential = Some(credential(tag, who)?);
                 return Ok(true);
             }
             _ => return Ok(false),
@@ -451,6 +388,114 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
         })?;
         Ok(true)
     }
+}
+
+/// The job's `id`; a job without a valid one is named by its position.
+#[inline]
+fn job_id<'t>(tag: &StartTag<'t>, number: usize) -> Result<&'t str> {
+    let at = Who::JobAt(number);
+    let id = required(tag, at, Attr::Own("id"))?;
+    if !valid_id(id) {
+        return Err(refuse(format!(
+            "{at}: id {} is not 1 to {MAX_ID} characters of A-Z a-z 0-9 . _ -",
+            Shown::quoted(id)
+        )));
+    }
+    Ok(id)
+}
+
+#[inline]
+fn job_name(tag: &StartTag<'_>, who: Who<'_>) -> Result<job::Name> {
+    let name = required(tag, who, Attr::Own("name"))?;
+    if !valid_name(name) {
+        let chars = name.chars().count();
+        return Err(refuse(format!(
+            "{who}: name is {chars} characters, it must be 1 to {MAX_NAME_CHARS}"
+        )));
+    }
+    fit(name, who, Attr::Own("name"))
+}
+
+#[inline]
+fn job_type(tag: &StartTag<'_>, who: Who<'_>) -> Result<JobType> {
+    let job_type = required(tag, who, Attr::Own("type"))?;
+    JobType::parse(job_type).ok_or_else(|| {
+        let all: Vec<&str> = JobType::ALL.iter().map(|t| t.as_str()).collect();
+        refuse(format!(
+            "{who}: type {} is not one of {}",
+            Shown::quoted(job_type),
+            all.join(" ")
+        ))
+    })
+}
+
+/// `enabled`: `yes` or `no`.
+#[inline]
+fn yes_or_no(enabled: &str, who: Who<'_>) -> Result<bool> {
+    match enabled {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(refuse(format!(
+            "{who}: enabled {} is not yes or no",
+            Shown::quoted(enabled)
+        ))),
+    }
+}
+
+/// A cron schedule: 5 or 6 fields.
+#[inline]
+fn job_schedule(schedule: &str, who: Who<'_>) -> Result<job::Value> {
+    let fields = schedule_fields(schedule);
+    if !(5..=6).contains(&fields) {
+        return Err(refuse(format!(
+            "{who}: schedule {} has {fields} fields, expected 5 or 6",
+            Shown::quoted(schedule)
+        )));
+    }
+    fit(schedule, who, Attr::Own("schedule"))
+}
+
+#[inline]
+fn job_retries(retries: &str, who: Who<'_>) -> Result<u8> {
+    Some(retries)
+        .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|r| r.parse::<u8>().ok())
+        .filter(|&n| n <= MAX_RETRIES)
+        .ok_or_else(|| {
+            refuse(format!(
+                "{who}: retries {} is not a number from 0 to {MAX_RETRIES}",
+                Shown::quoted(retries)
+            ))
+        })
+}
+
+/// A job's `<target host port user>`.
+fn target(tag: &StartTag<'_>, who: Who<'_>) -> Result<Target> {
+    let host = required_non_empty(tag, who, Attr::Child("target", "host"), MAX_VALUE)?;
+    let port = port(tag, who, Attr::Child("target", "port"))?;
+    let user = optional_attr(tag, who, Attr::Child("target", "user"), MAX_VALUE)?;
+    Ok(Target {
+        host: fit(host, who, Attr::Child("target", "host"))?,
+        port,
+        user: user
+            .map(|u| fit(u, who, Attr::Child("target", "user")))
+            .transpose()?,
+    })
+}
+
+/// A job's `<credential user password>`.
+fn credential(tag: &StartTag<'_>, who: Who<'_>) -> Result<Credential> {
+    let user = required(tag, who, Attr::Child("credential", "user"))?;
+    let user = fit(user, who, Attr::Child("credential", "user"))?;
+    let password = required(tag, who, Attr::Child("credential", "password"))?;
+    // The password is a secret: no message may carry it, so none is built
+    // from it, whatever is wrong.
+    let password = job::Value::try_from(password).map_err(|_| {
+        refuse(format!(
+            "{who}: credential/@password is longer than {MAX_VALUE} bytes"
+        ))
+    })?;
+    Ok(Credential { user, password })
 }
 
 fn refuse(msg: impl Into<String>) -> Error {
@@ -479,26 +524,41 @@ impl fmt::Display for Who<'_> {
     }
 }
 
-/// An attribute of a child element (`source/@path`), or of the element the
-/// message is about when the element is "" (`retries`).
+/// The attribute a message is about, named as the message shows it.
 #[derive(Clone, Copy, Debug)]
-struct Field<'a>(&'a str, &'a str);
+enum Attr {
+    /// An attribute of the element the message is about (`<job retries>`):
+    /// shown by its name, `retries`.
+    Own(&'static str),
+    /// An attribute of one of a job's child elements (`<source path>`):
+    /// shown as `source/@path`.
+    Child(&'static str, &'static str),
+}
 
-impl fmt::Display for Field<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            "" => f.write_str(self.1),
-            element => write!(f, "{element}/@{}", self.1),
+impl Attr {
+    /// The attribute's name in the start tag.
+    fn name(self) -> &'static str {
+        match self {
+            Attr::Own(name) | Attr::Child(_, name) => name,
         }
     }
 }
 
-fn required<'t>(tag: &StartTag<'t>, who: Who<'_>, field: Field<'_>) -> Result<&'t str> {
-    tag.get(field.1)
+impl fmt::Display for Attr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Attr::Own(name) => f.write_str(name),
+            Attr::Child(element, name) => write!(f, "{element}/@{name}"),
+        }
+    }
+}
+
+fn required<'t>(tag: &StartTag<'t>, who: Who<'_>, field: Attr) -> Result<&'t str> {
+    tag.get(field.name())
         .ok_or_else(|| refuse(format!("{who}: {field} is missing")))
 }
 
-fn limited<'v>(value: &'v str, who: Who<'_>, field: Field<'_>, limit: usize) -> Result<&'v str> {
+fn limited<'v>(value: &'v str, who: Who<'_>, field: Attr, limit: usize) -> Result<&'v str> {
     if value.len() > limit {
         return Err(refuse(format!(
             "{who}: {field} is {} bytes, the limit is {limit}",
@@ -509,10 +569,10 @@ fn limited<'v>(value: &'v str, who: Who<'_>, field: Field<'_>, limit: usize) -> 
 }
 
 /// A required attribute that must not be empty.
-fn text_attr<'t>(
+fn required_non_empty<'t>(
     tag: &StartTag<'t>,
     who: Who<'_>,
-    field: Field<'_>,
+    field: Attr,
     limit: usize,
 ) -> Result<&'t str> {
     let value = limited(required(tag, who, field)?, who, field, limit)?;
@@ -525,15 +585,15 @@ fn text_attr<'t>(
 fn optional_attr<'t>(
     tag: &StartTag<'t>,
     who: Who<'_>,
-    field: Field<'_>,
+    field: Attr,
     limit: usize,
 ) -> Result<Option<&'t str>> {
-    tag.get(field.1)
+    tag.get(field.name())
         .map(|v| limited(v, who, field, limit))
         .transpose()
 }
 
-fn fit<const N: usize>(value: &str, who: Who<'_>, field: Field<'_>) -> Result<HString<N>> {
+fn fit<const N: usize>(value: &str, who: Who<'_>, field: Attr) -> Result<HString<N>> {
     HString::try_from(value).map_err(|_| {
         refuse(format!(
             "{who}: {field} is {} bytes, the limit is {N}",
@@ -542,7 +602,7 @@ fn fit<const N: usize>(value: &str, who: Who<'_>, field: Field<'_>) -> Result<HS
     })
 }
 
-fn port(tag: &StartTag<'_>, who: Who<'_>, field: Field<'_>) -> Result<u16> {
+fn port(tag: &StartTag<'_>, who: Who<'_>, field: Attr) -> Result<u16> {
     let value = required(tag, who, field)?;
     Some(value)
         .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))

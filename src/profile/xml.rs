@@ -564,12 +564,41 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
     }
 
     fn start_tag(&mut self, text: &str, at: At) -> Result<()> {
+        let mut tokens = Tokenizer::from_fragment(text, 0..text.len());
+        let name = self.element_name(&mut tokens, text, at)?;
+        let empty = self.attributes(&mut tokens, text, at, name)?;
+        self.unescape_values(text, at, name)?;
+        self.phase = Phase::Root;
+        self.names.push_str(name);
+        self.ends.push(self.names.len());
+        let depth = self.ends.len();
+        self.handler.start(&StartTag {
+            name,
+            depth,
+            src: text,
+            attrs: &self.attrs,
+            values: &self.values,
+        })?;
+        if empty {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    /// The start tag's element name, once it is known to fit: a closed tag,
+    /// not a second root, within the name and depth limits.
+    #[inline]
+    fn element_name<'t>(
+        &self,
+        tokens: &mut Tokenizer<'t>,
+        text: &'t str,
+        at: At,
+    ) -> Result<&'t str> {
         if !text.ends_with('>') {
             return Err(at.wf(
                 "a start tag is not closed by \">\" before the next \"<\" (write \"<\" in a value as &lt;)",
             ));
         }
-        let mut tokens = Tokenizer::from_fragment(text, 0..text.len());
         let name = match tokens.next() {
             Some(Ok(Token::ElementStart { prefix, local, .. })) => qname(prefix, local),
             Some(Err(e)) => return Err(xml_error(text, at, &e)),
@@ -595,6 +624,20 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
                 self.ends.len() + 1
             )));
         }
+        Ok(name)
+    }
+
+    /// Reads the start tag's attributes into `attrs` (at most
+    /// `MAX_ATTRIBUTES`, no name twice) up to its end; returns whether the
+    /// element is empty (`/>`).
+    #[inline]
+    fn attributes(
+        &mut self,
+        tokens: &mut Tokenizer<'_>,
+        text: &str,
+        at: At,
+        name: &str,
+    ) -> Result<bool> {
         self.attrs.clear();
         let mut empty = None;
         for token in tokens.by_ref() {
@@ -605,29 +648,12 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
                     value,
                     span,
                 }) => {
-                    let attr = qname(prefix, local);
-                    let attr_name = sub(text, attr.clone());
-                    let here = || at.within(text.as_bytes(), span.start());
-                    if self.attrs.len() >= MAX_ATTRIBUTES {
-                        return Err(here().wf(format!(
-                            "<{}> has more than {MAX_ATTRIBUTES} attributes",
-                            Shown::bare(name)
-                        )));
-                    }
-                    if self.attrs.iter().any(|a| {
-                        a.name.len() == attr_name.len() && sub(text, a.name.clone()) == attr_name
-                    }) {
-                        return Err(here().wf(format!(
-                            "attribute {} appears twice on <{}>",
-                            Shown::bare(attr_name),
-                            Shown::bare(name)
-                        )));
-                    }
-                    self.attrs.push(Attr {
-                        name: attr,
+                    let attr = Attr {
+                        name: qname(prefix, local),
                         value: value.range(),
                         unescaped: false,
-                    });
+                    };
+                    self.push_attribute(attr, text, at, span.start(), name)?;
                 }
                 Ok(Token::ElementEnd {
                     end: ElementEnd::Open,
@@ -647,9 +673,50 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
                 Err(e) => return Err(xml_error(text, at, &e)),
             }
         }
-        let (Some(empty), None) = (empty, tokens.next()) else {
-            return Err(at.wf(format!("malformed start tag <{}>", Shown::bare(name))));
-        };
+        match (empty, tokens.next()) {
+            (Some(empty), None) => Ok(empty),
+            _ => Err(at.wf(format!("malformed start tag <{}>", Shown::bare(name)))),
+        }
+    }
+
+    /// Adds one attribute of `<name>`, which starts `start` bytes into the
+    /// tag: at most `MAX_ATTRIBUTES`, none twice.
+    #[inline]
+    fn push_attribute(
+        &mut self,
+        attr: Attr,
+        text: &str,
+        at: At,
+        start: usize,
+        name: &str,
+    ) -> Result<()> {
+        let attr_name = sub(text, attr.name.clone());
+        let here = || at.within(text.as_bytes(), start);
+        if self.attrs.len() >= MAX_ATTRIBUTES {
+            return Err(here().wf(format!(
+                "<{}> has more than {MAX_ATTRIBUTES} attributes",
+                Shown::bare(name)
+            )));
+        }
+        if self
+            .attrs
+            .iter()
+            .any(|a| a.name.len() == attr_name.len() && sub(text, a.name.clone()) == attr_name)
+        {
+            return Err(here().wf(format!(
+                "attribute {} appears twice on <{}>",
+                Shown::bare(attr_name),
+                Shown::bare(name)
+            )));
+        }
+        self.attrs.push(attr);
+        Ok(())
+    }
+
+    /// Unescapes into `values` the attribute values that hold a reference
+    /// or white space to normalize; the others stay where they are in `text`.
+    #[inline]
+    fn unescape_values(&mut self, text: &str, at: At, name: &str) -> Result<()> {
         self.values.clear();
         for attr in &mut self.attrs {
             let start = self.values.len();
@@ -669,20 +736,6 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
             })?;
             attr.value = start..self.values.len();
             attr.unescaped = true;
-        }
-        self.phase = Phase::Root;
-        self.names.push_str(name);
-        self.ends.push(self.names.len());
-        let depth = self.ends.len();
-        self.handler.start(&StartTag {
-            name,
-            depth,
-            src: text,
-            attrs: &self.attrs,
-            values: &self.values,
-        })?;
-        if empty {
-            self.close()?;
         }
         Ok(())
     }
@@ -828,93 +881,128 @@ fn check_chars(raw: &[u8], kind: Kind, at: At) -> Result<u64> {
     Ok(lines)
 }
 
+/// The pseudo-attributes of an XML declaration, in the order they must come.
+const DECLARED: [&str; 3] = ["version", "encoding", "standalone"];
+
 /// Checks `<?xml ...?>` (XML 1.0 section 2.8) and that it declares UTF-8.
 fn declaration(text: &str, at: At) -> Result<()> {
-    const NAMES: [&str; 3] = ["version", "encoding", "standalone"];
     let d = text.as_bytes();
-    let bad = |i: usize, what: &str| {
-        at.within(d, i)
-            .wf(format!("malformed XML declaration: {what}"))
-    };
-    let skip_spaces = |i: &mut usize| {
-        while d.get(*i).copied().is_some_and(is_space) {
-            *i += 1;
-        }
-    };
     let mut i = "<?xml".len();
     let mut next = 0;
     loop {
         let before = i;
-        skip_spaces(&mut i);
+        skip_spaces(d, &mut i);
         if d.get(i..) == Some(b"?>") {
             break;
         }
         if i == before {
-            return Err(bad(i, "expected whitespace"));
+            return Err(malformed_declaration(at, d, i, "expected whitespace"));
         }
-        let name_len = d
-            .get(i..)
-            .unwrap_or_default()
-            .iter()
-            .take_while(|b| b.is_ascii_alphabetic())
-            .count();
-        let name = sub(text, i..i + name_len);
-        let slot = NAMES.iter().position(|n| *n == name);
-        match slot {
-            Some(s) if s >= next && (next > 0 || s == 0) => next = s + 1,
-            _ if next == 0 => return Err(bad(i, "expected version")),
-            _ => return Err(bad(i, "expected encoding, standalone or \"?>\"")),
-        }
-        i += name_len;
-        skip_spaces(&mut i);
-        if d.get(i) != Some(&b'=') {
-            return Err(bad(i, "expected \"=\""));
-        }
-        i += 1;
-        skip_spaces(&mut i);
-        let Some(&quote) = d.get(i).filter(|q| matches!(q, b'"' | b'\'')) else {
-            return Err(bad(i, "expected a quote"));
-        };
-        i += 1;
-        let Some(len) = d
-            .get(i..)
-            .unwrap_or_default()
-            .iter()
-            .position(|&b| b == quote)
-        else {
-            return Err(bad(i, "the value is not closed"));
-        };
-        let value = sub(text, i..i + len);
-        let ok = match slot {
-            Some(0) => value
-                .strip_prefix("1.")
-                .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())),
-            Some(1) => {
-                let name_ok = value
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_alphabetic())
-                    && value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-                if name_ok && !value.eq_ignore_ascii_case("UTF-8") {
-                    return Err(Error::Profile(format!(
-                        "profile declares encoding \"{}\" at byte {}; only UTF-8 is accepted",
-                        Shown::bare(value),
-                        at.within(d, i).offset
-                    )));
-                }
-                name_ok
-            }
-            _ => value == "yes" || value == "no",
-        };
-        if !ok {
-            return Err(bad(i, &format!("bad {name} value")));
-        }
-        i += len + 1;
+        let (slot, value_at, value) = declared(text, at, &mut i, next)?;
+        next = slot + 1;
+        declared_value(slot, value, text, at, value_at)?;
     }
     if next == 0 {
-        return Err(bad(i, "the version is missing"));
+        return Err(malformed_declaration(at, d, i, "the version is missing"));
+    }
+    Ok(())
+}
+
+fn malformed_declaration(at: At, d: &[u8], i: usize, what: &str) -> Error {
+    at.within(d, i)
+        .wf(format!("malformed XML declaration: {what}"))
+}
+
+fn skip_spaces(d: &[u8], i: &mut usize) {
+    while d.get(*i).copied().is_some_and(is_space) {
+        *i += 1;
+    }
+}
+
+/// Reads one `name = "value"` of the declaration at `i`, whose name must be
+/// the `next` one of [`DECLARED`] or a later optional one, and moves `i` past
+/// it. Returns the name's place in `DECLARED`, where the value starts, and
+/// the value.
+fn declared<'t>(
+    text: &'t str,
+    at: At,
+    i: &mut usize,
+    next: usize,
+) -> Result<(usize, usize, &'t str)> {
+    let d = text.as_bytes();
+    let bad = |i: usize, what: &str| malformed_declaration(at, d, i, what);
+    let name_len = d
+        .get(*i..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|b| b.is_ascii_alphabetic())
+        .count();
+    let name = sub(text, *i..*i + name_len);
+    let slot = match DECLARED.iter().position(|n| *n == name) {
+        Some(s) if s >= next && (next > 0 || s == 0) => s,
+        _ if next == 0 => return Err(bad(*i, "expected version")),
+        _ => return Err(bad(*i, "expected encoding, standalone or \"?>\"")),
+    };
+    *i += name_len;
+    skip_spaces(d, i);
+    if d.get(*i) != Some(&b'=') {
+        return Err(bad(*i, "expected \"=\""));
+    }
+    *i += 1;
+    skip_spaces(d, i);
+    let Some(&quote) = d.get(*i).filter(|q| matches!(q, b'"' | b'\'')) else {
+        return Err(bad(*i, "expected a quote"));
+    };
+    *i += 1;
+    let Some(len) = d
+        .get(*i..)
+        .unwrap_or_default()
+        .iter()
+        .position(|&b| b == quote)
+    else {
+        return Err(bad(*i, "the value is not closed"));
+    };
+    let value_at = *i;
+    *i += len + 1;
+    Ok((slot, value_at, sub(text, value_at..value_at + len)))
+}
+
+/// Checks the value of the declaration's `DECLARED[slot]`, which starts at
+/// byte `value_at`: a version `1.x`, an encoding name that must be UTF-8, a
+/// standalone `yes` or `no`.
+fn declared_value(slot: usize, value: &str, text: &str, at: At, value_at: usize) -> Result<()> {
+    let d = text.as_bytes();
+    let ok = match slot {
+        0 => value
+            .strip_prefix("1.")
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())),
+        1 => {
+            let name_ok = value
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic())
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if name_ok && !value.eq_ignore_ascii_case("UTF-8") {
+                return Err(Error::Profile(format!(
+                    "profile declares encoding \"{}\" at byte {}; only UTF-8 is accepted",
+                    Shown::bare(value),
+                    at.within(d, value_at).offset
+                )));
+            }
+            name_ok
+        }
+        _ => value == "yes" || value == "no",
+    };
+    if !ok {
+        let name = DECLARED.get(slot).copied().unwrap_or_default();
+        return Err(malformed_declaration(
+            at,
+            d,
+            value_at,
+            &format!("bad {name} value"),
+        ));
     }
     Ok(())
 }
