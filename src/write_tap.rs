@@ -1,11 +1,14 @@
 //! The seam where a test watches every change the agent makes to its files
-//! under `Config/`: `tests/power_loss.rs` records them and rebuilds the
-//! states a power cut could leave. `files` reports its operations here and
-//! the job store's redb file is written through [`TappedBackend`].
+//! (the store and state file in `Config/`, the run record in `Spool/`, the
+//! logs in `Spool/Logs/`): `tests/power_loss.rs` records them and rebuilds
+//! the states a power cut could leave. `files` reports its operations here
+//! and the job store's redb file is written through [`TappedBackend`].
 //!
 //! Production installs no tap: each report is one thread-local lookup that
 //! finds nothing. A tap is installed only through [`install`], from Rust;
-//! nothing in the INI or on the command line reaches it.
+//! nothing in the INI or on the command line reaches it. The tap is the
+//! installing thread's: a file operation on another thread (a log line a
+//! reporter-output or probe thread writes) is not reported to it.
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
