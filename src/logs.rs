@@ -25,6 +25,8 @@
 //! writes a NUL (a line holding one has it replaced), so the next run that
 //! opens the day's file cuts it back to its last whole line before the
 //! first NUL, then appends: bytes that were never written do not stay.
+//! (Not while another process appends to it: each holds a shared `flock`
+//! on the file, and only a run that gets it exclusively cuts.)
 //! Every file operation goes through `files`.
 
 use crate::clock::{self, UnixTime};
@@ -99,13 +101,24 @@ impl DayFile {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(file_name(now));
         let (mut file, created) = files::open_append(&path, 0o640)?;
+        // Every process appending to the file holds a shared lock on it (a
+        // run the run lock refuses logs its summary too): only a file no
+        // one else is appending to is cut, never a line being written.
+        let alone = !matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock));
         let mut size = file.metadata()?.len();
-        let whole = whole_length(&mut file, size)?;
+        let whole = if alone {
+            whole_length(&mut file, size)?
+        } else {
+            size
+        };
         if whole < size {
             files::truncate(&file, &path, whole)?;
         }
         let cut = size - whole;
         size = whole;
+        // Converts the exclusive lock; where the file system has no locks,
+        // logging goes on without.
+        let _ = file.lock_shared();
         let full = last_line_has_mark(&mut file, size);
         let mut day = DayFile {
             dir: dir.to_path_buf(),
@@ -464,6 +477,21 @@ mod tests {
             let after = std::fs::read(&path).unwrap();
             assert_eq!(after, format!("{kept}new   line\n").as_bytes(), "{torn:?}");
         }
+    }
+
+    #[test]
+    fn a_file_another_run_is_appending_to_is_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = clock::parse_day_stamp("20261127").unwrap();
+        let path = dir.path().join(file_name(now));
+        std::fs::write(&path, "a\nline being writ").unwrap();
+        let other = DayFile::open(dir.path(), now).unwrap();
+        assert_eq!(other.cut, 15, "alone, the torn end is cut");
+        std::fs::write(&path, "a\nline being writ").unwrap();
+        let second = DayFile::open(dir.path(), now).unwrap();
+        assert_eq!(second.cut, 0, "another process appends to it");
+        assert_eq!(std::fs::read(&path).unwrap(), b"a\nline being writ");
+        drop((other, second));
     }
 
     fn names(dir: &Path) -> Vec<String> {
