@@ -443,11 +443,19 @@ fn assert_reports(net: &TestNetwork, want: usize, what: &str) {
 // 1. Updates (PROTOCOL 4)
 // ---------------------------------------------------------------------------
 
+/// An updater listening on 127.0.0.1, a network serving two jobs, an
+/// appliance whose `[version]` announces updates to it (`autoupdate` On or
+/// Off), and a vendor whose release of `version` is published.
+fn update_scene(autoupdate: &str, version: &str) -> (Updater, TestNetwork, Install, Authority) {
+    let updater = Updater::new();
+    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), autoupdate));
+    let vendor = signed_release(&net, &inst, version);
+    (updater, net, inst, vendor)
+}
+
 #[test]
 fn newer_software_sends_one_exact_datagram_to_ccs3updater() {
-    let updater = Updater::new();
-    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "On"));
-    signed_release(&net, &inst, "3.10.0");
+    let (updater, net, inst, _vendor) = update_scene("On", "3.10.0");
     run_ok(&inst, &[]);
 
     let reqs = software_requests(&net);
@@ -490,9 +498,7 @@ fn newer_software_sends_one_exact_datagram_to_ccs3updater() {
 
 #[test]
 fn same_or_older_software_is_asked_for_but_not_announced() {
-    let updater = Updater::new();
-    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "On"));
-    let mut vendor = signed_release(&net, &inst, "3.4.0");
+    let (updater, net, inst, mut vendor) = update_scene("On", "3.4.0");
     for (i, version) in ["3.4.0", "3.3.9", "3.4"].iter().enumerate() {
         if i > 0 {
             vendor.publish_release(&net, &builds(version), FAR);
@@ -507,9 +513,7 @@ fn same_or_older_software_is_asked_for_but_not_announced() {
 
 #[test]
 fn noupdate_skips_the_update_check() {
-    let updater = Updater::new();
-    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "On"));
-    signed_release(&net, &inst, "3.10.0");
+    let (updater, net, inst, _vendor) = update_scene("On", "3.10.0");
     run_ok(&inst, &["--noupdate"]);
     assert!(
         software_requests(&net).is_empty(),
@@ -522,9 +526,7 @@ fn noupdate_skips_the_update_check() {
 
 #[test]
 fn autoupdate_off_skips_the_check_unless_update_is_given() {
-    let updater = Updater::new();
-    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "Off"));
-    signed_release(&net, &inst, "3.10.0");
+    let (updater, net, inst, _vendor) = update_scene("Off", "3.10.0");
 
     run_ok(&inst, &[]);
     assert!(
@@ -547,9 +549,7 @@ fn autoupdate_off_skips_the_check_unless_update_is_given() {
 
 #[test]
 fn a_bad_build_entry_is_an_error_line_not_an_update() {
-    let updater = Updater::new();
-    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "On"));
-    let mut vendor = signed_release(&net, &inst, "3.4.0");
+    let (updater, net, inst, mut vendor) = update_scene("On", "3.4.0");
     for (field, bad) in [("sha256", "0123456789"), ("url", "http://127.0.0.1/x")] {
         let entries: Vec<Build> = builds("3.10.0")
             .into_iter()
@@ -576,9 +576,7 @@ fn a_bad_build_entry_is_an_error_line_not_an_update() {
 
 #[test]
 fn no_build_for_this_platform_means_no_update_and_no_error() {
-    let updater = Updater::new();
-    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "On"));
-    let mut vendor = signed_release(&net, &inst, "3.4.0");
+    let (updater, net, inst, mut vendor) = update_scene("On", "3.4.0");
     vendor.publish_release(&net, &[Build::new("sparc-sun-solaris", "9.0")], FAR);
     let o = run_ok(&inst, &[]);
     let reqs = software_requests(&net);
@@ -594,9 +592,7 @@ fn no_build_for_this_platform_means_no_update_and_no_error() {
 
 #[test]
 fn the_update_check_follows_the_profile_on_its_connection() {
-    let updater = Updater::new();
-    let (net, inst) = two_jobs_on_appliance(&update_ini(updater.port().into(), "On"));
-    signed_release(&net, &inst, "3.4.0");
+    let (_updater, net, inst, _vendor) = update_scene("On", "3.4.0");
     run_ok(&inst, &[]);
     let reqs = net.requests();
     let profile = reqs
