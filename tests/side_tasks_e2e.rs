@@ -3,8 +3,8 @@
 //! (PROTOCOL 4 over signed metadata: the requests, and the one UDP datagram
 //! to ccs3updater, caught by a real UDP socket; the attacks on the metadata
 //! are in `signed_metadata.rs`), the open-firewall check (PROTOCOL 5: real TCP
-//! probes of loopback endpoints, the report, the state kept in the store) and
-//! cncopreporter (PROTOCOL 6: a real child process).
+//! probes of loopback endpoints, the report, the state kept in the agent's
+//! state file) and cncopreporter (PROTOCOL 6: a real child process).
 //!
 //! Every test has its own install root, network, UDP socket and loopback
 //! addresses (127.x.y.z, never anything else), so they run in parallel. Time
