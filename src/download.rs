@@ -259,9 +259,9 @@ fn ingest(
             log_change(&mut logged, c);
         }
     };
-    // One reader type and one closure whether or not the body is checked:
-    // the profile parser and the store's writer are generic, and a second
-    // copy of them would cost the appliance binary tens of KiB.
+    // One reader type whether or not the body is checked: the profile
+    // parser is generic, and a second copy of it would cost the appliance
+    // binary tens of KiB.
     let mut checked;
     let reader: &mut dyn std::io::Read = match manifest {
         Some(m) => {
@@ -270,9 +270,9 @@ fn ingest(
         }
         None => body,
     };
-    store.replace(replace, &mut on_change, |sink| {
-        profile::parse(reader, device, sink)
-    })
+    let mut replacement = store.begin_replace(replace, &mut on_change)?;
+    let parsed = profile::parse(reader, device, &mut replacement);
+    replacement.finish(parsed)
 }
 
 /// `--dry-run`'s line for a change, on stdout: what a script reads.

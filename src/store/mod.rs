@@ -7,42 +7,34 @@
 //!   never a mix, and readers holding the old file keep a consistent view.
 //! - An unchanged profile (304, or a 200 whose records are byte for byte the
 //!   stored ones, in the same order) never touches the live file: not its
-//!   bytes, not its mtime (flash wear).
+//!   bytes, not its mtime (flash wear); nor does it create a new one
+//!   (`replace.rs` writes nothing before the first difference).
 //! - Files are created with mode 0600: the store holds credentials.
 
 mod dry_run;
 pub mod etag;
+mod index;
 mod old;
 pub mod reader;
 pub mod record;
+mod replace;
 mod seen;
 mod tables;
 
 pub use reader::{Jobs, StoreReader};
+pub use replace::Replacement;
 pub use tables::{STORE_SCHEMA, StoreMeta};
 
 use crate::error::{Error, Result};
-use crate::files::{self, create_private, io_error, remove_leftover};
-use crate::profile::{Endpoint, Header, Job, ProfileSink, Summary};
+use crate::files::{self, io_error};
+use crate::profile::Summary;
 use crate::state::{Section, StateFile};
-use old::{OldJobs, compare, duplicate, read_error};
-use reader::{OpenError, storage_error};
-use redb::ReadableTable;
-use std::ops::Range;
+use reader::OpenError;
 use std::path::{Path, PathBuf};
-use tables::{ENDPOINTS, JOB_IDS, JOBS, META, position_key};
 
-/// Jobs per transaction while a new store file is written.
-const COMMIT_EVERY: u32 = 8192;
-/// New jobs are held back and written a batch at a time, each table opened
-/// once per batch: opening one (and writing its root back when it is
-/// dropped) costs about as much as two inserts. A batch ends at this many
-/// jobs or bytes of records (or one bigger job).
-const BATCH_JOBS: usize = 64;
-const BATCH_BYTES: usize = 32 * 1024;
 /// redb's default cache is 1 GiB; the agent's memory budget is a few MiB.
-/// Dirty pages beyond this spill to the new file before commit.
-const WRITE_CACHE_BYTES: usize = 64 * 1024;
+/// This one is for a repair (a new file has its own, `replace.rs`).
+const REPAIR_CACHE_BYTES: usize = 64 * 1024;
 
 /// One job-level difference between the stored profile and a new one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,30 +195,19 @@ impl JobStore {
         &self.path
     }
 
-    /// Streams a new profile into a fresh file via `parse` (which drives the
-    /// sink), then, if it is complete and differs from the store (or `force`),
-    /// makes it the store. Any error leaves the live file as it was.
-    /// `on_change` hears every job-level difference as it is found.
-    /// A dry run writes nothing at all: it only compares (`dry_run.rs`).
-    pub fn replace(
-        &mut self,
+    /// Starts replacing the stored profile: feed the new one to the
+    /// returned `Replacement` (a `ProfileSink`), then `finish` it; dropped
+    /// unfinished, it changes nothing. A changed profile (or with `force`)
+    /// is written into a fresh file beside the store and renamed over it;
+    /// until the first job or endpoint that differs from the stored one,
+    /// nothing is written. `on_change` hears every job-level difference as
+    /// it is found. A dry run writes nothing at all (`dry_run.rs`).
+    pub fn begin_replace<'s>(
+        &'s mut self,
         opts: &ReplaceOptions,
-        on_change: &mut dyn FnMut(Change<'_>),
-        parse: impl FnOnce(&mut dyn ProfileSink) -> Result<Summary>,
-    ) -> Result<Replaced> {
-        if opts.dry_run {
-            return dry_run::diff(self, opts.force, on_change, parse);
-        }
-        let tmp = self.path.with_extension("db.new");
-        let result = self.write_new(&tmp, opts, on_change, parse);
-        let keep = matches!(result, Ok(Replaced::Written(..)));
-        if !keep {
-            // Best effort: a leftover is removed by the next run anyway.
-            let _ = files::remove(&tmp);
-            return result;
-        }
-        self.install(&tmp)?;
-        result
+        on_change: &'s mut dyn FnMut(Change<'_>),
+    ) -> Result<Replacement<'s>> {
+        Replacement::new(self, opts, on_change)
     }
 
     fn reopen(&mut self) -> Result<()> {
@@ -256,107 +237,6 @@ impl JobStore {
         files::rename_into_place(tmp, &self.path)?;
         self.reopen()
     }
-
-    fn write_new(
-        &self,
-        tmp: &Path,
-        opts: &ReplaceOptions,
-        on_change: &mut dyn FnMut(Change<'_>),
-        parse: impl FnOnce(&mut dyn ProfileSink) -> Result<Summary>,
-    ) -> Result<Replaced> {
-        remove_leftover(tmp)?;
-        let file = create_private(tmp)?;
-        let db = redb::Builder::new()
-            .set_cache_size(WRITE_CACHE_BYTES)
-            .create_with_backend(
-                files::store_backend(file, tmp)
-                    .map_err(|e| storage_error(tmp, "cannot create", e))?,
-            )
-            .map_err(|e| storage_error(tmp, "cannot create", e))?;
-        let werr = |e: redb::TableError| write_err(tmp, e);
-        let old = OldJobs::open(self)?;
-        let (txn, summary, header, mut diff, same) = {
-            let mut sink = StoreSink {
-                path: tmp,
-                db: &db,
-                txn: Some(db.begin_write().map_err(|e| write_err(tmp, e))?),
-                in_batch: 0,
-                old,
-                matched: 0,
-                seen: seen::Seen::new(),
-                pending: Vec::new(),
-                pending_bytes: Vec::new(),
-                buf: Vec::new(),
-                old_buf: Vec::new(),
-                next_job: 0,
-                next_endpoint: 0,
-                header: None,
-                diff: Diff::default(),
-                on_change,
-            };
-            let summary = match parse(&mut sink) {
-                // A write that failed for a job held back in the batch
-                // happened before whatever the parser found after it.
-                Err(e) => return Err(sink.flush().err().unwrap_or(e)),
-                Ok(s) => s,
-            };
-            sink.flush()?;
-            let removed = sink.find_removed()?;
-            sink.diff.removed = removed;
-            let same = match &mut sink.old {
-                Some(old) => old.unchanged()?,
-                None => false,
-            };
-            let Some(txn) = sink.txn.take() else {
-                return Err(Error::Store(format!(
-                    "{}: an earlier write failed",
-                    tmp.display()
-                )));
-            };
-            (txn, summary, sink.header.take(), sink.diff, same)
-        };
-        if self.meta.is_none() {
-            diff.removed = 0;
-        }
-        let unchanged = !opts.force
-            && same
-            && self
-                .meta
-                .as_ref()
-                .is_some_and(|m| (m.version, m.sha256) == (opts.version, opts.sha256));
-        if unchanged {
-            return Ok(Replaced::Unchanged(summary));
-        }
-        let header = header.unwrap_or_default();
-        let meta = StoreMeta {
-            schema: STORE_SCHEMA,
-            device: header.device.to_string(),
-            generated: header.generated.to_string(),
-            accepted: opts.now,
-            id: new_id(tmp)?,
-            jobs: summary.jobs as u64,
-            endpoints: summary.endpoints as u64,
-            version: opts.version,
-            sha256: opts.sha256,
-        };
-        {
-            let mut table = txn.open_table(META).map_err(werr)?;
-            meta.write(&mut table).map_err(|e| write_err(tmp, e))?;
-        }
-        txn.commit().map_err(|e| write_err(tmp, e))?;
-        drop(db);
-        Ok(Replaced::Written(summary, diff))
-    }
-}
-
-/// A new store's random id (`StoreMeta::id`).
-fn new_id(path: &Path) -> Result<[u8; 16]> {
-    use ring::rand::SecureRandom;
-    let mut id = [0; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut id)
-        .map_err(|_| storage_error(path, "cannot make an id", "no random numbers"))?;
-    Ok(id)
 }
 
 /// redb repairs a file that was not closed cleanly when it is opened for
@@ -371,280 +251,12 @@ fn repair(path: &Path) -> std::result::Result<(), OpenError> {
         let backend =
             files::store_backend(file, path).map_err(|e| OpenError::Corrupt(e.to_string()))?;
         redb::Builder::new()
-            .set_cache_size(WRITE_CACHE_BYTES)
+            .set_cache_size(REPAIR_CACHE_BYTES)
             .create_with_backend(backend)
             .map(drop)
             .map_err(|e| OpenError::Corrupt(e.to_string()))
     })
 }
 
-/// Receives the parsed profile and writes it into the new store file.
-pub struct StoreSink<'a> {
-    path: &'a Path,
-    db: &'a redb::Database,
-    txn: Option<redb::WriteTransaction>,
-    /// Jobs written since `txn` began.
-    in_batch: u32,
-    old: Option<OldJobs>,
-    /// New jobs whose id is in the stored profile.
-    matched: u64,
-    /// The ids of the new jobs, written or pending.
-    seen: seen::Seen,
-    /// Jobs not yet written: position, then ranges of id and record in
-    /// `pending_bytes`.
-    pending: Vec<(u32, Range<usize>, Range<usize>)>,
-    pending_bytes: Vec<u8>,
-    buf: Vec<u8>,
-    old_buf: Vec<u8>,
-    next_job: u32,
-    next_endpoint: u32,
-    header: Option<Header>,
-    diff: Diff,
-    on_change: &'a mut dyn FnMut(Change<'_>),
-}
-
-/// A failed write into the new store file. redb hands back the I/O error
-/// itself, so a full disk is told by its kind (`files::io_error`), not by
-/// matching message text, which differs between platforms and libcs.
-fn write_err(path: &Path, e: impl Into<redb::Error>) -> Error {
-    match e.into() {
-        redb::Error::Io(io) => crate::files::io_error(path, "cannot write", &io),
-        other => storage_error(path, "cannot write", other),
-    }
-}
-
-impl StoreSink<'_> {
-    /// Commits the jobs so far into the new file and starts the next
-    /// transaction. redb tracks every page a transaction allocates, so one
-    /// transaction for 100 000 jobs would grow memory with the profile; the
-    /// new file is invisible until it is renamed, so these intermediate
-    /// commits change nothing for readers or for crash safety.
-    fn commit_batch(&mut self) -> Result<()> {
-        if let Some(txn) = self.txn.take() {
-            txn.commit().map_err(|e| write_err(self.path, e))?;
-        }
-        self.txn = Some(self.db.begin_write().map_err(|e| write_err(self.path, e))?);
-        self.in_batch = 0;
-        Ok(())
-    }
-
-    /// The open transaction; gone only after a failed batch commit, which
-    /// already ended the replacement with an error.
-    fn txn(&self) -> Result<&redb::WriteTransaction> {
-        self.txn.as_ref().ok_or_else(|| {
-            Error::Store(format!("{}: an earlier write failed", self.path.display()))
-        })
-    }
-
-    /// Old ids that the new profile does not have. Ids are unique in both
-    /// profiles, so their number is known without a look at each.
-    fn find_removed(&mut self) -> Result<u64> {
-        let Some(OldJobs {
-            ids: Some(old_ids),
-            count,
-            ..
-        }) = &self.old
-        else {
-            return Ok(0);
-        };
-        if *count <= self.matched {
-            return Ok(0);
-        }
-        let read = read_error;
-        let Some(txn) = &self.txn else {
-            return Err(Error::Store(format!(
-                "{}: an earlier write failed",
-                self.path.display()
-            )));
-        };
-        let new_ids = txn
-            .open_table(JOB_IDS)
-            .map_err(|e| write_err(self.path, e))?;
-        let mut removed = 0;
-        for entry in old_ids.iter().map_err(read)? {
-            let (id, _) = entry.map_err(read)?;
-            let id = id.value();
-            if new_ids.get(id).map_err(read)?.is_none() {
-                let id = String::from_utf8_lossy(id);
-                removed += 1;
-                (self.on_change)(Change::Removed { id: &id });
-            }
-        }
-        Ok(removed)
-    }
-}
-
-impl StoreSink<'_> {
-    /// Writes the pending jobs, each table opened once. After an error
-    /// they are gone (the whole replacement failed), so a second call does
-    /// not write them again.
-    fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let mut pending = std::mem::take(&mut self.pending);
-        let mut bytes = std::mem::take(&mut self.pending_bytes);
-        self.write_pending(&pending, &bytes)?;
-        self.in_batch += pending.len() as u32;
-        // Kept for their capacity.
-        pending.clear();
-        bytes.clear();
-        self.pending = pending;
-        self.pending_bytes = bytes;
-        Ok(())
-    }
-
-    fn write_pending(
-        &mut self,
-        pending: &[(u32, Range<usize>, Range<usize>)],
-        bytes: &[u8],
-    ) -> Result<()> {
-        if self.in_batch >= COMMIT_EVERY {
-            self.commit_batch()?;
-        }
-        let path = self.path;
-        let werr = |e: redb::StorageError| write_err(path, e);
-        let txn = self.txn()?;
-        let part = |r: &Range<usize>| bytes.get(r.clone()).unwrap_or_default();
-        {
-            let mut ids = txn.open_table(JOB_IDS).map_err(|e| write_err(path, e))?;
-            for (seq, id, _) in pending {
-                // `seen` let no repeated id through; this is its backstop.
-                if ids
-                    .insert(part(id), seq.to_le_bytes().as_slice())
-                    .map_err(werr)?
-                    .is_some()
-                {
-                    return Err(duplicate(&String::from_utf8_lossy(part(id))));
-                }
-            }
-        }
-        {
-            let mut jobs = txn.open_table(JOBS).map_err(|e| write_err(path, e))?;
-            for (seq, _, rec) in pending {
-                jobs.insert(position_key(*seq).as_slice(), part(rec))
-                    .map_err(werr)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// True when a job with this id is already written or pending.
-    fn holds_id(&mut self, id: &[u8]) -> Result<bool> {
-        self.flush()?;
-        let table = self
-            .txn()?
-            .open_table(JOB_IDS)
-            .map_err(|e| write_err(self.path, e))?;
-        Ok(table
-            .get(id)
-            .map_err(|e| write_err(self.path, e))?
-            .is_some())
-    }
-}
-
-impl ProfileSink for StoreSink<'_> {
-    fn header(&mut self, header: &Header) -> Result<()> {
-        self.header = Some(header.clone());
-        Ok(())
-    }
-
-    fn endpoint(&mut self, endpoint: &Endpoint) -> Result<()> {
-        let path = self.path;
-        record::encode_endpoint(endpoint, &mut self.buf);
-        if let Some(old) = &mut self.old {
-            old.endpoint(&self.buf)?;
-        }
-        let seq = self.next_endpoint;
-        self.txn()?
-            .open_table(ENDPOINTS)
-            .map_err(|e| write_err(path, e))?
-            .insert(position_key(seq).as_slice(), self.buf.as_slice())
-            .map_err(|e| write_err(path, e))?;
-        self.next_endpoint += 1;
-        Ok(())
-    }
-
-    fn job(&mut self, job: &Job) -> Result<()> {
-        let id = job.id.as_bytes();
-        if self.seen.may_hold(id) && self.holds_id(id)? {
-            return Err(duplicate(&job.id));
-        }
-        self.seen.insert(id);
-        record::encode_job(job, &mut self.buf);
-        let at = self.pending_bytes.len();
-        self.pending_bytes.extend_from_slice(id);
-        self.pending_bytes.extend_from_slice(&self.buf);
-        let end = self.pending_bytes.len();
-        self.pending
-            .push((self.next_job, at..at + id.len(), at + id.len()..end));
-        self.next_job += 1;
-        if self.pending.len() >= BATCH_JOBS || end >= BATCH_BYTES {
-            self.flush()?;
-        }
-        let old = match &mut self.old {
-            Some(old) => old
-                .find(&job.id, &self.buf, &mut self.old_buf)?
-                .map(|_| self.old_buf.as_slice()),
-            None => None,
-        };
-        self.matched += u64::from(old.is_some());
-        let change = compare(&mut self.diff, job, old, &self.buf);
-        if let Some(c) = change {
-            (self.on_change)(c);
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PROFILE: &str = "<profile schema=\"3\" device=\"D\"><jobs>\
-        <job id=\"1\" name=\"a\" type=\"CCS\"/></jobs></profile>";
-
-    fn replace(store: &mut JobStore, version: Option<u64>, sha256: Option<[u8; 32]>) -> Replaced {
-        let opts = ReplaceOptions {
-            version,
-            sha256,
-            ..ReplaceOptions::default()
-        };
-        store
-            .replace(&opts, &mut |_| {}, |sink| {
-                crate::profile::parse(PROFILE.as_bytes(), "D", sink)
-            })
-            .unwrap()
-    }
-
-    #[test]
-    fn the_signed_version_and_digest_are_kept_and_a_new_manifest_is_a_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("backupjobs.db");
-        let mut store = JobStore::open(&path, true, 0).unwrap();
-        assert!(matches!(
-            replace(&mut store, None, None),
-            Replaced::Written(..)
-        ));
-        let meta = store.meta().unwrap();
-        assert_eq!((meta.version, meta.sha256), (None, None));
-        assert!(matches!(
-            replace(&mut store, None, None),
-            Replaced::Unchanged(..)
-        ));
-
-        // Same records, now signed: the store takes the manifest.
-        assert!(matches!(
-            replace(&mut store, Some(7), Some([9; 32])),
-            Replaced::Written(..)
-        ));
-        assert!(matches!(
-            replace(&mut store, Some(7), Some([9; 32])),
-            Replaced::Unchanged(..)
-        ));
-        let reopened = JobStore::open(&path, false, 0).unwrap();
-        let meta = reopened.meta().unwrap();
-        assert_eq!((meta.version, meta.sha256), (Some(7), Some([9; 32])));
-        assert_eq!(meta.schema, STORE_SCHEMA);
-    }
-}
+mod tests;

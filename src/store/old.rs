@@ -4,18 +4,21 @@
 //! profile, so the writing run and the dry run agree on what "unchanged"
 //! and "changed" mean.
 //!
-//! Profiles mostly change in place, so the stored job at the new job's
-//! position is tried first: the stored jobs are then read in one pass in key
+//! Profiles mostly change in place, so the stored job after the last one
+//! found is tried first: the stored jobs are then read in one pass in key
 //! order, a leaf page at a time, and the id index is only consulted for a
-//! job that moved (two B-tree lookups, each reading its pages afresh).
+//! job that moved (a key range per index run, `index.rs`). A job found by
+//! the index moves the pass to the stored job after it, so a job added or
+//! removed near the top costs one or two lookups, not one per job after it.
 //! Comparing the records themselves, where they are read anyway, replaced a
 //! SHA-256 over every record (about 14 instructions a profile byte).
 
-use super::tables::{ENDPOINTS, JOB_IDS, JOBS, position_key, position_value};
-use super::{Change, Diff, JobStore};
+use super::index::{self, LookupError};
+use super::tables::{ENDPOINTS, JOB_IDS, JOBS, position_key};
+use super::{Change, Diff, JobStore, record};
 use crate::error::{Error, Result};
 use crate::profile::Job;
-use redb::ReadableTableMetadata;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 type ByteTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 type Entries = redb::Range<'static, &'static [u8], &'static [u8]>;
@@ -24,8 +27,9 @@ type Entries = redb::Range<'static, &'static [u8], &'static [u8]>;
 /// profile stored, or a store of another schema that is being rebuilt). Its
 /// tables are absent when it holds no job or endpoint.
 pub(super) struct OldJobs {
-    pub(super) ids: Option<ByteTable>,
-    pub(super) jobs: Option<ByteTable>,
+    ids: Option<ByteTable>,
+    jobs: Option<ByteTable>,
+    endpoint_table: Option<ByteTable>,
     /// Stored jobs, in document order.
     pub(super) count: u64,
     /// The stored jobs, then endpoints, read alongside the new ones.
@@ -34,6 +38,8 @@ pub(super) struct OldJobs {
     endpoints: Option<Entries>,
     /// Every new record so far is the stored one at the same position.
     same: bool,
+    /// One bit per stored document position: found by a new job.
+    found: Vec<u64>,
 }
 
 pub(super) fn read_error(e: redb::StorageError) -> Error {
@@ -52,28 +58,45 @@ impl OldJobs {
                 .map(|t| t.range::<&[u8]>(..).map_err(read_error))
                 .transpose()
         };
+        let endpoint_table = r.table(ENDPOINTS)?;
+        let count = match &jobs {
+            Some(t) => t.len().map_err(read_error)?,
+            None => 0,
+        };
         Ok(Some(OldJobs {
-            count: match &jobs {
-                Some(t) => t.len().map_err(read_error)?,
-                None => 0,
-            },
+            count,
             in_order: range(&jobs)?,
-            endpoints: range(&r.table(ENDPOINTS)?)?,
+            endpoints: range(&endpoint_table)?,
+            endpoint_table,
             ids: r.table(JOB_IDS)?,
             jobs,
             next_position: 0,
             same: true,
+            found: vec![0; usize::try_from(count.div_ceil(64)).unwrap_or(0)],
         }))
     }
 
-    /// The stored record of the job whose new record is `new` (id `id`),
-    /// copied into `into`, and its document position; `None` if the stored
-    /// profile has no such job. Call once per new job, in document order.
-    pub(super) fn find(&mut self, id: &str, new: &[u8], into: &mut Vec<u8>) -> Result<Option<u32>> {
+    /// True while every new record so far is the stored one at the same
+    /// position.
+    pub(super) fn same(&self) -> bool {
+        self.same
+    }
+
+    /// The stored record of the job whose new record is `new` (id `id`,
+    /// whose `index::id_hash` is `hash`), copied into `into`, and its
+    /// document position; `None` if the stored profile has no such job.
+    /// Call once per new job, in document order.
+    pub(super) fn find(
+        &mut self,
+        id: &str,
+        hash: u64,
+        new: &[u8],
+        into: &mut Vec<u8>,
+    ) -> Result<Option<u32>> {
         let position = self.next_position;
         self.next_position = position.saturating_add(1);
         if let Some(rec) = next(&mut self.in_order)?
-            && super::record::same_job_id(rec.value(), new)
+            && record::same_job_id(rec.value(), new)
         {
             into.clear();
             into.extend_from_slice(rec.value());
@@ -81,7 +104,72 @@ impl OldJobs {
             return Ok(Some(position));
         }
         self.same = false;
-        self.get(id, into)
+        let found = self.get(id, hash, into)?;
+        if let (Some(p), Some(jobs)) = (found, &self.jobs) {
+            // The pass goes on after the job found (`same` is false for
+            // good: the pass need not stay at the new job's position).
+            let after = position_key(p.saturating_add(1));
+            self.in_order = Some(jobs.range(after.as_slice()..).map_err(read_error)?);
+            self.next_position = p.saturating_add(1);
+        }
+        Ok(found)
+    }
+
+    /// Marks the stored job at `position` as found in the new profile;
+    /// false if it already was (its id is repeated).
+    pub(super) fn mark(&mut self, position: u32) -> bool {
+        let (word, bit) = (position as usize / 64, 1u64 << (position % 64));
+        match self.found.get_mut(word) {
+            Some(w) if *w & bit == 0 => {
+                *w |= bit;
+                true
+            }
+            Some(_) => false,
+            // A position past the stored count: the index is damaged; the
+            // job then counts as found, which is the harmless answer.
+            None => true,
+        }
+    }
+
+    /// Tells `on_change` every stored job no new job was found for, in
+    /// document order; returns their number.
+    pub(super) fn report_removed(&self, on_change: &mut dyn FnMut(Change<'_>)) -> Result<u64> {
+        let Some(jobs) = &self.jobs else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for (position, entry) in jobs.iter().map_err(read_error)?.enumerate() {
+            let (_, rec) = entry.map_err(read_error)?;
+            let found = self
+                .found
+                .get(position / 64)
+                .is_some_and(|w| w & (1u64 << (position % 64)) != 0);
+            if found {
+                continue;
+            }
+            let Some(job) = record::decode_job(rec.value()) else {
+                return Err(Error::Store(format!(
+                    "the current store has a damaged job record at position {position}"
+                )));
+            };
+            removed += 1;
+            on_change(Change::Removed { id: &job.id });
+        }
+        Ok(removed)
+    }
+
+    /// Hands `f` the first `count` stored job records, in document order.
+    pub(super) fn each_job(&self, count: u32, f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        each(&self.jobs, count, f)
+    }
+
+    /// Hands `f` the first `count` stored endpoint records, in order.
+    pub(super) fn each_endpoint(
+        &self,
+        count: u32,
+        f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        each(&self.endpoint_table, count, f)
     }
 
     /// Compares the new endpoint record `new` with the stored one at its
@@ -102,24 +190,35 @@ impl OldJobs {
         )
     }
 
-    /// Looks job `id` up by its id (see `find`).
-    fn get(&self, id: &str, into: &mut Vec<u8>) -> Result<Option<u32>> {
+    /// Looks job `id` up by its id (see `find`). A damaged index entry
+    /// counts as no such job: the new store replaces the damaged one.
+    fn get(&self, id: &str, hash: u64, into: &mut Vec<u8>) -> Result<Option<u32>> {
         let (Some(ids), Some(jobs)) = (&self.ids, &self.jobs) else {
             return Ok(None);
         };
-        let Some(seq) = ids.get(id.as_bytes()).map_err(read_error)? else {
-            return Ok(None);
-        };
-        let Some(seq) = position_value(seq.value()) else {
-            return Ok(None);
-        };
-        let Some(rec) = jobs.get(position_key(seq).as_slice()).map_err(read_error)? else {
-            return Ok(None);
-        };
-        into.clear();
-        into.extend_from_slice(rec.value());
-        Ok(Some(seq))
+        match index::find(ids, jobs, id.as_bytes(), hash, into) {
+            Ok(found) => Ok(found),
+            Err(LookupError::Damaged) => Ok(None),
+            Err(LookupError::Storage(e)) => Err(read_error(e)),
+        }
     }
+}
+
+/// Hands `f` the first `count` records of `table` in key order.
+fn each(
+    table: &Option<ByteTable>,
+    count: u32,
+    mut f: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let Some(table) = table else {
+        return Ok(());
+    };
+    let end = position_key(count);
+    for entry in table.range::<&[u8]>(..end.as_slice()).map_err(read_error)? {
+        let (_, rec) = entry.map_err(read_error)?;
+        f(rec.value())?;
+    }
+    Ok(())
 }
 
 /// The next entry's value in key order, `None` after the last.

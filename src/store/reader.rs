@@ -5,10 +5,9 @@
 //! Opening is read-only and never modifies the file: reading the store of an
 //! unchanged run must not wear the flash.
 
+use super::index::{self, LookupError};
 use super::record;
-use super::tables::{
-    ENDPOINTS, JOB_IDS, JOBS, META, StoreMeta, Table, position_key, position_value,
-};
+use super::tables::{ENDPOINTS, JOB_IDS, JOBS, META, StoreMeta, Table};
 use crate::error::{Error, Result};
 use crate::profile::job::{Endpoint, Job};
 use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata};
@@ -192,19 +191,16 @@ impl StoreReader {
         let (Some(ids), Some(jobs)) = (self.table(JOB_IDS)?, self.table(JOBS)?) else {
             return Ok(None);
         };
-        let read = |e| storage_error(&self.path, "cannot read jobs", e);
-        let Some(seq) = ids.get(id.as_bytes()).map_err(read)? else {
-            return Ok(None);
-        };
-        let Some(seq) = position_value(seq.value()) else {
-            return Err(storage_error(&self.path, "damaged job index", id));
-        };
-        let Some(bytes) = jobs.get(position_key(seq).as_slice()).map_err(read)? else {
-            return Err(storage_error(&self.path, "damaged job index", id));
-        };
-        record::decode_job(bytes.value())
-            .map(Some)
-            .ok_or_else(|| storage_error(&self.path, "damaged job record", id))
+        let mut rec = Vec::new();
+        let id_bytes = id.as_bytes();
+        match index::find(&ids, &jobs, id_bytes, index::id_hash(id_bytes), &mut rec) {
+            Ok(None) => Ok(None),
+            Ok(Some(_)) => record::decode_job(&rec)
+                .map(Some)
+                .ok_or_else(|| storage_error(&self.path, "damaged job record", id)),
+            Err(LookupError::Damaged) => Err(storage_error(&self.path, "damaged job index", id)),
+            Err(LookupError::Storage(e)) => Err(storage_error(&self.path, "cannot read jobs", e)),
+        }
     }
 
     /// The number of jobs stored.

@@ -70,17 +70,18 @@ pub fn encode_job(job: &Job, out: &mut Vec<u8>) {
     out.extend_from_slice(job.children.as_bytes());
 }
 
-/// True when job records `a` and `b` are of the same job id (their id is
-/// their first field: compared without decoding either).
+/// The job id of job record `rec` (its first field), read without decoding
+/// the rest; `None` if the record is damaged.
+pub fn job_id(rec: &[u8]) -> Option<&[u8]> {
+    let (&format, rest) = rec.split_first()?;
+    let (len, rest) = rest.split_first_chunk::<2>()?;
+    (format == JOB_FORMAT).then_some(())?;
+    rest.get(..usize::from(u16::from_le_bytes(*len)))
+}
+
+/// True when job records `a` and `b` are of the same job id.
 pub fn same_job_id(a: &[u8], b: &[u8]) -> bool {
-    let id_end = |r: &[u8]| {
-        r.get(1..3)
-            .map(|len| 3 + usize::from(u16::from_le_bytes([len[0], len[1]])))
-    };
-    match (id_end(a), id_end(b)) {
-        (Some(n), Some(m)) if n == m => a.first() == Some(&JOB_FORMAT) && a.get(..n) == b.get(..n),
-        _ => false,
-    }
+    job_id(a).is_some_and(|id| job_id(b) == Some(id))
 }
 
 struct Reader<'a> {

@@ -5,8 +5,10 @@
 //! repeats it, before the parser reads on, so that the error and the change
 //! lines printed before it are the same as with one insert per job. Every
 //! id written goes into this fixed-size Bloom filter: "no" is certain, and
-//! only a "maybe" costs a look in the store. Its 64 KiB do not grow with the
+//! only a "maybe" costs a look in the store (the run in memory, then one key
+//! range per run written, `index.rs`). Its 64 KiB do not grow with the
 //! profile; at the 100 000-job limit about one id in twelve is a "maybe".
+//! It is keyed by the index's `id_hash`, computed once per job.
 
 /// Bits in the filter: a power of two.
 const BITS: usize = 1 << 19;
@@ -22,31 +24,23 @@ impl Seen {
         }
     }
 
-    /// The filter's three bit positions for `id`.
-    fn bits(id: &[u8]) -> [usize; 3] {
-        // FNV-1a, then a 64-bit finalizer (splitmix64) to spread its bits.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in id {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^= h >> 31;
+    /// The filter's three bit positions for an id of hash `h`.
+    fn bits(h: u64) -> [usize; 3] {
         let mask = (BITS - 1) as u64;
         [h & mask, (h >> 21) & mask, (h >> 42) & mask].map(|b| b as usize)
     }
 
-    /// False when `id` was certainly never inserted.
-    pub fn may_hold(&self, id: &[u8]) -> bool {
-        Seen::bits(id).iter().all(|&b| {
+    /// False when an id of hash `hash` was certainly never inserted.
+    pub fn may_hold(&self, hash: u64) -> bool {
+        Seen::bits(hash).iter().all(|&b| {
             self.words
                 .get(b / 64)
                 .is_some_and(|w| w & (1 << (b % 64)) != 0)
         })
     }
 
-    pub fn insert(&mut self, id: &[u8]) {
-        for b in Seen::bits(id) {
+    pub fn insert(&mut self, hash: u64) {
+        for b in Seen::bits(hash) {
             if let Some(w) = self.words.get_mut(b / 64) {
                 *w |= 1 << (b % 64);
             }
@@ -57,21 +51,22 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::index::id_hash;
 
     #[test]
     fn an_inserted_id_is_always_a_maybe_and_few_others_are() {
         let mut seen = Seen::new();
         for i in 0..100_000 {
-            seen.insert(format!("{}", 1000 + i).as_bytes());
+            seen.insert(id_hash(format!("{}", 1000 + i).as_bytes()));
         }
         for i in 0..100_000 {
-            assert!(seen.may_hold(format!("{}", 1000 + i).as_bytes()));
+            assert!(seen.may_hold(id_hash(format!("{}", 1000 + i).as_bytes())));
         }
         let false_maybes = (0..100_000)
-            .filter(|i| seen.may_hold(format!("x{i}").as_bytes()))
+            .filter(|i| seen.may_hold(id_hash(format!("x{i}").as_bytes())))
             .count();
         // Expected about 8% at this load (3 bits of 2^19 per id).
         assert!(false_maybes < 12_000, "{false_maybes} of 100000");
-        assert!(!Seen::new().may_hold(b"1000"));
+        assert!(!Seen::new().may_hold(id_hash(b"1000")));
     }
 }

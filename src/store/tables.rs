@@ -5,8 +5,9 @@
 //! - `meta`: name -> value, the facts below, integers little-endian;
 //! - `jobs`: document position -> job record (`record.rs`), so a read in key
 //!   order is the profile's order;
-//! - `job_ids`: job id -> document position, for lookups and for refusing
-//!   duplicate ids without holding a set in memory;
+//! - `job_ids`: the id index (`index.rs`): keys `run ++ id hash ++ document
+//!   position` (u32, u64, u32, big-endian), values empty, for lookups by id
+//!   and for refusing duplicate ids without holding a set in memory;
 //! - `endpoints`: document position -> endpoint record.
 //!
 //! The agent's own bookkeeping (the ETag, the firewall state) is not here but
@@ -14,15 +15,17 @@
 //!
 //! Schema 2 dropped schema 1's `etag` and `digest` meta entries and its
 //! `firewall` table, and added the store's random `id` and the `version` and
-//! `sha256` entries of a signed profile.
+//! `sha256` entries of a signed profile. Schema 3 replaced `job_ids`' keys
+//! (the ids themselves, with positions as values, inserted in id order) by
+//! sorted runs appended in key order, to write each index page once.
 //! Every table is bytes to bytes: redb's B-tree code is generic over key and
 //! value types, and each extra pair of types compiles another copy of it into
-//! a binary that must fit an appliance's flash. Positions are big-endian keys
-//! (byte order is numeric order), little-endian values.
+//! a binary that must fit an appliance's flash. Integers in keys are
+//! big-endian (byte order is numeric order), in values little-endian.
 
 use redb::{ReadableTable, TableDefinition};
 
-pub const STORE_SCHEMA: u32 = 2;
+pub const STORE_SCHEMA: u32 = 3;
 
 pub type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -34,11 +37,6 @@ pub const ENDPOINTS: Table = TableDefinition::new("endpoints");
 /// The key of a document position in `jobs` and `endpoints`.
 pub fn position_key(position: u32) -> [u8; 4] {
     position.to_be_bytes()
-}
-
-/// A document position stored as a `job_ids` value; `None` if damaged.
-pub fn position_value(bytes: &[u8]) -> Option<u32> {
-    bytes.try_into().ok().map(u32::from_le_bytes)
 }
 
 /// What the store knows about the profile it holds.
