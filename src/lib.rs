@@ -48,6 +48,7 @@ mod store;
 #[cfg(not(feature = "agent"))]
 #[allow(dead_code)] // the record encoders and the tables' writers
 mod store {
+    mod index;
     pub mod reader;
     pub mod record;
     mod tables;
