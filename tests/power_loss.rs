@@ -1863,7 +1863,7 @@ fn power_loss_unchanged_runs() {
         0,
         "an unchanged 200 wrote or created a store file"
     );
-    let w = count_writes(&s.rec.ops);
+    let w = count_writes(&s.rec.ops, "Config");
     assert!(w.bytes <= 64, "{} bytes written to Config/", w.bytes);
 }
 
