@@ -23,11 +23,15 @@ pub use crate::update::UpdateChoice;
 /// What the command line asked for.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
+    /// `-d`: debug lines in the day's log.
     pub debug: bool,
     /// `-c`: the INI file, relative to the working directory.
     pub config: Option<PathBuf>,
+    /// `--noupdate`, `--update` or neither.
     pub update: UpdateChoice,
+    /// `--recreate`: rebuild the store from a full download.
     pub recreate: bool,
+    /// `--dry-run`: fetch and compare, write nothing.
     pub dry_run: bool,
 }
 
@@ -36,7 +40,9 @@ pub struct RunOptions {
 /// and what `--status` shows of it.
 #[derive(Debug)]
 pub struct Report {
+    /// The profile step's result.
     pub profile: Result<Outcome>,
+    /// The first configuration error a step after the profile found.
     pub later_config_error: Option<crate::Error>,
     /// The store's profile after the run; `None` when the run did not get
     /// as far as opening the store, `Some(None)` when it holds none.

@@ -9,18 +9,27 @@ use std::fmt;
 
 /// Exit codes of PROTOCOL section 7.
 pub mod exit {
+    /// The run did what it was asked.
     pub const OK: u8 = 0;
+    /// A bad command line or configuration ([`Error::Config`](crate::Error::Config)).
     pub const USAGE: u8 = 2;
+    /// [`Error::Network`](crate::Error::Network).
     pub const NETWORK: u8 = 3;
+    /// [`Error::Auth`](crate::Error::Auth).
     pub const AUTH: u8 = 4;
+    /// [`Error::Profile`](crate::Error::Profile).
     pub const PROFILE: u8 = 5;
+    /// [`Error::Store`](crate::Error::Store).
     pub const STORE: u8 = 6;
+    /// [`Error::Locked`](crate::Error::Locked).
     pub const LOCKED: u8 = 7;
     /// `--status` only: no run has been recorded (PROTOCOL 7 is silent;
     /// the next free code).
     pub const NO_RUN_RECORDED: u8 = 8;
 }
 
+/// Why something failed, as one line a field technician can act on (its
+/// `Display`), in the category that decides the exit code.
 #[derive(Debug)]
 pub enum Error {
     /// A missing or bad configuration file, section, key or value, or a file
@@ -53,6 +62,7 @@ impl Error {
         }
     }
 
+    /// The process exit code for this error ([`exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {
             // A bad command line never reaches the library: main.rs
@@ -96,6 +106,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A result whose error is the agent's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A short reason for an I/O error, without the "(os error N)" noise.

@@ -35,22 +35,32 @@ pub type Name = HString<MAX_NAME_BYTES>;
 pub type Value = HString<MAX_VALUE>;
 pub type LongValue = HString<MAX_LONG>;
 
+/// A job's `type`, what it backs up or through what. The discriminants are
+/// the store's one-byte codes: they reach the disk, so a new type takes the
+/// next free number, never a place in the alphabet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-/// The discriminants are the store's one-byte codes: they reach the disk, so
-/// a new type takes the next free number, never a place in the alphabet.
 #[repr(u8)]
 pub enum JobType {
+    /// `CCS`
     Ccs = 0,
+    /// `CIFS`
     Cifs = 1,
+    /// `FTP`
     Ftp = 2,
+    /// `FTPS`
     Ftps = 3,
+    /// `MSSQL`
     Mssql = 4,
+    /// `SFTP`
     Sftp = 5,
+    /// `RSYNC`
     Rsync = 6,
+    /// `WIMG`
     Wimg = 7,
 }
 
 impl JobType {
+    /// Every type, in the order of their codes.
     pub const ALL: [JobType; 8] = [
         JobType::Ccs,
         JobType::Cifs,
@@ -62,6 +72,7 @@ impl JobType {
         JobType::Wimg,
     ];
 
+    /// The type as the profile writes it (`"CCS"`).
     pub fn as_str(self) -> &'static str {
         match self {
             JobType::Ccs => "CCS",
@@ -75,6 +86,7 @@ impl JobType {
         }
     }
 
+    /// The type the profile writes as `s`, if it is one.
     pub fn parse(s: &str) -> Option<JobType> {
         JobType::ALL.into_iter().find(|t| t.as_str() == s)
     }
@@ -84,21 +96,27 @@ impl JobType {
         self as u8
     }
 
+    /// The type whose store code is `code`.
     pub fn from_code(code: u8) -> Option<JobType> {
         JobType::ALL.into_iter().find(|t| t.code() == code)
     }
 }
 
-/// The discriminants are the store's one-byte codes (see `JobType`).
+/// When an `email` child is sent a report (`email/@when`). The
+/// discriminants are the store's one-byte codes (see `JobType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum EmailWhen {
+    /// After every run of the job.
     Always = 0,
+    /// After a failed run.
     Error = 1,
+    /// Never.
     Never = 2,
 }
 
 impl EmailWhen {
+    /// The value as the profile writes it (`"always"`).
     pub fn as_str(self) -> &'static str {
         match self {
             EmailWhen::Always => "always",
@@ -107,16 +125,19 @@ impl EmailWhen {
         }
     }
 
+    /// The value the profile writes as `s`, if it is one.
     pub fn parse(s: &str) -> Option<EmailWhen> {
         [EmailWhen::Always, EmailWhen::Error, EmailWhen::Never]
             .into_iter()
             .find(|w| w.as_str() == s)
     }
 
+    /// Stable one-byte code used by the store's record format.
     pub fn code(self) -> u8 {
         self as u8
     }
 
+    /// The value whose store code is `code`.
     pub fn from_code(code: u8) -> Option<EmailWhen> {
         [EmailWhen::Always, EmailWhen::Error, EmailWhen::Never]
             .into_iter()
@@ -124,17 +145,23 @@ impl EmailWhen {
     }
 }
 
+/// A job's `target`: where the job's data goes or comes from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Target {
+    /// A host name or address, never empty.
     pub host: Value,
+    /// 1 to 65535.
     pub port: u16,
+    /// The user to log in as, when the profile names one.
     pub user: Option<Value>,
 }
 
 /// `credential/@password` is a secret: `Debug` never prints it.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credential {
+    /// The user name.
     pub user: Value,
+    /// The password, as sent: a secret, never to be logged.
     pub password: Value,
 }
 
@@ -152,13 +179,18 @@ impl core::fmt::Debug for Credential {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ChildKind {
+    /// `<source path>`
     Source = 0,
+    /// `<exclude pattern>`
     Exclude = 1,
+    /// `<email to when>`
     Email = 2,
+    /// `<option name value>`
     Option = 3,
 }
 
 impl ChildKind {
+    /// Every kind, in the order of their codes.
     pub const ALL: [ChildKind; 4] = [
         ChildKind::Source,
         ChildKind::Exclude,
@@ -166,6 +198,7 @@ impl ChildKind {
         ChildKind::Option,
     ];
 
+    /// The child's element name.
     pub fn element(self) -> &'static str {
         match self {
             ChildKind::Source => "source",
@@ -183,13 +216,28 @@ impl ChildKind {
 /// One repeated child. `Email` and `Option` have two parts; the others one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Child<'a> {
+    /// A path to back up (`source/@path`).
     Source(&'a str),
+    /// A pattern of paths to leave out (`exclude/@pattern`).
     Exclude(&'a str),
-    Email { to: &'a str, when: EmailWhen },
-    Option { name: &'a str, value: &'a str },
+    /// A report's recipient.
+    Email {
+        /// The address (`email/@to`).
+        to: &'a str,
+        /// When it is sent (`email/@when`).
+        when: EmailWhen,
+    },
+    /// A job-type-specific setting.
+    Option {
+        /// `option/@name`
+        name: &'a str,
+        /// `option/@value`, possibly empty.
+        value: &'a str,
+    },
 }
 
 impl Child<'_> {
+    /// Which kind of child this is.
     pub fn kind(&self) -> ChildKind {
         match self {
             Child::Source(_) => ChildKind::Source,
@@ -228,6 +276,7 @@ pub enum ChildError {
 }
 
 impl Children {
+    /// No children.
     pub fn new() -> Children {
         Children::default()
     }
@@ -239,10 +288,13 @@ impl Children {
         self.counts = [0; 4];
     }
 
+    /// How many children of `kind` the job has.
     pub fn count(&self, kind: ChildKind) -> usize {
         usize::from(self.counts[kind as usize])
     }
 
+    /// Adds a child after the others of its kind, within the protocol's
+    /// limits of count and length.
     pub fn push(&mut self, child: Child<'_>) -> Result<(), ChildError> {
         let kind = child.kind();
         if self.count(kind) >= MAX_CHILDREN {
@@ -302,6 +354,7 @@ impl Children {
         ChildIter { rest: &self.bytes }
     }
 
+    /// The `source/@path` values, in document order.
     pub fn sources(&self) -> impl Iterator<Item = &str> {
         self.iter().filter_map(|c| match c {
             Child::Source(p) => Some(p),
@@ -309,6 +362,7 @@ impl Children {
         })
     }
 
+    /// The `exclude/@pattern` values, in document order.
     pub fn excludes(&self) -> impl Iterator<Item = &str> {
         self.iter().filter_map(|c| match c {
             Child::Exclude(p) => Some(p),
@@ -316,6 +370,7 @@ impl Children {
         })
     }
 
+    /// The `email` children (`to`, `when`), in document order.
     pub fn emails(&self) -> impl Iterator<Item = (&str, EmailWhen)> {
         self.iter().filter_map(|c| match c {
             Child::Email { to, when } => Some((to, when)),
@@ -323,6 +378,7 @@ impl Children {
         })
     }
 
+    /// The `option` children (`name`, `value`), in document order.
     pub fn options(&self) -> impl Iterator<Item = (&str, &str)> {
         self.iter().filter_map(|c| match c {
             Child::Option { name, value } => Some((name, value)),
@@ -416,16 +472,27 @@ pub fn schedule_fields(schedule: &str) -> usize {
 /// One backup job of the profile, every field of PROTOCOL 2.1.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
+    /// Unique in the profile: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
     pub id: Id,
+    /// 1 to 128 characters.
     pub name: Name,
+    /// `type`.
     pub job_type: JobType,
+    /// `enabled="yes"` (the default) or `"no"`.
     pub enabled: bool,
+    /// A cron schedule of 5 or 6 fields, kept as text; empty when absent.
     pub schedule: Value,
+    /// 0 (the default) to 99.
     pub retries: u8,
+    /// At most one `target`.
     pub target: Option<Target>,
+    /// At most one `credential`.
     pub credential: Option<Credential>,
+    /// The `pre` command, run before the job.
     pub pre: Option<LongValue>,
+    /// The `post` command, run after the job.
     pub post: Option<LongValue>,
+    /// The repeated children: sources, excludes, emails, options.
     pub children: Children,
 }
 
@@ -467,9 +534,13 @@ impl Job {
 /// One `firewall/endpoint` of the profile.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Endpoint {
+    /// A host name or address, never empty.
     pub host: Value,
+    /// 1 to 65535.
     pub port: u16,
+    /// `tcp` unless the profile says otherwise.
     pub proto: Value,
+    /// What the endpoint is for (`prime`), possibly empty.
     pub purpose: Value,
 }
 

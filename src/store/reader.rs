@@ -139,6 +139,7 @@ impl StoreReader {
         })
     }
 
+    /// The store file this reader reads.
     pub fn path(&self) -> &Path {
         &self.path
     }

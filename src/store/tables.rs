@@ -42,7 +42,9 @@ pub fn position_key(position: u32) -> [u8; 4] {
 /// What the store knows about the profile it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreMeta {
+    /// The store's layout version, `STORE_SCHEMA` when this agent wrote it.
     pub schema: u32,
+    /// The device the profile is for.
     pub device: String,
     /// The profile's `generated` attribute, as sent.
     pub generated: String,
@@ -51,7 +53,9 @@ pub struct StoreMeta {
     /// Random, new for every store file written: names the stored content
     /// (the state file ties the ETag to it, `store::etag`).
     pub id: [u8; 16],
+    /// Jobs stored.
     pub jobs: u64,
+    /// Firewall endpoints stored.
     pub endpoints: u64,
     /// The signed profile manifest's `version` (PROTOCOL 8.2); `None` for a
     /// profile accepted without a trusted root.
