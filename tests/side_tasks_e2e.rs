@@ -279,10 +279,12 @@ impl FwEntry {
     }
 }
 
-/// One tag at the start of `s`: name, attributes, whether it is empty
+/// A tag read by [`parse_tag`]: name, attributes, whether it is empty
 /// (`/>`), and the text after it.
-#[allow(clippy::type_complexity)]
-fn parse_tag(s: &str) -> Result<(&str, Vec<(String, String)>, bool, &str), String> {
+type Tag<'a> = (&'a str, Vec<(String, String)>, bool, &'a str);
+
+/// One tag at the start of `s`.
+fn parse_tag(s: &str) -> Result<Tag<'_>, String> {
     let s = s
         .strip_prefix('<')
         .ok_or_else(|| format!("expected a tag at {:?}", &s[..s.len().min(40)]))?;
