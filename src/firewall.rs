@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 /// Probes run at once: enough to hide a few slow timeouts, few enough for a
 /// small appliance.
-pub const PROBE_THREADS: usize = 8;
+const PROBE_THREADS: usize = 8;
 /// Longest error text kept and reported per endpoint.
 const MAX_ERROR: usize = 256;
 
@@ -283,7 +283,7 @@ impl fmt::Display for EndpointKey {
 /// target of every enabled job, each once, in that order. Entries that
 /// cannot be probed (no host, port 0, a protocol other than tcp) are left
 /// out with an info line.
-pub fn endpoints_to_check<I, J, H1, P1, H2, P2>(profile: I, targets: J) -> Vec<EndpointKey>
+fn endpoints_to_check<I, J, H1, P1, H2, P2>(profile: I, targets: J) -> Vec<EndpointKey>
 where
     I: IntoIterator<Item = (H1, u16, P1)>,
     J: IntoIterator<Item = (H2, u16, P2)>,
@@ -325,7 +325,7 @@ where
 
 /// What one probe found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Probe {
+enum Probe {
     Open,
     /// `error` is short and fixed where possible ("connection refused",
     /// "connection timed out", "host not found") so the server can group them.
@@ -340,7 +340,7 @@ pub enum Probe {
 /// `endpoints`. Whatever is not finished when `budget` runs out is
 /// `NotReached`, including a probe still waiting for DNS, which no timeout of
 /// std bounds: such a worker is left behind and ends with the process.
-pub fn probe_all(
+fn probe_all(
     endpoints: &[EndpointKey],
     probe_timeout: Duration,
     budget: Duration,
@@ -544,14 +544,14 @@ impl EndpointState {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReportState {
+enum ReportState {
     Blocked,
     Cleared,
 }
 
 /// One `<endpoint/>` line of the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReportEntry {
+struct ReportEntry {
     pub key: EndpointKey,
     pub state: ReportState,
     pub since: UnixTime,
@@ -587,7 +587,7 @@ impl ReportEntry {
 /// current state's report was not yet accepted, so a failed POST is
 /// repeated next run. `NotReached` changes nothing but still repeats such a
 /// pending report: it is about a state already seen.
-pub fn plan(
+fn plan(
     key: &EndpointKey,
     previous: Option<&EndpointState>,
     probe: &Probe,
@@ -649,7 +649,7 @@ pub fn plan(
 /// One endpoint's part of this run: what the state file had, what was found,
 /// what to write and what to report.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Planned {
+struct Planned {
     pub key: EndpointKey,
     pub previous: Option<EndpointState>,
     pub probe: Probe,
@@ -660,7 +660,7 @@ pub struct Planned {
 
 /// `plan` for every endpoint. `previous` gives the stored state of a key.
 /// `keys` and `probes` are `probe_all`'s input and output, in the same order.
-pub fn plan_all(
+fn plan_all(
     keys: &[EndpointKey],
     probes: &[Probe],
     mut previous: impl FnMut(&EndpointKey) -> Option<EndpointState>,
@@ -684,7 +684,7 @@ pub fn plan_all(
 }
 
 /// The entries to send, in endpoint order.
-pub fn entries(planned: &[Planned]) -> impl Iterator<Item = &ReportEntry> {
+fn entries(planned: &[Planned]) -> impl Iterator<Item = &ReportEntry> {
     planned.iter().filter_map(|p| p.report.as_ref())
 }
 
@@ -692,7 +692,7 @@ pub fn entries(planned: &[Planned]) -> impl Iterator<Item = &ReportEntry> {
 /// endpoint's state is marked accepted now, so it is written. When it did
 /// not, the states stay as planned (`reported == false`, or unchanged), and
 /// the same reports are due next run.
-pub fn after_report(planned: &mut [Planned], accepted: bool, now: UnixTime) {
+fn after_report(planned: &mut [Planned], accepted: bool, now: UnixTime) {
     if !accepted {
         return;
     }
@@ -708,7 +708,7 @@ pub fn after_report(planned: &mut [Planned], accepted: bool, now: UnixTime) {
 /// Each endpoint's state after this run, by `EndpointKey::store_key`: the
 /// planned state or the previous one. Endpoints the profile no longer needs
 /// are not planned, so they are forgotten, not reported.
-pub fn next_states(planned: &[Planned]) -> States {
+fn next_states(planned: &[Planned]) -> States {
     planned
         .iter()
         .filter_map(|p| {
@@ -728,7 +728,7 @@ const SECTION_FORMAT: u8 = 1;
 /// endpoints (u32), then for each, in ascending key order: the key's length
 /// (u16) and bytes (`tcp/host:port`), the state record's length (u16) and
 /// bytes (`EndpointState::encode`). Little-endian.
-pub fn encode_states(states: &States) -> Option<Vec<u8>> {
+fn encode_states(states: &States) -> Option<Vec<u8>> {
     if states.is_empty() {
         return None;
     }
@@ -787,7 +787,7 @@ fn length_prefixed(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// The `<firewall-report>` document of PROTOCOL 5.
-pub fn report_xml<'a>(
+fn report_xml<'a>(
     device: &str,
     now: UnixTime,
     entries: impl IntoIterator<Item = &'a ReportEntry>,

@@ -16,8 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Below the install root.
-pub const DEFAULT_COMMAND: &str = "bin/cncopreporter";
-pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
+const DEFAULT_COMMAND: &str = "bin/cncopreporter";
+const DEFAULT_TIMEOUT_SECS: u64 = 300;
 /// How often a running reporter is checked on.
 const POLL: Duration = Duration::from_millis(50);
 /// How long to wait for the last output once the reporter has ended. Output
@@ -50,7 +50,7 @@ impl ReporterConfig {
 
 /// How the reporter run ended.
 #[derive(Debug)]
-pub enum Outcome {
+enum Outcome {
     /// It ran and exited (successfully or not).
     Exited(ExitStatus),
     /// It was still running at the time limit and was killed.
@@ -122,7 +122,7 @@ pub fn run(cfg: Option<&ReporterConfig>, config_path: &Path, debug: bool) {
 /// Runs `command -c <config_path> [-d]` with stdin closed, logging each line
 /// it writes to stdout or stderr as `cncopreporter: <line>`, and kills it at
 /// the time limit.
-pub fn execute(cfg: &ReporterConfig, config_path: &Path, debug: bool) -> Outcome {
+fn execute(cfg: &ReporterConfig, config_path: &Path, debug: bool) -> Outcome {
     let (program, mut command) = command(cfg, config_path, debug);
     let mut child = match spawn(&mut command) {
         Ok(child) => child,

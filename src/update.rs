@@ -15,10 +15,10 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 
-pub const DEFAULT_UPDATER_HOST: &str = "127.0.0.1";
-pub const DEFAULT_UPDATER_PORT: u16 = 9998;
+const DEFAULT_UPDATER_HOST: &str = "127.0.0.1";
+const DEFAULT_UPDATER_PORT: u16 = 9998;
 /// ccs3updater reads one datagram of at most this many bytes.
-pub const MAX_DATAGRAM: usize = 1024;
+const MAX_DATAGRAM: usize = 1024;
 /// Longest version text accepted; real ones are a few characters.
 const MAX_VERSION_LEN: usize = 64;
 
@@ -351,7 +351,7 @@ fn tell_updater(cfg: &UpdateConfig, sw: &Software, name: &str, line: &str) {
 
 /// The line ccs3updater reads:
 /// `CCS3UPDATE version=.. platform=.. sha256=.. size=.. url=..\n`.
-pub fn datagram(sw: &Software, platform: &str) -> std::result::Result<String, String> {
+fn datagram(sw: &Software, platform: &str) -> std::result::Result<String, String> {
     if platform.is_empty() || !platform.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
             "platform '{}' cannot be sent to ccs3updater",
@@ -376,7 +376,7 @@ pub fn datagram(sw: &Software, platform: &str) -> std::result::Result<String, St
 
 /// Sends `datagram` to ccs3updater, without waiting for an answer (it sends
 /// none). Tries each address the host resolves to until one send succeeds.
-pub fn notify(host: &str, port: u16, datagram: &str) -> std::result::Result<(), String> {
+fn notify(host: &str, port: u16, datagram: &str) -> std::result::Result<(), String> {
     let fail = |why: String| format!("cannot notify ccs3updater at {host} port {port}: {why}");
     let addrs: Vec<SocketAddr> = (crate::config::unbracket_host(host), port)
         .to_socket_addrs()
