@@ -74,31 +74,6 @@ fn jobs() -> usize {
 // Small tools
 // ---------------------------------------------------------------------------
 
-/// xorshift64*: the kill moments' jitter and order.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
-
 fn seed() -> u64 {
     std::env::var("CRASH_KILL_SEED")
         .ok()
@@ -856,7 +831,7 @@ fn killed_while_replacing_the_profile_leaves_the_old_or_the_new_one() {
     let started = Instant::now();
     let n = jobs();
     let seed_used = seed();
-    let mut rng = Rng::new(seed_used);
+    let mut rng = Rng::new(seed_used | 1);
     let listeners: Vec<(TcpListener, Ipv4Addr, u16)> = (0..3).map(|_| open_endpoint()).collect();
     let endpoints: Vec<(Ipv4Addr, u16)> =
         listeners.iter().map(|(_, ip, port)| (*ip, *port)).collect();
@@ -926,7 +901,7 @@ fn killed_while_writing_the_firewall_state_leaves_the_old_or_the_new_one() {
     let started = Instant::now();
     let n = jobs();
     let seed_used = seed();
-    let mut rng = Rng::new(seed_used ^ 0x5eed);
+    let mut rng = Rng::new((seed_used ^ 0x5eed) | 1);
     let listeners: Vec<(TcpListener, Ipv4Addr, u16)> = (0..3).map(|_| open_endpoint()).collect();
     let endpoints: Vec<(Ipv4Addr, u16)> =
         listeners.iter().map(|(_, ip, port)| (*ip, *port)).collect();

@@ -790,19 +790,19 @@ impl Slot {
 
     fn random(&self, rng: &mut Rng) -> Choice {
         match self {
-            Slot::Data { sectors, .. } => match rng.next() % 3 {
+            Slot::Data { sectors, .. } => match rng.next_u64() % 3 {
                 0 => Choice::Drop,
                 1 => Choice::Keep,
-                _ => Choice::Sectors((0..*sectors).map(|_| rng.next() & 1 == 1).collect()),
+                _ => Choice::Sectors((0..*sectors).map(|_| rng.next_u64() & 1 == 1).collect()),
             },
             Slot::Meta(_) => {
-                if rng.next() & 1 == 1 {
+                if rng.next_u64() & 1 == 1 {
                     Choice::Keep
                 } else {
                     Choice::Drop
                 }
             }
-            Slot::MetaPrefix(n) => Choice::Prefix((rng.next() % (*n as u64 + 1)) as usize),
+            Slot::MetaPrefix(n) => Choice::Prefix((rng.next_u64() % (*n as u64 + 1)) as usize),
         }
     }
 
@@ -813,18 +813,6 @@ impl Slot {
             (_, true) => Choice::Keep,
             (_, false) => Choice::Drop,
         }
-    }
-}
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
 
@@ -1227,7 +1215,7 @@ fn explore(
     mut seen: Option<&mut HashSet<Vec<u8>>>,
 ) -> Tally {
     let mut tally = Tally::default();
-    let mut rng = Rng(SEED ^ rec.ops.len() as u64);
+    let mut rng = Rng::new(SEED ^ rec.ops.len() as u64);
     let mut disk = Disk::from_files(fs, &rec.before);
     let durable = durable_points(&rec.ops);
     let scratch = tempfile::tempdir().expect("scratch dir");

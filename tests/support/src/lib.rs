@@ -13,6 +13,7 @@
 //! | [`fixtures`] | the standard device, networks, profiles and releases the tests share |
 //! | [`checks`] | reading and asserting on a run's exit code, output and listing |
 //! | [`client`] | a raw HTTP(S) client, for testing the network itself |
+//! | [`rng`] | a seeded generator whose runs replay from their printed seed |
 //! | [`sockets`] | UDP receive, a dead TCP port, endpoints of their own on loopback |
 //! | [`xml`] | the tests' own XML escaping and attribute reading |
 //!
@@ -25,6 +26,7 @@ pub mod fixtures;
 pub mod genprofile;
 pub mod install;
 pub mod net;
+pub mod rng;
 pub mod sign;
 pub mod sockets;
 pub mod xml;
@@ -42,5 +44,6 @@ pub use net::{
     DEFAULT_BASE_PATH, DEFAULT_DEVICE, Fault, Leaf, NetOptions, Pki, Recorded, ServerCert,
     TestNetwork, TlsVersions, base64_decode, crc32, etag_for, http_date, random_hex,
 };
+pub use rng::Rng;
 pub use sockets::*;
 pub use xml::*;

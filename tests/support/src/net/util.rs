@@ -1,9 +1,6 @@
 //! Small helpers the network and the tests share: base64 (the `base64`
 //! crate), CRC-32 (flate2's), ETags, random hex, HTTP dates.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Standard base64 (with or without padding); None if malformed.
@@ -36,27 +33,15 @@ pub fn etag_for(body: &[u8]) -> String {
     format!("\"{h:016x}-{}\"", body.len())
 }
 
-/// A random hex string of `n` characters (from the OS RNG if readable,
-/// else std's randomly keyed hasher).
+/// A random hex string of `n` characters (ring's system random generator,
+/// the agent's own).
 pub fn random_hex(n: usize) -> String {
+    use ring::rand::SecureRandom as _;
     let mut bytes = vec![0u8; n.div_ceil(2)];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_ok();
-    if !ok {
-        for (i, b) in bytes.iter_mut().enumerate() {
-            let mut h = RandomState::new().build_hasher();
-            h.write_usize(i);
-            h.write_u128(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0),
-            );
-            *b = h.finish() as u8;
-        }
-    }
-    let mut s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system's random generator");
+    let mut s = super::trust::hex(&bytes);
     s.truncate(n);
     s
 }
