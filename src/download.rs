@@ -287,15 +287,21 @@ fn print_change(out: &mut impl Write, c: Change<'_>) {
 
 /// Names the first `DIFF_LOG_LIMIT` changes of each kind in the debug log;
 /// the counts are in the summary line.
+/// The line is formatted only when it is logged: a first ingest of 10 000
+/// jobs formatting one per job cost 2.4 instructions per profile byte.
 fn log_change(logged: &mut Diff, c: Change<'_>) {
-    let (count, line) = match c {
-        Change::Added { id, name } => (&mut logged.added, format!("job {id} added: {name}")),
-        Change::Changed { id, name } => (&mut logged.changed, format!("job {id} changed: {name}")),
-        Change::Removed { id } => (&mut logged.removed, format!("job {id} removed")),
+    let count = match c {
+        Change::Added { .. } => &mut logged.added,
+        Change::Changed { .. } => &mut logged.changed,
+        Change::Removed { .. } => &mut logged.removed,
     };
     *count += 1;
     if *count <= DIFF_LOG_LIMIT {
-        log::debug!("{line}");
+        match c {
+            Change::Added { id, name } => log::debug!("job {id} added: {name}"),
+            Change::Changed { id, name } => log::debug!("job {id} changed: {name}"),
+            Change::Removed { id } => log::debug!("job {id} removed"),
+        }
     } else if *count == DIFF_LOG_LIMIT + 1 {
         log::debug!("(more changes of this kind are not listed; see the summary line)");
     }

@@ -324,9 +324,16 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
 
     /// A job child taken from its start tag; `false` if `tag` is not one.
     fn child(&mut self, tag: &StartTag<'_>) -> Result<bool> {
-        let id = self.job.id.clone();
-        let who = Who::Job(&id);
-        let job = &mut self.job;
+        // Borrowed field by field: `who` names the job while its children
+        // are filled, without a copy of the id per child.
+        let Job {
+            id,
+            target: job_target,
+            credential: job_credential,
+            children,
+            ..
+        } = &mut self.job;
+        let who = Who::Job(id);
         let child = match tag.name {
             "source" => Child::Source(required_non_empty(
                 tag,
@@ -361,22 +368,22 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
                 )?,
             },
             "target" => {
-                if job.target.is_some() {
+                if job_target.is_some() {
                     return Err(refuse(format!("{who}: a second target element")));
                 }
-                job.target = Some(target(tag, who)?);
+                *job_target = Some(target(tag, who)?);
                 return Ok(true);
             }
             "credential" => {
-                if job.credential.is_some() {
+                if job_credential.is_some() {
                     return Err(refuse(format!("{who}: a second credential element")));
                 }
-                job.credential = Some(credential(tag, who)?);
+                *job_credential = Some(credential(tag, who)?);
                 return Ok(true);
             }
             _ => return Ok(false),
         };
-        job.children.push(child).map_err(|e| match e {
+        children.push(child).map_err(|e| match e {
             ChildError::TooMany(kind) => refuse(format!(
                 "{who}: more than {MAX_CHILDREN} {} elements",
                 kind.element()
