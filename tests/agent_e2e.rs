@@ -307,7 +307,7 @@ fn second_run_sends_the_etag_gets_304_and_writes_nothing() {
         config_before,
         "a 304 run creates or removes nothing in Config/"
     );
-    assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(50));
+    assert_eq!(stored_ids(&inst), gen_ids(50));
     assert_eq!(listed_etag(&inst), etag, "--list shows the ETag");
 }
 
@@ -360,7 +360,7 @@ fn same_content_under_another_etag_writes_only_a_few_bytes_of_state() {
         None,
         "no ETag is sent when none came with the content"
     );
-    assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(50));
+    assert_eq!(stored_ids(&inst), gen_ids(50));
 }
 
 #[test]
@@ -410,7 +410,7 @@ fn the_same_jobs_in_another_order_or_one_endpoint_more_are_written() {
 fn an_empty_profile_sent_again_writes_nothing() {
     let empty = small_profile(DEVICE_ID, &[]);
     let (inst, net) = first_run(empty.clone(), "");
-    assert!(listed_ids(&list_stdout(&inst)).is_empty());
+    assert!(stored_ids(&inst).is_empty());
     age_store(&inst);
     let before = snap(&inst);
     net.set_profile(DEVICE_ID, empty, Some("\"another-etag\"".into()));
@@ -432,7 +432,7 @@ fn an_etag_that_came_with_other_content_is_not_sent() {
     let state_of_a = std::fs::read(inst.state_path()).unwrap();
     net.set_profile(DEVICE_ID, b.clone(), Some(etag_for(&b)));
     run_ok(&inst, &[]);
-    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["2001"]));
+    assert_eq!(stored_ids(&inst), id_set(&["2001"]));
 
     std::fs::write(inst.state_path(), &state_of_a).unwrap();
     assert_eq!(listed_etag(&inst), "-", "A's ETag is not B's");
@@ -445,11 +445,7 @@ fn an_etag_that_came_with_other_content_is_not_sent() {
         "the ETag of A must not be sent for a store holding B"
     );
     assert_eq!(last.status, 200);
-    assert_eq!(
-        listed_ids(&list_stdout(&inst)),
-        id_set(&["1001"]),
-        "A is stored again"
-    );
+    assert_eq!(stored_ids(&inst), id_set(&["1001"]), "A is stored again");
 }
 
 // ---------------------------------------------------------------------------
@@ -598,7 +594,7 @@ fn refused_run(code: i32, extra_ini: &str, setup: impl FnOnce(&TestNetwork)) -> 
     assert_stdout_empty(&o, "refused run");
     assert_store_untouched(&before, &inst, "after a refused run");
     assert_eq!(
-        listed_ids(&list_stdout(&inst)),
+        stored_ids(&inst),
         id_set(&["1001", "1002"]),
         "the old jobs stay"
     );
@@ -657,7 +653,7 @@ fn transient_then_success(code: u16) {
         "one retry after {code}\n{}",
         show(&o)
     );
-    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
+    assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]));
 }
 
 #[test]
@@ -693,7 +689,7 @@ fn status_500_past_the_retries_exits_3_and_keeps_the_store() {
     let lines = err_lines(&o);
     let last = lines.last().expect("an error on stderr");
     assert!(last.contains("500"), "the final error names 500: {last}");
-    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
+    assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]));
 }
 
 // ---------------------------------------------------------------------------
@@ -712,7 +708,7 @@ fn assert_rejected(bad: Vec<u8>, extra_ini: &str) -> String {
     assert_stdout_empty(&o, "rejected profile");
     assert_store_untouched(&before, &inst, "after a rejected profile");
     assert_eq!(
-        listed_ids(&list_stdout(&inst)),
+        stored_ids(&inst),
         id_set(&["1001", "1002"]),
         "the old jobs stay"
     );
@@ -860,7 +856,7 @@ fn recreate_fetches_in_full_and_rewrites_the_store() {
         "--recreate must rewrite the store even when the content is unchanged"
     );
     assert_eq!(store_mode(&inst), 0o600);
-    assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(50));
+    assert_eq!(stored_ids(&inst), gen_ids(50));
 
     // And the next ordinary run is a 304 again.
     run_ok(&inst, &[]);
@@ -902,11 +898,7 @@ fn corrupt_store_is_rebuilt(damage: impl FnOnce(&[u8]) -> Vec<u8>) {
         "a rebuilt store starts from a full download"
     );
     assert_eq!(req.status, 200);
-    assert_eq!(
-        listed_ids(&list_stdout(&inst)),
-        gen_ids(50),
-        "the store is rebuilt"
-    );
+    assert_eq!(stored_ids(&inst), gen_ids(50), "the store is rebuilt");
     assert_eq!(store_mode(&inst), 0o600);
     let err = stderr_of(&o);
     assert!(
@@ -1003,7 +995,7 @@ fn a_store_of_an_older_schema_is_rebuilt_from_a_full_download() {
     assert_eq!(req.header("if-none-match"), None, "a full download");
     assert_eq!(req.status, 200);
     assert!(snap(&inst).ino != before.ino, "the store is rewritten");
-    assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(50));
+    assert_eq!(stored_ids(&inst), gen_ids(50));
     run_ok(&inst, &[]);
     assert_eq!(net.profile_requests().pop().unwrap().status, 304);
 }
@@ -1064,7 +1056,7 @@ fn second_run_while_one_is_running_exits_7() {
     let net2 = net_with_profile(NetOptions::default(), v2);
     inst.setup(&net2, "");
     run_ok(&inst, &[]);
-    assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(50));
+    assert_eq!(stored_ids(&inst), gen_ids(50));
 }
 
 #[test]
@@ -1093,9 +1085,9 @@ fn a_killed_run_leaves_no_stale_lock() {
         inst.db_bytes().unwrap() == v1,
         "a run killed mid-download leaves the old store"
     );
-    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
+    assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]));
     run_ok(&inst, &[]);
-    assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(50));
+    assert_eq!(stored_ids(&inst), gen_ids(50));
 }
 
 // ---------------------------------------------------------------------------
@@ -1302,7 +1294,7 @@ fn runs_as_busybox_cron_would() {
         inst.db_path().is_file(),
         "the store is written under the root"
     );
-    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
+    assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]));
     assert!(
         !inst.log_files().is_empty(),
         "the summary is logged under the root's Spool/Logs"
@@ -1438,5 +1430,5 @@ fn plain_http_with_allow_insecure_http_works_and_warns_every_run() {
     let statuses: Vec<u16> = net.profile_requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200, 304]);
     assert!(net.requests().iter().all(|r| !r.tls));
-    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
+    assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]));
 }

@@ -937,7 +937,7 @@ fn a_hanging_reporter_is_stopped_at_its_timeout() {
         "no warning naming the reporter and its timeout\n{}",
         show(&o)
     );
-    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
+    assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]));
 }
 
 /// PROTOCOL 6: a reporter that is not installed is one line in the day's
@@ -951,7 +951,7 @@ fn a_missing_reporter_is_one_line_in_the_days_log_not_on_stderr() {
     let o = inst.run(&[]);
     assert_success(&o, "no reporter installed");
     assert!(o.stderr.is_empty(), "nothing on stderr\n{}", show(&o));
-    assert_eq!(listed_ids(&list_stdout(&inst)), id_set(&["1001", "1002"]));
+    assert_eq!(stored_ids(&inst), id_set(&["1001", "1002"]));
     let log = inst.read_logs();
     let said: Vec<&str> = log
         .lines()
@@ -1147,11 +1147,7 @@ fn side_tasks_run_when_the_profile_fetch_fails() {
         "side-task requests before the profile work ended: {:?}",
         reqs.iter().map(|r| &r.path).collect::<Vec<_>>()
     );
-    assert_eq!(
-        listed_ids(&list_stdout(&inst)),
-        id_set(&["1001"]),
-        "old profile kept"
-    );
+    assert_eq!(stored_ids(&inst), id_set(&["1001"]), "old profile kept");
 }
 
 /// The firewall state the agent's state file keeps, by endpoint key (read
