@@ -22,7 +22,7 @@ use super::record;
 use super::tables::position_key;
 use redb::{ReadableTable, StorageError};
 
-/// Jobs per run: 4096 entries of 12 bytes held while a run fills. At the
+/// Jobs per run: 4096 entries of 16 bytes (64 KiB) held while a run fills. At the
 /// 100 000-job limit a lookup reads 25 ranges.
 pub const RUN_JOBS: u32 = 4096;
 

@@ -35,10 +35,10 @@ const STEP_ENTRIES: usize = 512;
 /// again at its commit (to store their checksums) if its write buffer,
 /// half of this, had to spill them before; and it spills pages of no
 /// particular age, the ones still being filled among them. Measured with
-/// `store::tests` (2 000 / 100 000 jobs, a step per batch): 128 KiB wrote
-/// 1.40 / 1.31 times the store, 160 KiB 1.27 / 1.13, 192 KiB 1.16 / 1.02;
-/// 256 KiB added 128 KiB to the peak RSS at 100 000 jobs.
-const NEW_FILE_CACHE_BYTES: usize = 192 * 1024;
+/// `store::tests` (a step per batch; 2 000 / 5 000 to 40 000 / 100 000
+/// jobs): 128 KiB wrote 1.40 / - / 1.31 times the store, 192 KiB 1.16 /
+/// 1.33 to 1.37 / 1.02, 256 KiB 1.07 / 1.18 to 1.21 / 0.92.
+const NEW_FILE_CACHE_BYTES: usize = 256 * 1024;
 /// New jobs are held back and written a batch at a time, the `jobs` table
 /// opened once per batch: opening one (and writing its root back when it is
 /// dropped) costs about as much as two inserts. A batch ends at this many

@@ -507,7 +507,10 @@ fn flash_writes_stay_within_budget(n: u32) {
 
 #[test]
 fn flash_writes_of_a_profile_change_stay_within_1_3_times_the_store() {
+    // 10 000 too: with a 192 KiB cache, 5 000 to 40 000 jobs wrote 1.35
+    // times the store while 2 000 and 100 000 passed.
     flash_writes_stay_within_budget(2000);
+    flash_writes_stay_within_budget(10_000);
 }
 
 /// The same at the protocol's 100 000-job limit:
