@@ -51,6 +51,7 @@ mod store;
 #[cfg(not(feature = "agent"))]
 #[allow(dead_code)] // the record encoders and the tables' writers
 mod store {
+    mod damage;
     mod index;
     pub mod reader;
     pub mod record;
@@ -114,6 +115,8 @@ pub use listing::write as write_listing;
 pub use logs::Logs;
 #[cfg(feature = "agent")]
 pub use status::{run_and_record, show as show_status};
+#[cfg(feature = "agent")]
+pub use store::exit_on_store_damage;
 
 /// Not part of the library's surface: the parts the project's own
 /// integration tests, benchmarks and fuzz targets check directly. It may

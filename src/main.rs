@@ -1,13 +1,14 @@
 //! The `cncopgetprofile` binary: parses the command line (`USAGE` below, the
-//! line `-?` and every usage error print), sets up logging and maps the
-//! run's result to an exit code; the work is in the library.
+//! line `-?` and every usage error print), sets up logging (and the panic
+//! hook that reports a damaged store) and maps the run's result to an exit
+//! code; the work is in the library.
 
 #![forbid(unsafe_code)]
 
 use argh::FromArgs;
 use cncopgetprofile::{
-    Error, InstallRoot, Logs, RunOptions, UpdateChoice, exit, now, run_and_record, show_status,
-    target_triple, write_listing,
+    Error, InstallRoot, Logs, RunOptions, UpdateChoice, exit, exit_on_store_damage, now,
+    run_and_record, show_status, target_triple, write_listing,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,7 @@ fn usage_error(msg: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    exit_on_store_damage();
     let argv: Vec<String> = std::env::args().collect();
     let words: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
     let args = match Args::from_args(&["cncopgetprofile"], &words) {

@@ -923,6 +923,84 @@ fn truncated_store_is_moved_aside_and_rebuilt() {
     corrupt_store_is_rebuilt(|real| real[..real.len() / 3].to_vec());
 }
 
+/// A page damaged on the flash (zeroed, as a lost block reads) is one redb's
+/// B-tree code cannot read: it panics, and the release binary aborts on a
+/// panic. Each page of a stored profile is zeroed in turn and a run that
+/// reads the whole old store (`--recreate`) is started: it either succeeds
+/// (a page nothing reads) or exits 6 with one line naming the file and
+/// where it was moved; never a crash. The run after it rebuilds the store
+/// from a full download, without manual steps. `--list` on a damaged store
+/// exits 6 naming the file and leaves it in place.
+#[test]
+fn a_zeroed_store_page_is_a_store_error_and_the_next_run_rebuilds() {
+    const JOBS: usize = 300;
+    const PAGE: usize = 4096;
+    let (inst, net) = first_run(profile_xml(DEVICE_ID, JOBS), "");
+    let good = inst.db_bytes().unwrap();
+    let state = std::fs::read(inst.state_path()).unwrap();
+    let mut damaged = 0;
+    let mut harmless = 0;
+    let mut list_damaged = 0;
+    for page in 1..good.len() / PAGE {
+        let mut bad = good.clone();
+        bad[page * PAGE..(page + 1) * PAGE].fill(0);
+        std::fs::write(inst.db_path(), &bad).unwrap();
+        std::fs::write(inst.state_path(), &state).unwrap();
+
+        // A reader that may not move the file: it fails naming it, or
+        // reads no damaged page.
+        let o = inst.run(&["--list"]);
+        if o.status.code() != Some(0) {
+            list_damaged += 1;
+            assert_exit(&o, 6, &format!("--list over zeroed page {page}"));
+            let lines = err_lines(&o);
+            assert_eq!(lines.len(), 1, "one line\n{}", show(&o));
+            assert!(
+                lines[0].contains("backupjobs.db is damaged")
+                    && lines[0].contains("next run of cncopgetprofile moves it aside"),
+                "{}",
+                lines[0]
+            );
+            assert!(
+                std::fs::read(inst.db_path()).unwrap() == bad,
+                "left in place"
+            );
+        }
+
+        let o = inst.run(&["--recreate"]);
+        if o.status.code() == Some(0) {
+            harmless += 1;
+            assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(JOBS));
+            continue;
+        }
+        damaged += 1;
+        assert_exit(&o, 6, &format!("--recreate over zeroed page {page}"));
+        let lines = err_lines(&o);
+        assert_eq!(lines.len(), 1, "one line (page {page})\n{}", show(&o));
+        assert!(
+            lines[0].contains("backupjobs.db is damaged") && lines[0].contains("moved it to"),
+            "the line names the file and where it went: {}",
+            lines[0]
+        );
+        let aside = config_files(&inst, "backupjobs.db.corrupt-");
+        assert_eq!(aside.len(), 1, "moved aside (page {page})\n{}", show(&o));
+        assert!(std::fs::read(&aside[0]).unwrap() == bad, "with its bytes");
+        std::fs::remove_file(&aside[0]).unwrap();
+
+        run_ok(&inst, &[]);
+        let req = net.profile_requests().pop().unwrap();
+        assert_eq!(req.header("if-none-match"), None, "a full download");
+        assert_eq!(listed_ids(&list_stdout(&inst)), gen_ids(JOBS));
+    }
+    eprintln!(
+        "zeroed pages: {damaged} damaged runs, {harmless} harmless, {list_damaged} failed --list"
+    );
+    assert!(
+        damaged > 0 && list_damaged > 0,
+        "no zeroed page was read ({harmless} harmless, {list_damaged} by --list): the test checks nothing"
+    );
+}
+
 /// A damaged state file costs one full download (nothing else: the store is
 /// not rewritten for the same content) and is said once on stderr.
 #[test]

@@ -11,6 +11,7 @@
 //!   (`replace.rs` writes nothing before the first difference).
 //! - Files are created with mode 0600: the store holds credentials.
 
+mod damage;
 mod dry_run;
 pub mod etag;
 mod index;
@@ -21,6 +22,7 @@ mod replace;
 mod seen;
 mod tables;
 
+pub use damage::exit_on_store_damage;
 pub use reader::{Jobs, StoreReader};
 pub use replace::Replacement;
 pub use tables::{STORE_SCHEMA, StoreMeta};
@@ -29,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::files::{self, io_error};
 use crate::profile::Summary;
 use crate::state::{Section, StateFile};
+use damage::Watch;
 use reader::OpenError;
 use std::path::{Path, PathBuf};
 
@@ -94,6 +97,8 @@ pub struct JobStore {
     path: PathBuf,
     current: Option<StoreReader>,
     meta: Option<StoreMeta>,
+    /// A writing run moves the store aside if redb finds it damaged.
+    _watch: Watch,
 }
 
 impl JobStore {
@@ -103,6 +108,7 @@ impl JobStore {
     /// left in place and treated as empty. With `may_write`, a temporary
     /// file an interrupted run left beside the store is removed first.
     pub fn open(path: &Path, may_write: bool, now: u64) -> Result<JobStore> {
+        let watch = damage::watch(path, may_write.then_some(now));
         if may_write {
             // A killed run leaves its temporary file; remove it now, not only
             // when a new profile comes (a 304 run would keep it for good).
@@ -157,6 +163,7 @@ impl JobStore {
             path: path.to_path_buf(),
             current,
             meta,
+            _watch: watch,
         })
     }
 
@@ -247,15 +254,13 @@ fn repair(path: &Path) -> std::result::Result<(), OpenError> {
         .write(true)
         .open(path)
         .map_err(|e| OpenError::Failed(io_error(path, "cannot open for repair", &e)))?;
-    reader::guarded(|| {
-        let backend =
-            files::store_backend(file, path).map_err(|e| OpenError::Corrupt(e.to_string()))?;
-        redb::Builder::new()
-            .set_cache_size(REPAIR_CACHE_BYTES)
-            .create_with_backend(backend)
-            .map(drop)
-            .map_err(|e| OpenError::Corrupt(e.to_string()))
-    })
+    let backend =
+        files::store_backend(file, path).map_err(|e| OpenError::Corrupt(e.to_string()))?;
+    redb::Builder::new()
+        .set_cache_size(REPAIR_CACHE_BYTES)
+        .create_with_backend(backend)
+        .map(drop)
+        .map_err(|e| OpenError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

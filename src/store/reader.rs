@@ -5,6 +5,7 @@
 //! Opening is read-only and never modifies the file: reading the store of an
 //! unchanged run must not wear the flash.
 
+use super::damage::{Watch, watch};
 use super::index::{self, LookupError};
 use super::record;
 use super::tables::{ENDPOINTS, JOB_IDS, JOBS, META, StoreMeta, Table};
@@ -32,6 +33,7 @@ pub enum OpenError {
 pub struct StoreReader {
     path: PathBuf,
     db: ReadOnlyDatabase,
+    _watch: Watch,
 }
 
 impl std::fmt::Debug for StoreReader {
@@ -75,23 +77,6 @@ fn classify(path: &Path, e: redb::DatabaseError) -> OpenError {
     }
 }
 
-/// Runs `f`, turning a panic inside redb (its debug builds assert on damaged
-/// pages) into a corrupt-store error rather than a crash. The panic message
-/// is silenced: the caller reports the damage in its own words.
-pub(super) fn guarded<T>(
-    f: impl FnOnce() -> std::result::Result<T, OpenError>,
-) -> std::result::Result<T, OpenError> {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(previous);
-    result.unwrap_or_else(|_| {
-        Err(OpenError::Corrupt(
-            "redb could not read the file".to_string(),
-        ))
-    })
-}
-
 impl StoreReader {
     /// Opens the store at `path`; `Ok(None)` when there is no file.
     pub fn open(path: &Path) -> Result<Option<StoreReader>> {
@@ -123,20 +108,21 @@ impl StoreReader {
             }
             Ok(_) => {}
         }
-        guarded(|| {
-            let db = redb::Builder::new()
-                .set_cache_size(READ_CACHE_BYTES)
-                .open_read_only(path)
-                .map_err(|e| classify(path, e))?;
-            let reader = StoreReader {
-                path: path.to_path_buf(),
-                db,
-            };
-            reader
-                .meta()
-                .map_err(|e| OpenError::Corrupt(e.to_string()))?;
-            Ok(Some(reader))
-        })
+        // Damage redb cannot read makes it panic: `damage` reports it.
+        let watch = watch(path, None);
+        let db = redb::Builder::new()
+            .set_cache_size(READ_CACHE_BYTES)
+            .open_read_only(path)
+            .map_err(|e| classify(path, e))?;
+        let reader = StoreReader {
+            path: path.to_path_buf(),
+            db,
+            _watch: watch,
+        };
+        reader
+            .meta()
+            .map_err(|e| OpenError::Corrupt(e.to_string()))?;
+        Ok(Some(reader))
     }
 
     /// The store file this reader reads.
