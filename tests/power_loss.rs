@@ -915,7 +915,16 @@ const STORE: &str = "Config/backupjobs.db";
 const STATE: &str = "Config/cncopgetprofile.state";
 const STATUS: &str = "Spool/cncopgetprofile.status";
 
+/// redb panics on some damaged pages (the agent's panic hook turns that
+/// into a store error; here the explorer counts the image as unopenable).
 fn read_content(root: &Path) -> Read {
+    match std::panic::catch_unwind(|| read_content_unguarded(root)) {
+        Ok(read) => read,
+        Err(_) => Read::Unopenable("redb panicked reading the file".into()),
+    }
+}
+
+fn read_content_unguarded(root: &Path) -> Read {
     let status = std::fs::read(root.join(STATUS)).ok();
     let state = match std::fs::read(root.join(STATE)) {
         Ok(bytes) => match state::decode(&bytes) {
@@ -947,12 +956,9 @@ fn read_content(root: &Path) -> Read {
             status: status.clone(),
         })
     };
-    // redb's debug build asserts on some damaged pages that its release
-    // build reports as errors: either way the file does not read.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
-        Ok(Ok(c)) => Read::Ok(Box::new(c)),
-        Ok(Err(e)) => Read::Unopenable(e.to_string()),
-        Err(_) => Read::Unopenable("redb panicked reading the file".into()),
+    match read() {
+        Ok(c) => Read::Ok(Box::new(c)),
+        Err(e) => Read::Unopenable(e.to_string()),
     }
 }
 
@@ -1034,8 +1040,11 @@ fn classify(root: &Path, states: &[Content]) -> (Outcome, Option<usize>, String)
         Read::NeedsRepair => {
             // The agent's start-up: redb repairs the file (or the agent
             // moves it aside, which loses the profile).
-            if let Err(e) = JobStore::open(&root.join(STORE), true, 0) {
-                return (Outcome::Unopenable, None, e.to_string());
+            let repair = || JobStore::open(&root.join(STORE), true, 0).map(drop);
+            match std::panic::catch_unwind(repair) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return (Outcome::Unopenable, None, e.to_string()),
+                Err(_) => return (Outcome::Unopenable, None, "redb panicked repairing".into()),
             }
             match read_content(root) {
                 Read::Ok(c) if c.meta.is_none() => (
