@@ -22,6 +22,7 @@
 use super::bytes::{below, eq, find_any};
 use super::job::MAX_DEPTH;
 use crate::error::{Error, Result, Shown};
+use std::cell::Cell;
 use std::fmt;
 use std::io::{ErrorKind, Read};
 use std::ops::Range;
@@ -62,16 +63,27 @@ pub struct StartTag<'a> {
     src: &'a str,
     attrs: &'a [Attr],
     values: &'a str,
+    /// Where `get` starts looking: after the attribute it found last.
+    next: Cell<usize>,
 }
 
 impl<'a> StartTag<'a> {
     /// The value of attribute `name` (matched as written, prefix included).
     pub fn get(&self, name: &str) -> Option<&'a str> {
         // Lengths first: most attributes are told apart without a memcmp.
-        self.attrs
-            .iter()
-            .find(|a| a.name.len() == name.len() && sub(self.src, a.name.clone()) == name)
-            .map(|a| self.value(a))
+        let named = |a: &Attr| a.name.len() == name.len() && sub(self.src, a.name.clone()) == name;
+        // The shape asks mostly in the order attributes are written, so the
+        // search starts after the last one found; names are unique (a
+        // repeated one is refused before the tag is handed on), so where
+        // it starts does not change what is found.
+        let from = self.next.get().min(self.attrs.len());
+        let (before, after) = self.attrs.split_at(from);
+        let i = match after.iter().position(named) {
+            Some(i) => from + i,
+            None => before.iter().position(named)?,
+        };
+        self.next.set(i + 1);
+        self.attrs.get(i).map(|a| self.value(a))
     }
 
     fn value(&self, a: &Attr) -> &'a str {
@@ -137,33 +149,57 @@ pub fn read<R: Read, H: Handler + ?Sized>(body: R, handler: &mut H, limits: Limi
             input.fill()?;
             continue;
         }
-        let view = avail.get(..max_unit).unwrap_or(avail);
-        let whole_rest = input.eof && avail.len() <= max_unit;
-        match scan(view, whole_rest) {
-            Scan::Unit(kind, len) => {
-                let raw = view.get(..len).unwrap_or(view);
-                let lines = doc.unit(kind, raw, input.at())?;
-                input.consume(raw.len(), lines);
-            }
-            Scan::Partial(kind) => {
-                if avail.len() >= max_unit {
-                    return Err(input.at().wf(format!(
-                        "{} {kind} is larger than {max_unit} bytes, the largest markup accepted",
-                        kind.article()
-                    )));
+        // The window is checked as UTF-8 once per read, not unit by unit
+        // (a call per unit cost 4 instructions a profile byte): units end
+        // at ASCII delimiters, so each one inside `valid` is a slice of it.
+        // A unit that runs past `valid` (invalid bytes, or a sequence cut
+        // by the end of the body) is checked alone, which reports the error
+        // where it is, in document order.
+        // (`utf8_chunks` would check it once even then, but byte by byte:
+        // slower than checking the valid part twice.)
+        let valid = match std::str::from_utf8(avail) {
+            Ok(valid) => valid,
+            Err(e) => std::str::from_utf8(avail.get(..e.valid_up_to()).unwrap_or_default())
+                .unwrap_or_default(),
+        };
+        let mut done = 0;
+        let mut lines = 0;
+        let mut partial = false;
+        while let Some(rest) = avail.get(done..).filter(|r| !r.is_empty()) {
+            let at = input.at(done, lines);
+            let view = rest.get(..max_unit).unwrap_or(rest);
+            let whole_rest = input.eof && rest.len() <= max_unit;
+            match scan(view, whole_rest) {
+                Scan::Unit(kind, len) => {
+                    let raw = view.get(..len).unwrap_or(view);
+                    let text = valid.get(done..done + raw.len());
+                    lines += doc.unit(kind, raw, text, at)?;
+                    done += raw.len();
                 }
-                if input.eof {
-                    let at = input.at();
-                    return Err(Error::Profile(format!(
-                        "profile is cut short at byte {}: it ends inside {} {kind} that starts at byte {} (line {})",
-                        input.total(),
-                        kind.article(),
-                        at.offset,
-                        at.line
-                    )));
+                Scan::Partial(kind) => {
+                    if rest.len() >= max_unit {
+                        return Err(at.wf(format!(
+                            "{} {kind} is larger than {max_unit} bytes, the largest markup accepted",
+                            kind.article()
+                        )));
+                    }
+                    if input.eof {
+                        return Err(Error::Profile(format!(
+                            "profile is cut short at byte {}: it ends inside {} {kind} that starts at byte {} (line {})",
+                            input.total(),
+                            kind.article(),
+                            at.offset,
+                            at.line
+                        )));
+                    }
+                    partial = true;
+                    break;
                 }
-                input.fill()?;
             }
+        }
+        input.consume(done, lines);
+        if partial {
+            input.fill()?;
         }
     }
 }
@@ -243,10 +279,12 @@ impl<R: Read> Input<R> {
         self.line += lines;
     }
 
-    fn at(&self) -> At {
+    /// The position `done` bytes into the unconsumed bytes, which hold
+    /// `lines` line ends before it.
+    fn at(&self, done: usize, lines: u64) -> At {
         At {
-            offset: self.base + self.pos as u64,
-            line: self.line,
+            offset: self.base + (self.pos + done) as u64,
+            line: self.line + lines,
         }
     }
 
@@ -449,11 +487,15 @@ struct Doc<'h, H: ?Sized> {
 impl<H: Handler + ?Sized> Doc<'_, H> {
     /// Checks and dispatches one complete unit; returns its number of line
     /// ends (`\n`), counted on the way.
-    fn unit(&mut self, kind: Kind, raw: &[u8], at: At) -> Result<u64> {
-        let text = std::str::from_utf8(raw).map_err(|e| {
-            at.within(raw, e.valid_up_to())
-                .wf("invalid UTF-8 (a profile must be UTF-8)")
-        })?;
+    /// `text` is `raw` as a string when the caller already checked it.
+    fn unit(&mut self, kind: Kind, raw: &[u8], text: Option<&str>, at: At) -> Result<u64> {
+        let text = match text {
+            Some(text) => text,
+            None => std::str::from_utf8(raw).map_err(|e| {
+                at.within(raw, e.valid_up_to())
+                    .wf("invalid UTF-8 (a profile must be UTF-8)")
+            })?,
+        };
         let lines = check_chars(raw, kind, at)?;
         let first = self.phase == Phase::Start;
         if first {
@@ -578,6 +620,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
             src: text,
             attrs: &self.attrs,
             values: &self.values,
+            next: Cell::new(0),
         })?;
         if empty {
             self.close()?;
