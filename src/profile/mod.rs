@@ -290,13 +290,13 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
         let who = Who::Job(id);
         let job = &mut self.job;
         job.id = fit(id, who, Attr::Own("id"))?;
-        job.name = job_name(tag, who)?;
+        job.name = fit(job_name(tag, who)?, who, Attr::Own("name"))?;
         job.job_type = job_type(tag, who)?;
         if let Some(enabled) = tag.get("enabled") {
             job.enabled = yes_or_no(enabled, who)?;
         }
         if let Some(schedule) = optional_attr(tag, who, Attr::Own("schedule"), MAX_VALUE)? {
-            job.schedule = job_schedule(schedule, who)?;
+            job.schedule = fit(job_schedule(schedule, who)?, who, Attr::Own("schedule"))?;
         }
         if let Some(retries) = tag.get("retries") {
             job.retries = job_retries(retries, who)?;
@@ -398,7 +398,6 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
 }
 
 /// The job's `id`; a job without a valid one is named by its position.
-#[inline]
 fn job_id<'t>(tag: &StartTag<'t>, number: usize) -> Result<&'t str> {
     let at = Who::JobAt(number);
     let id = required(tag, at, Attr::Own("id"))?;
@@ -411,8 +410,8 @@ fn job_id<'t>(tag: &StartTag<'t>, number: usize) -> Result<&'t str> {
     Ok(id)
 }
 
-#[inline]
-fn job_name(tag: &StartTag<'_>, who: Who<'_>) -> Result<job::Name> {
+/// The job's `name`: 1 to `MAX_NAME_CHARS` characters.
+fn job_name<'t>(tag: &StartTag<'t>, who: Who<'_>) -> Result<&'t str> {
     let name = required(tag, who, Attr::Own("name"))?;
     if !valid_name(name) {
         let chars = name.chars().count();
@@ -420,10 +419,9 @@ fn job_name(tag: &StartTag<'_>, who: Who<'_>) -> Result<job::Name> {
             "{who}: name is {chars} characters, it must be 1 to {MAX_NAME_CHARS}"
         )));
     }
-    fit(name, who, Attr::Own("name"))
+    Ok(name)
 }
 
-#[inline]
 fn job_type(tag: &StartTag<'_>, who: Who<'_>) -> Result<JobType> {
     let job_type = required(tag, who, Attr::Own("type"))?;
     JobType::parse(job_type).ok_or_else(|| {
@@ -437,7 +435,6 @@ fn job_type(tag: &StartTag<'_>, who: Who<'_>) -> Result<JobType> {
 }
 
 /// `enabled`: `yes` or `no`.
-#[inline]
 fn yes_or_no(enabled: &str, who: Who<'_>) -> Result<bool> {
     match enabled {
         "yes" => Ok(true),
@@ -450,8 +447,7 @@ fn yes_or_no(enabled: &str, who: Who<'_>) -> Result<bool> {
 }
 
 /// A cron schedule: 5 or 6 fields.
-#[inline]
-fn job_schedule(schedule: &str, who: Who<'_>) -> Result<job::Value> {
+fn job_schedule<'t>(schedule: &'t str, who: Who<'_>) -> Result<&'t str> {
     let fields = schedule_fields(schedule);
     if !(5..=6).contains(&fields) {
         return Err(refuse(format!(
@@ -459,10 +455,9 @@ fn job_schedule(schedule: &str, who: Who<'_>) -> Result<job::Value> {
             Shown::quoted(schedule)
         )));
     }
-    fit(schedule, who, Attr::Own("schedule"))
+    Ok(schedule)
 }
 
-#[inline]
 fn job_retries(retries: &str, who: Who<'_>) -> Result<u8> {
     Some(retries)
         .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))

@@ -630,7 +630,6 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
 
     /// The start tag's element name, once it is known to fit: a closed tag,
     /// not a second root, within the name and depth limits.
-    #[inline]
     fn element_name<'t>(
         &self,
         tokens: &mut Tokenizer<'t>,
@@ -673,7 +672,6 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
     /// Reads the start tag's attributes into `attrs` (at most
     /// `MAX_ATTRIBUTES`, no name twice) up to its end; returns whether the
     /// element is empty (`/>`).
-    #[inline]
     fn attributes(
         &mut self,
         tokens: &mut Tokenizer<'_>,
@@ -724,7 +722,6 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
 
     /// Adds one attribute of `<name>`, which starts `start` bytes into the
     /// tag: at most `MAX_ATTRIBUTES`, none twice.
-    #[inline]
     fn push_attribute(
         &mut self,
         attr: Attr,
@@ -758,7 +755,6 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
 
     /// Unescapes into `values` the attribute values that hold a reference
     /// or white space to normalize; the others stay where they are in `text`.
-    #[inline]
     fn unescape_values(&mut self, text: &str, at: At, name: &str) -> Result<()> {
         self.values.clear();
         for attr in &mut self.attrs {
