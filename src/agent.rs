@@ -241,10 +241,13 @@ fn prepare(root: &InstallRoot, opts: &RunOptions) -> Result<Run> {
         RunLock::acquire_read_only(&cfg.root.lock_file())?
     } else {
         std::fs::create_dir_all(config_dir).map_err(|e| {
-            crate::Error::Store(format!(
-                "cannot create {}: {}",
-                config_dir.display(),
-                crate::error::io_reason(&e)
+            crate::Error::Store(crate::error::Reason::caused_by(
+                format!(
+                    "cannot create {}: {}",
+                    config_dir.display(),
+                    crate::error::io_reason(&e)
+                ),
+                e,
             ))
         })?;
         Some(RunLock::acquire(&cfg.root.lock_file())?)

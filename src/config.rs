@@ -100,14 +100,13 @@ impl Ini {
             } else {
                 String::new()
             };
-            Error::Config(format!(
-                "cannot read {}: {}{hint}",
-                path.display(),
-                io_reason(&e)
+            Error::Config(crate::error::Reason::caused_by(
+                format!("cannot read {}: {}{hint}", path.display(), io_reason(&e)),
+                e,
             ))
         })?;
         let text = String::from_utf8(text)
-            .map_err(|_| Error::Config(format!("{} is not UTF-8 text", path.display())))?;
+            .map_err(|_| Error::Config(format!("{} is not UTF-8 text", path.display()).into()))?;
         Ini::parse(path, &text)
     }
 
@@ -200,7 +199,7 @@ impl Ini {
     }
 
     fn line_error(&self, line: usize, what: &str) -> Error {
-        Error::Config(format!("{} line {line}: {what}", self.path.display()))
+        Error::Config(format!("{} line {line}: {what}", self.path.display()).into())
     }
 
     pub fn path(&self) -> &Path {
@@ -288,20 +287,26 @@ impl<'a> Section<'a> {
 
     /// An error about `key` in this section, naming file, section and key.
     pub fn error(&self, key: &str, problem: impl std::fmt::Display) -> Error {
-        Error::Config(format!(
-            "{} [{}] {key}: {problem}",
-            self.ini.path.display(),
-            self.name
-        ))
+        Error::Config(
+            format!(
+                "{} [{}] {key}: {problem}",
+                self.ini.path.display(),
+                self.name
+            )
+            .into(),
+        )
     }
 
     pub fn required(&self, key: &str) -> Result<&'a str> {
         if !self.ini.has_section(self.name) {
-            return Err(Error::Config(format!(
-                "{}: section [{}] is missing (it needs '{key} = ...')",
-                self.ini.path.display(),
-                self.name
-            )));
+            return Err(Error::Config(
+                format!(
+                    "{}: section [{}] is missing (it needs '{key} = ...')",
+                    self.ini.path.display(),
+                    self.name
+                )
+                .into(),
+            ));
         }
         match self.get(key) {
             Some(v) if !v.is_empty() => Ok(v),

@@ -34,18 +34,18 @@ pub mod exit {
 pub enum Error {
     /// A missing or bad configuration file, section, key or value, or a file
     /// the configuration names that cannot be used.
-    Config(String),
+    Config(Reason),
     /// The cncop network could not be reached, TLS failed, or it kept failing.
-    Network(String),
+    Network(Reason),
     /// The network refused this device (401, 403, 404).
-    Auth(String),
+    Auth(Reason),
     /// The profile was refused: not well-formed, wrong shape, wrong device or
     /// schema, over a limit.
-    Profile(String),
+    Profile(Reason),
     /// The local job store, lock or spool could not be read or written.
-    Store(String),
+    Store(Reason),
     /// Another run holds the lock.
-    Locked(String),
+    Locked(Reason),
 }
 
 impl Error {
@@ -58,7 +58,19 @@ impl Error {
             | Error::Auth(m)
             | Error::Profile(m)
             | Error::Store(m)
-            | Error::Locked(m) => m,
+            | Error::Locked(m) => m.as_str(),
+        }
+    }
+
+    /// The message and cause, whatever the category.
+    fn reason(&self) -> &Reason {
+        match self {
+            Error::Config(r)
+            | Error::Network(r)
+            | Error::Auth(r)
+            | Error::Profile(r)
+            | Error::Store(r)
+            | Error::Locked(r) => r,
         }
     }
 
@@ -84,9 +96,9 @@ impl Error {
             if let Some(Ok(inner)) = err.into_inner().map(|b| b.downcast::<Error>()) {
                 return *inner;
             }
-            return Error::Network("profile download failed".to_string());
+            return Error::Network("profile download failed".into());
         }
-        Error::Network(format!("profile download interrupted: {err}"))
+        Error::Network(format!("profile download interrupted: {err}").into())
     }
 }
 
@@ -104,7 +116,87 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let cause = self.reason().cause.as_deref()?;
+        Some(cause)
+    }
+}
+
+/// The lower-level error behind a [`Reason`]: an I/O, redb or TLS error.
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An [`Error`]'s message (its one line, without the category) and the
+/// lower-level error it came from, if any. The cause is kept only for
+/// [`std::error::Error::source`]: the message already says what the
+/// technician needs, so the cause never changes what is shown.
+pub struct Reason {
+    text: String,
+    cause: Option<Cause>,
+}
+
+impl Reason {
+    /// A message with the lower-level error that caused it.
+    pub(crate) fn caused_by(text: impl Into<String>, cause: impl Into<Cause>) -> Reason {
+        Reason {
+            text: text.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// The message.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl From<String> for Reason {
+    fn from(text: String) -> Reason {
+        Reason { text, cause: None }
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(text: &str) -> Reason {
+        Reason::from(text.to_string())
+    }
+}
+
+impl std::ops::Deref for Reason {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq<str> for Reason {
+    fn eq(&self, other: &str) -> bool {
+        self.text == other
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.text == *other
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+// Shows the cause's Debug too: the causes are I/O, redb and TLS errors,
+// which hold no secret.
+impl fmt::Debug for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.cause {
+            Some(cause) => write!(f, "{:?} (cause: {cause:?})", self.text),
+            None => write!(f, "{:?}", self.text),
+        }
+    }
+}
 
 /// A result whose error is the agent's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;

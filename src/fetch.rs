@@ -7,7 +7,7 @@
 use crate::clock;
 use crate::config::{Config, Network, Secret};
 use crate::error::io_reason;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use base64::Engine as _;
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -214,7 +214,8 @@ impl Client {
             .map_err(|e| network_error(&url, e))?;
         let status = resp.status().as_u16();
         let signatures = signatures(&resp);
-        let over = || Error::Network(format!("{url}: the body is longer than {max_bytes} bytes"));
+        let over =
+            || Error::Network(format!("{url}: the body is longer than {max_bytes} bytes").into());
         if status == 200 && resp.body().content_length().is_some_and(|n| n > max_bytes) {
             return Err(over());
         }
@@ -321,11 +322,14 @@ impl Client {
             401 | 403 | 404 => Answer::Final(Err(match redirected_elsewhere(url, &resp) {
                 // Basic credentials are not sent to another host: its
                 // refusal says nothing about the key.
-                Some(to) => Error::Auth(format!(
-                    "{url} redirected to {to}, which answered {status}: \
+                Some(to) => Error::Auth(
+                    format!(
+                        "{url} redirected to {to}, which answered {status}: \
                      the device's credentials are sent only to the host of \
                      [network] url; check [network] url"
-                )),
+                    )
+                    .into(),
+                ),
                 None => auth_error(url, &self.device, status),
             })),
             429 | 500..=599 => {
@@ -336,7 +340,7 @@ impl Client {
                     .and_then(|v| clock::parse_retry_after(v, clock::system_now()));
                 drain(resp);
                 Answer::Transient(
-                    Error::Network(format!("{url} answered {status} (try again later)")),
+                    Error::Network(format!("{url} answered {status} (try again later)").into()),
                     after,
                 )
             }
@@ -362,11 +366,14 @@ impl Client {
         } else {
             return Ok(wait);
         };
-        Err(Error::Network(format!(
-            "{}; giving up: the next try would be in {} s, {limit}",
-            strip_kind(error),
-            wait.as_secs()
-        )))
+        Err(Error::Network(
+            format!(
+                "{}; giving up: the next try would be in {} s, {limit}",
+                strip_kind(error),
+                wait.as_secs()
+            )
+            .into(),
+        ))
     }
 }
 
@@ -395,7 +402,7 @@ fn drain(resp: Response) {
 /// composing longer lines.
 fn strip_kind(e: &Error) -> String {
     match e {
-        Error::Network(m) => m.clone(),
+        Error::Network(m) => m.to_string(),
         other => other.to_string(),
     }
 }
@@ -403,7 +410,7 @@ fn strip_kind(e: &Error) -> String {
 fn too_large(limit: u64) -> Error {
     Error::Profile(format!(
         "the profile is larger than [network] max_profile_bytes = {limit}; the store keeps the previous profile"
-    ))
+    ).into())
 }
 
 /// The profile body: counts bytes and turns ureq's limit error into the
@@ -472,15 +479,11 @@ fn auth_error(url: &str, device: &str, status: u16) -> Error {
             "this device is not registered on the cncop network: check [device] id and [network] url, or register the device"
         }
     };
-    Error::Auth(format!(
-        "{url} answered {status} for device {device}: {why}"
-    ))
+    Error::Auth(format!("{url} answered {status} for device {device}: {why}").into())
 }
 
 fn unexpected_status(url: &str, status: u16) -> Error {
-    Error::Network(format!(
-        "{url} answered with unexpected HTTP status {status}"
-    ))
+    Error::Network(format!("{url} answered with unexpected HTTP status {status}").into())
 }
 
 fn is_transient(e: &ureq::Error) -> bool {
@@ -507,9 +510,10 @@ fn network_error(what: &str, e: ureq::Error) -> Error {
         _ => None,
     };
     if let Some(r) = tls {
-        return Error::Network(tls_message(what, r));
+        let msg = tls_message(what, r);
+        return Error::Network(Reason::caused_by(msg, e));
     }
-    let msg = match e {
+    let msg = match &e {
         ureq::Error::Io(io) => match io.kind() {
             std::io::ErrorKind::ConnectionRefused => format!("{what}: connection refused"),
             std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted => {
@@ -521,7 +525,7 @@ fn network_error(what: &str, e: ureq::Error) -> Error {
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
                 format!("{what}: timed out")
             }
-            _ => format!("{what}: {}", io_reason(&io)),
+            _ => format!("{what}: {}", io_reason(io)),
         },
         ureq::Error::Timeout(t) => format!("{what}: timed out ({t})"),
         ureq::Error::HostNotFound => format!("{what}: host name not found (check DNS)"),
@@ -542,11 +546,11 @@ fn network_error(what: &str, e: ureq::Error) -> Error {
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
                 format!("{what}: timed out")
             }
-            _ => format!("{what}: {coding} decompression failed: {}", io_reason(&io)),
+            _ => format!("{what}: {coding} decompression failed: {}", io_reason(io)),
         },
         other => format!("{what}: {other}"),
     };
-    Error::Network(msg)
+    Error::Network(Reason::caused_by(msg, e))
 }
 
 fn tls_message(what: &str, e: &rustls::Error) -> String {

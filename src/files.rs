@@ -9,7 +9,7 @@
 //! these few functions, and each reports what it did to `write_tap` (the
 //! crash-state explorer's seam; nothing in production listens).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::write_tap::{self, Event};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,13 +18,24 @@ use std::path::{Path, PathBuf};
 /// full disk, the common failure on a small appliance, says what to do.
 pub(crate) fn io_error(path: &Path, what: &str, e: &std::io::Error) -> Error {
     let reason = crate::error::io_reason(e);
-    if is_disk_full(e) {
-        return Error::Store(format!(
+    let text = if is_disk_full(e) {
+        format!(
             "{}: {what}: the disk is full ({reason}); free space on it (the previous file is kept)",
             path.display()
-        ));
+        )
+    } else {
+        format!("{}: {what}: {reason}", path.display())
+    };
+    Error::Store(Reason::caused_by(text, same_io_error(e)))
+}
+
+/// An owned copy of a borrowed I/O error for a cause: the same OS error
+/// (so the same kind and text) when it has one, else its kind and text.
+pub(crate) fn same_io_error(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
     }
-    Error::Store(format!("{}: {what}: {reason}", path.display()))
 }
 
 /// No space left, a file-size limit (`ulimit -f`) or a quota: all mean
@@ -279,6 +290,28 @@ mod tests {
         let tmp = dir.path().join("missing").join("f.new");
         assert!(replace_with_bytes(&path, &tmp, b"new", Access::Private).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_file_error_keeps_the_io_error_as_its_source() {
+        use std::error::Error as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let tmp = dir.path().join("missing").join("f.new");
+        let e = replace_with_bytes(&path, &tmp, b"new", Access::Private).unwrap_err();
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(|io| io.kind()),
+            Some(std::io::ErrorKind::NotFound),
+            "{e}"
+        );
+        // The cause is for callers; the message stays one line without it.
+        let shown = e.to_string();
+        assert!(
+            shown.ends_with(": cannot create: no such file or directory"),
+            "{shown}"
+        );
+        assert!(!shown.contains("os error"), "{shown}");
     }
 
     #[test]

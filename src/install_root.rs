@@ -55,16 +55,19 @@ impl InstallRoot {
         let exe = std::env::current_exe().map_err(|e| {
             Error::Config(format!(
                 "cannot find the install root: {HOME_VAR} is not set and the binary's own path is unknown ({e})"
-            ))
+            ).into())
         })?;
         exe.parent()
             .and_then(Path::parent)
             .map(InstallRoot::new)
             .ok_or_else(|| {
-                Error::Config(format!(
-                    "cannot find the install root from {}; set {HOME_VAR}",
-                    exe.display()
-                ))
+                Error::Config(
+                    format!(
+                        "cannot find the install root from {}; set {HOME_VAR}",
+                        exe.display()
+                    )
+                    .into(),
+                )
             })
     }
 

@@ -95,7 +95,7 @@ mod update;
 mod write_tap;
 
 // What the suite's store readers use.
-pub use error::{Error, Result, exit};
+pub use error::{Error, Reason, Result, exit};
 pub use install_root::InstallRoot;
 pub use profile::job::{
     Child, ChildKind, Children, Credential, EmailWhen, Endpoint, Job, JobType, Target,

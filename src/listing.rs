@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::Path;
 
 fn out_err(e: std::io::Error) -> Error {
-    Error::Store(format!("cannot write the listing: {e}"))
+    Error::Store(format!("cannot write the listing: {e}").into())
 }
 
 /// Lowercase hex of `bytes`.

@@ -23,10 +23,13 @@ impl RunLock {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let file = opts.open(path).map_err(|e| {
-            Error::Store(format!(
-                "cannot open the lock file {}: {}",
-                path.display(),
-                crate::error::io_reason(&e)
+            Error::Store(crate::error::Reason::caused_by(
+                format!(
+                    "cannot open the lock file {}: {}",
+                    path.display(),
+                    crate::error::io_reason(&e)
+                ),
+                e,
             ))
         })?;
         RunLock::take(file, path)
@@ -40,10 +43,13 @@ impl RunLock {
         match File::open(path) {
             Ok(file) => RunLock::take(file, path).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Store(format!(
-                "cannot open the lock file {}: {}",
-                path.display(),
-                crate::error::io_reason(&e)
+            Err(e) => Err(Error::Store(crate::error::Reason::caused_by(
+                format!(
+                    "cannot open the lock file {}: {}",
+                    path.display(),
+                    crate::error::io_reason(&e)
+                ),
+                e,
             ))),
         }
     }
@@ -63,13 +69,16 @@ impl RunLock {
         };
         match taken {
             Ok(()) => Ok(RunLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(format!(
-                "another cncopgetprofile run holds {}; this run exits without doing anything",
-                path.display()
-            ))),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(Error::Store(format!("cannot lock {}: {e}", path.display())))
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(
+                format!(
+                    "another cncopgetprofile run holds {}; this run exits without doing anything",
+                    path.display()
+                )
+                .into(),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::Store(
+                format!("cannot lock {}: {e}", path.display()).into(),
+            )),
         }
     }
 }

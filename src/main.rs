@@ -116,7 +116,7 @@ fn main() -> ExitCode {
         let mut out = std::io::stdout().lock();
         return match show_status(&root, args.json, &mut out) {
             Ok(code) => ExitCode::from(code),
-            Err(e) => fail(&Error::Store(format!("cannot print: {e}"))),
+            Err(e) => fail(&Error::Store(format!("cannot print: {e}").into())),
         };
     }
 

@@ -180,14 +180,17 @@ impl StateFile {
         if self.may_write {
             let encoded = encode(&next);
             if encoded.len() > MAX_STATE_BYTES || next.len() > MAX_SECTIONS {
-                return Err(Error::Store(format!(
-                    "{}: the {} section would make the state {} bytes in {} sections, \
+                return Err(Error::Store(
+                    format!(
+                        "{}: the {} section would make the state {} bytes in {} sections, \
                      over {MAX_STATE_BYTES} bytes or {MAX_SECTIONS} sections",
-                    self.path.display(),
-                    section.0,
-                    encoded.len(),
-                    next.len()
-                )));
+                        self.path.display(),
+                        section.0,
+                        encoded.len(),
+                        next.len()
+                    )
+                    .into(),
+                ));
             }
             files::replace_with_bytes(
                 &self.path,

@@ -280,15 +280,14 @@ pub fn read(root: &InstallRoot) -> Result<Option<RunStatus>> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(Error::Store(format!(
-                "cannot read {}: {}",
-                path.display(),
-                io_reason(&e)
+            return Err(Error::Store(crate::error::Reason::caused_by(
+                format!("cannot read {}: {}", path.display(), io_reason(&e)),
+                e,
             )));
         }
     };
     let text = String::from_utf8(text)
-        .map_err(|_| Error::Store(format!("{} is not UTF-8 text", path.display())))?;
+        .map_err(|_| Error::Store(format!("{} is not UTF-8 text", path.display()).into()))?;
     RunStatus::from_ini(&path, &text).map(Some)
 }
 

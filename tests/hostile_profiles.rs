@@ -245,10 +245,13 @@ impl ProfileSink for Record {
         self.calls
             .push(format!("job {job:?} password={password:?}"));
         if !self.ids.insert(job.id.to_string()) {
-            return Err(Error::Profile(format!(
-                "job \"{}\" appears more than once; job ids must be unique",
-                job.id
-            )));
+            return Err(Error::Profile(
+                format!(
+                    "job \"{}\" appears more than once; job ids must be unique",
+                    job.id
+                )
+                .into(),
+            ));
         }
         // Keeping 100 000 clones would only cost memory.
         if self.jobs.len() < 1000 {

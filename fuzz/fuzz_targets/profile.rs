@@ -42,7 +42,7 @@ impl ProfileSink for Record {
             return Err(Error::Profile(format!(
                 "job \"{}\" appears more than once; job ids must be unique",
                 job.id
-            )));
+            ).into()));
         }
         Ok(())
     }

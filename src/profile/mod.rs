@@ -501,7 +501,7 @@ fn credential(tag: &StartTag<'_>, who: Who<'_>) -> Result<Credential> {
 }
 
 fn refuse(msg: impl Into<String>) -> Error {
-    Error::Profile(msg.into())
+    Error::Profile(msg.into().into())
 }
 
 /// Whose field a message is about.
@@ -836,7 +836,7 @@ mod tests {
     fn refusal(doc: &str) -> String {
         match parse(doc.as_bytes(), DEVICE, &mut Calls::default()) {
             Ok(_) => panic!("accepted {doc}"),
-            Err(Error::Profile(msg)) => msg,
+            Err(Error::Profile(msg)) => msg.to_string(),
             Err(e) => panic!("not a profile refusal: {e}"),
         }
     }
@@ -1657,7 +1657,7 @@ mod tests {
                 Ok(())
             }
             fn job(&mut self, job: &Job) -> Result<()> {
-                Err(Error::Store(format!("duplicate {}", job.id)))
+                Err(Error::Store(format!("duplicate {}", job.id).into()))
             }
         }
         match parse(EXAMPLE.as_bytes(), DEVICE, &mut Refuse) {

@@ -190,7 +190,7 @@ pub fn read<R: Read, H: Handler + ?Sized>(body: R, handler: &mut H, limits: Limi
                             kind.article(),
                             at.offset,
                             at.line
-                        )));
+                        ).into()));
                     }
                     partial = true;
                     break;
@@ -238,7 +238,7 @@ impl<R: Read> Input<R> {
         let Some(space) = self.buf.get_mut(self.len..end).filter(|s| !s.is_empty()) else {
             // Unreachable by the invariant above; reading into no room would
             // look like the end of the body, so refuse instead.
-            return Err(Error::Profile("profile reader window is full".to_string()));
+            return Err(Error::Profile("profile reader window is full".into()));
         };
         // Reads until the chunk is full or the body ends. The unit that is
         // pending is scanned again from its start after every fill, so a body
@@ -317,10 +317,13 @@ impl At {
     }
 
     fn wf(self, msg: impl fmt::Display) -> Error {
-        Error::Profile(format!(
-            "profile is not well-formed XML at byte {} (line {}): {msg}",
-            self.offset, self.line
-        ))
+        Error::Profile(
+            format!(
+                "profile is not well-formed XML at byte {} (line {}): {msg}",
+                self.offset, self.line
+            )
+            .into(),
+        )
     }
 }
 
@@ -840,18 +843,21 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
             Phase::Epilog => Ok(total),
             Phase::Root => {
                 let start = self.open_start();
-                Err(Error::Profile(format!(
-                    "profile is cut short at byte {total}: <{}> (depth {}) is not closed",
-                    Shown::bare(sub(&self.names, start..self.names.len())),
-                    self.ends.len()
-                )))
+                Err(Error::Profile(
+                    format!(
+                        "profile is cut short at byte {total}: <{}> (depth {}) is not closed",
+                        Shown::bare(sub(&self.names, start..self.names.len())),
+                        self.ends.len()
+                    )
+                    .into(),
+                ))
             }
             Phase::Start | Phase::Prolog if total == 0 => {
-                Err(Error::Profile("profile is empty".to_string()))
+                Err(Error::Profile("profile is empty".into()))
             }
-            Phase::Start | Phase::Prolog => Err(Error::Profile(format!(
-                "profile has no root element (it ends at byte {total})"
-            ))),
+            Phase::Start | Phase::Prolog => Err(Error::Profile(
+                format!("profile has no root element (it ends at byte {total})").into(),
+            )),
         }
     }
 }
@@ -1024,11 +1030,14 @@ fn declared_value(slot: usize, value: &str, text: &str, at: At, value_at: usize)
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
             if name_ok && !value.eq_ignore_ascii_case("UTF-8") {
-                return Err(Error::Profile(format!(
-                    "profile declares encoding \"{}\" at byte {}; only UTF-8 is accepted",
-                    Shown::bare(value),
-                    at.within(d, value_at).offset
-                )));
+                return Err(Error::Profile(
+                    format!(
+                        "profile declares encoding \"{}\" at byte {}; only UTF-8 is accepted",
+                        Shown::bare(value),
+                        at.within(d, value_at).offset
+                    )
+                    .into(),
+                ));
             }
             name_ok
         }

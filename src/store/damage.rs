@@ -108,7 +108,7 @@ fn report_and_exit(path: &Path, move_at: Option<u64>) -> ! {
             path.display()
         ),
     };
-    let e = crate::error::Error::Store(msg);
+    let e = crate::error::Error::Store(msg.into());
     // A run has its logger (stderr and the day's file); --list has none.
     if log::max_level() == log::LevelFilter::Off {
         eprintln!("cncopgetprofile: {e}");

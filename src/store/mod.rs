@@ -222,10 +222,13 @@ impl JobStore {
             Ok(r) => r,
             Err(OpenError::Failed(e)) => return Err(e),
             Err(_) => {
-                return Err(Error::Store(format!(
-                    "{} cannot be read back after it was written",
-                    self.path.display()
-                )));
+                return Err(Error::Store(
+                    format!(
+                        "{} cannot be read back after it was written",
+                        self.path.display()
+                    )
+                    .into(),
+                ));
             }
         };
         self.meta = match &self.current {

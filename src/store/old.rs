@@ -43,7 +43,8 @@ pub(super) struct OldJobs {
 }
 
 pub(super) fn read_error(e: redb::StorageError) -> Error {
-    Error::Store(format!("cannot read the current store: {e}"))
+    let text = format!("cannot read the current store: {e}");
+    Error::Store(crate::error::Reason::caused_by(text, e))
 }
 
 impl OldJobs {
@@ -148,9 +149,10 @@ impl OldJobs {
                 continue;
             }
             let Some(job) = record::decode_job(rec.value()) else {
-                return Err(Error::Store(format!(
-                    "the current store has a damaged job record at position {position}"
-                )));
+                return Err(Error::Store(
+                    format!("the current store has a damaged job record at position {position}")
+                        .into(),
+                ));
             };
             removed += 1;
             on_change(Change::Removed { id: &job.id });
@@ -234,9 +236,7 @@ fn next(
 
 /// A profile that names one job id twice is refused whole.
 pub(super) fn duplicate(id: &str) -> Error {
-    Error::Profile(format!(
-        "job \"{id}\" appears more than once; job ids must be unique"
-    ))
+    Error::Profile(format!("job \"{id}\" appears more than once; job ids must be unique").into())
 }
 
 /// Counts the new job whose record is `new` against its stored record `old`

@@ -9,7 +9,7 @@ use super::damage::{Watch, watch};
 use super::index::{self, LookupError};
 use super::record;
 use super::tables::{ENDPOINTS, JOB_IDS, JOBS, META, StoreMeta, Table};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::profile::job::{Endpoint, Job};
 use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::path::{Path, PathBuf};
@@ -45,7 +45,16 @@ impl std::fmt::Debug for StoreReader {
 }
 
 pub(super) fn storage_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Store(format!("{}: {what}: {e}", path.display()))
+    Error::Store(format!("{}: {what}: {e}", path.display()).into())
+}
+
+/// [`storage_error`] for a redb error, which stays the error's `source()`.
+pub(super) fn storage_failure<E>(path: &Path, what: &str, e: E) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let text = format!("{}: {what}: {e}", path.display());
+    Error::Store(Reason::caused_by(text, e))
 }
 
 /// redb reports "not a database" as InvalidData and damage as Corrupted;
@@ -60,19 +69,21 @@ fn classify(path: &Path, e: redb::DatabaseError) -> OpenError {
         D::Storage(S::Io(io)) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             OpenError::Corrupt("the file is truncated".to_string())
         }
-        D::Storage(S::Io(io)) => OpenError::Failed(Error::Store(format!(
-            "cannot read {}: {}",
-            path.display(),
-            crate::error::io_reason(&io)
-        ))),
+        D::Storage(S::Io(io)) => OpenError::Failed(Error::Store(
+            format!(
+                "cannot read {}: {}",
+                path.display(),
+                crate::error::io_reason(&io)
+            )
+            .into(),
+        )),
         D::Storage(S::Corrupted(m)) => OpenError::Corrupt(m),
         D::UpgradeRequired(v) => {
             OpenError::Corrupt(format!("written in an old redb file format ({v})"))
         }
-        D::DatabaseAlreadyOpen => OpenError::Failed(Error::Store(format!(
-            "{} is open for writing by another program",
-            path.display()
-        ))),
+        D::DatabaseAlreadyOpen => OpenError::Failed(Error::Store(
+            format!("{} is open for writing by another program", path.display()).into(),
+        )),
         other => OpenError::Corrupt(other.to_string()),
     }
 }
@@ -86,11 +97,11 @@ impl StoreReader {
             Err(OpenError::Corrupt(m)) => Err(Error::Store(format!(
                 "{} is damaged ({m}); the next run of cncopgetprofile moves it aside and rebuilds it",
                 path.display()
-            ))),
+            ).into())),
             Err(OpenError::NeedsRepair) => Err(Error::Store(format!(
                 "{} was not closed cleanly; the next run of cncopgetprofile repairs it",
                 path.display()
-            ))),
+            ).into())),
         }
     }
 
@@ -100,11 +111,9 @@ impl StoreReader {
         match std::fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
-                return Err(OpenError::Failed(storage_error(
-                    path,
-                    "cannot read",
-                    crate::error::io_reason(&e),
-                )));
+                let reason = crate::error::io_reason(&e);
+                let text = format!("{}: cannot read: {reason}", path.display());
+                return Err(OpenError::Failed(Error::Store(Reason::caused_by(text, e))));
             }
             Ok(_) => {}
         }
@@ -133,7 +142,7 @@ impl StoreReader {
     pub(super) fn read_txn(&self) -> Result<redb::ReadTransaction> {
         self.db
             .begin_read()
-            .map_err(|e| storage_error(&self.path, "cannot read", e))
+            .map_err(|e| storage_failure(&self.path, "cannot read", e))
     }
 
     /// The store's meta data; `None` if no profile was ever accepted.
@@ -142,7 +151,7 @@ impl StoreReader {
         let table = match txn.open_table(META) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(storage_error(&self.path, "cannot read the meta table", e)),
+            Err(e) => return Err(storage_failure(&self.path, "cannot read the meta table", e)),
         };
         StoreMeta::read(&table).map_err(|m| storage_error(&self.path, "damaged meta table", m))
     }
@@ -154,7 +163,7 @@ impl StoreReader {
         match self.read_txn()?.open_table(def) {
             Ok(t) => Ok(Some(t)),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(storage_error(&self.path, "cannot open a table", e)),
+            Err(e) => Err(storage_failure(&self.path, "cannot open a table", e)),
         }
     }
 
@@ -163,7 +172,7 @@ impl StoreReader {
         let range = match self.table(JOBS)? {
             Some(t) => Some(
                 t.range_owned::<&[u8]>(..)
-                    .map_err(|e| storage_error(&self.path, "cannot read jobs", e))?,
+                    .map_err(|e| storage_failure(&self.path, "cannot read jobs", e))?,
             ),
             None => None,
         };
@@ -186,7 +195,7 @@ impl StoreReader {
                 .map(Some)
                 .ok_or_else(|| storage_error(&self.path, "damaged job record", id)),
             Err(LookupError::Damaged) => Err(storage_error(&self.path, "damaged job index", id)),
-            Err(LookupError::Storage(e)) => Err(storage_error(&self.path, "cannot read jobs", e)),
+            Err(LookupError::Storage(e)) => Err(storage_failure(&self.path, "cannot read jobs", e)),
         }
     }
 
@@ -195,7 +204,7 @@ impl StoreReader {
         match self.table(JOBS)? {
             Some(t) => t
                 .len()
-                .map_err(|e| storage_error(&self.path, "cannot read jobs", e)),
+                .map_err(|e| storage_failure(&self.path, "cannot read jobs", e)),
             None => Ok(0),
         }
     }
@@ -205,7 +214,7 @@ impl StoreReader {
         let Some(t) = self.table(ENDPOINTS)? else {
             return Ok(Vec::new());
         };
-        let read = |e| storage_error(&self.path, "cannot read endpoints", e);
+        let read = |e| storage_failure(&self.path, "cannot read endpoints", e);
         let mut out = Vec::new();
         for entry in t.iter().map_err(read)? {
             let (_, v) = entry.map_err(read)?;
@@ -233,7 +242,30 @@ impl Iterator for Jobs {
             Ok((k, v)) => record::decode_job(v.value()).ok_or_else(|| {
                 storage_error(&self.path, "damaged job record", format!("{:?}", k.value()))
             }),
-            Err(e) => Err(storage_error(&self.path, "cannot read jobs", e)),
+            Err(e) => Err(storage_failure(&self.path, "cannot read jobs", e)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_store_that_cannot_be_reached_keeps_the_io_error_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_folder = dir.path().join("Config");
+        std::fs::write(&not_a_folder, b"a file, not a folder").unwrap();
+        let path = not_a_folder.join("backupjobs.db");
+        let e = StoreReader::open(&path).unwrap_err();
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(|io| io.kind()),
+            Some(std::io::ErrorKind::NotADirectory),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("job store error: "), "{e}");
+        assert!(e.to_string().contains(": cannot read: "), "{e}");
     }
 }

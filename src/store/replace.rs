@@ -15,7 +15,7 @@
 use super::dry_run::DryRunSink;
 use super::index::{self, LookupError, id_hash};
 use super::old::{OldJobs, compare, duplicate};
-use super::reader::storage_error;
+use super::reader::{storage_error, storage_failure};
 use super::seen::Seen;
 use super::tables::{ENDPOINTS, JOB_IDS, JOBS, META, position_key};
 use super::{Change, Diff, JobStore, ReplaceOptions, Replaced, STORE_SCHEMA, StoreMeta, record};
@@ -310,14 +310,14 @@ struct NewFile {
 fn write_err(path: &Path, e: impl Into<redb::Error>) -> Error {
     match e.into() {
         redb::Error::Io(io) => crate::files::io_error(path, "cannot write", &io),
-        other => storage_error(path, "cannot write", other),
+        other => storage_failure(path, "cannot write", other),
     }
 }
 
 /// The new file after a failed commit, which already ended the
 /// replacement with an error.
 fn broken(path: &Path) -> Error {
-    Error::Store(format!("{}: an earlier write failed", path.display()))
+    Error::Store(format!("{}: an earlier write failed", path.display()).into())
 }
 
 impl NewFile {
@@ -325,7 +325,7 @@ impl NewFile {
         remove_leftover(path)?;
         let file = create_private(path)?;
         let backend = files::store_backend(file, path)
-            .map_err(|e| storage_error(path, "cannot create", e))?;
+            .map_err(|e| storage_failure(path, "cannot create", e))?;
         // From here on, dropping `NewFile` removes the file.
         let mut new = NewFile {
             path: path.to_path_buf(),
@@ -342,7 +342,7 @@ impl NewFile {
         let db = redb::Builder::new()
             .set_cache_size(NEW_FILE_CACHE_BYTES)
             .create_with_backend(backend)
-            .map_err(|e| storage_error(path, "cannot create", e))?;
+            .map_err(|e| storage_failure(path, "cannot create", e))?;
         new.txn = Some(db.begin_write().map_err(|e| write_err(path, e))?);
         new.db = Some(db);
         Ok(new)
@@ -354,9 +354,10 @@ impl NewFile {
         let mut position = 0;
         old.each_job(jobs, |rec| {
             let id = record::job_id(rec).ok_or_else(|| {
-                Error::Store(format!(
-                    "the current store has a damaged job record at position {position}"
-                ))
+                Error::Store(
+                    format!("the current store has a damaged job record at position {position}")
+                        .into(),
+                )
             })?;
             self.add_job(position, id, id_hash(id), rec)?;
             position += 1;
@@ -392,7 +393,7 @@ impl NewFile {
         if let Some(mut txn) = self.txn.take() {
             if !durable {
                 txn.set_durability(redb::Durability::None)
-                    .map_err(|e| storage_error(&self.path, "cannot write", e))?;
+                    .map_err(|e| storage_failure(&self.path, "cannot write", e))?;
             }
             txn.commit().map_err(|e| write_err(&self.path, e))?;
         }
@@ -428,19 +429,21 @@ impl NewFile {
                 return Ok(true);
             }
         }
-        let txn = self
-            .txn
-            .as_ref()
-            .ok_or_else(|| Error::Store(format!("{}: an earlier write failed", path.display())))?;
+        let txn = self.txn.as_ref().ok_or_else(|| {
+            Error::Store(format!("{}: an earlier write failed", path.display()).into())
+        })?;
         let ids = txn.open_table(JOB_IDS).map_err(|e| write_err(path, e))?;
         let jobs = txn.open_table(JOBS).map_err(|e| write_err(path, e))?;
         match index::find(&ids, &jobs, id, hash, &mut self.scratch) {
             Ok(found) => Ok(found.is_some()),
             Err(LookupError::Storage(e)) => Err(write_err(path, e)),
-            Err(LookupError::Damaged) => Err(Error::Store(format!(
-                "{}: the id index being written is inconsistent",
-                path.display()
-            ))),
+            Err(LookupError::Damaged) => Err(Error::Store(
+                format!(
+                    "{}: the id index being written is inconsistent",
+                    path.display()
+                )
+                .into(),
+            )),
         }
     }
 
@@ -530,10 +533,9 @@ impl NewFile {
         self.flush()?;
         self.write_run()?;
         let path = self.path.as_path();
-        let txn = self
-            .txn
-            .take()
-            .ok_or_else(|| Error::Store(format!("{}: an earlier write failed", path.display())))?;
+        let txn = self.txn.take().ok_or_else(|| {
+            Error::Store(format!("{}: an earlier write failed", path.display()).into())
+        })?;
         {
             let mut table = txn.open_table(META).map_err(|e| write_err(path, e))?;
             meta.write(&mut table).map_err(|e| write_err(path, e))?;

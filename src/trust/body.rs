@@ -34,7 +34,7 @@ impl<R: Read> CheckedBody<R> {
         io::Error::other(Error::Profile(format!(
             "the profile body does not match its signed manifest (version {}): {why}; the store keeps the previous profile",
             self.version
-        )))
+        ).into()))
     }
 }
 

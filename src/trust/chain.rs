@@ -119,7 +119,7 @@ fn shipped_root(cfg: &TrustConfig, kept: bool) -> Result<Option<(Root, Vec<u8>)>
             log::warn!("{why}; going on with the trusted root kept in the agent's state");
             Ok(None)
         }
-        Err(why) => Err(Error::Config(why)),
+        Err(why) => Err(Error::Config(why.into())),
     }
 }
 

@@ -59,7 +59,7 @@ pub fn read_starts(
 
 /// A handler's refusal, in the reader's error type.
 pub fn refuse(msg: String) -> Error {
-    Error::Profile(msg)
+    Error::Profile(msg.into())
 }
 
 /// The value of a required attribute.

@@ -276,7 +276,7 @@ fn hex_decode(text: &str, out: &mut [u8]) -> bool {
 
 /// A failed trust step as the run's error: refused profiles exit 5.
 pub fn profile_refused(why: String) -> Error {
-    Error::Profile(format!(
-        "signed metadata check failed: {why}; the store keeps the previous profile"
-    ))
+    Error::Profile(
+        format!("signed metadata check failed: {why}; the store keeps the previous profile").into(),
+    )
 }
