@@ -76,6 +76,8 @@ mod files;
 #[cfg(feature = "agent")]
 mod firewall;
 #[cfg(feature = "agent")]
+mod json;
+#[cfg(feature = "agent")]
 mod listing;
 #[cfg(feature = "agent")]
 mod lock;

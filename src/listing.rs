@@ -7,6 +7,7 @@
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::install_root::InstallRoot;
+use crate::json::{Object, array, json_str};
 use crate::profile::Job;
 use crate::state::StateFile;
 use crate::store::{StoreMeta, StoreReader, etag};
@@ -219,90 +220,7 @@ fn job_json(s: &mut String, job: &Job) {
     o.close();
 }
 
-/// A JSON object being written: `{` when opened, a comma between members,
-/// `}` when closed.
-struct Object<'s> {
-    s: &'s mut String,
-    first: bool,
-}
-
-impl<'s> Object<'s> {
-    fn open(s: &'s mut String) -> Object<'s> {
-        s.push('{');
-        Object { s, first: true }
-    }
-
-    /// Starts member `name`; its value is written next, into the string
-    /// returned.
-    fn key(&mut self, name: &str) -> &mut String {
-        if !self.first {
-            self.s.push(',');
-        }
-        self.first = false;
-        json_str(self.s, name);
-        self.s.push(':');
-        self.s
-    }
-
-    fn str(&mut self, name: &str, v: &str) {
-        json_str(self.key(name), v);
-    }
-
-    /// A string, or `null`.
-    fn opt_str(&mut self, name: &str, v: Option<&str>) {
-        match v {
-            Some(v) => self.str(name, v),
-            None => self.raw(name, "null"),
-        }
-    }
-
-    /// A number, `true`, `false` or `null`, as written.
-    fn raw(&mut self, name: &str, v: &str) {
-        self.key(name).push_str(v);
-    }
-
-    fn close(self) {
-        self.s.push('}');
-    }
-}
-
-/// `[` `each` item `]`, comma-separated.
-fn array<T>(s: &mut String, items: impl Iterator<Item = T>, mut each: impl FnMut(&mut String, T)) {
-    s.push('[');
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        each(s, item);
-    }
-    s.push(']');
-}
-
-/// Appends `v` as a JSON string literal.
-pub fn json_str(s: &mut String, v: &str) {
-    s.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            '\n' => s.push_str("\\n"),
-            '\r' => s.push_str("\\r"),
-            '\t' => s.push_str("\\t"),
-            c if u32::from(c) < 0x20 => s.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => s.push(c),
-        }
-    }
-    s.push('"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        let mut s = String::new();
-        json_str(&mut s, "a\"b\\c\n\u{1}写");
-        assert_eq!(s, r#""a\"b\\c\n\u0001写""#);
-    }
 }

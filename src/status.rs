@@ -18,7 +18,7 @@ use crate::config::Ini;
 use crate::error::io_reason;
 use crate::error::{Error, Result, exit::NO_RUN_RECORDED};
 use crate::install_root::InstallRoot;
-use crate::listing::json_str;
+use crate::json::{Object, array, json_str};
 use crate::lock;
 use crate::logs::Logs;
 use std::io::Write;
@@ -203,73 +203,46 @@ impl RunStatus {
 
     /// The `--status --json` document's `last_run` object.
     fn to_json(&self, s: &mut String) {
-        let time = |s: &mut String, t: Option<UnixTime>| match t {
-            Some(t) => json_str(s, &clock::rfc3339(t)),
-            None => s.push_str("null"),
-        };
-        let num = |s: &mut String, n: Option<u64>| match n {
-            Some(n) => s.push_str(&n.to_string()),
-            None => s.push_str("null"),
-        };
-        s.push_str("{\"agent\":{\"version\":");
-        json_str(s, &self.agent_version);
-        s.push_str(",\"target\":");
-        json_str(s, &self.agent_target);
-        s.push_str("},\"started\":");
-        time(s, Some(self.started));
-        s.push_str(&format!(
-            ",\"duration_ms\":{},\"exit_code\":{},\"succeeded\":{},\"summary\":",
-            self.duration_ms,
-            self.exit_code,
-            self.succeeded()
-        ));
-        json_str(s, &self.summary);
-        s.push_str(",\"last_success\":");
-        time(s, self.last_success);
-        s.push_str(",\"profile\":");
+        let time = |t: UnixTime| clock::rfc3339(t);
+        let num = |n: Option<u64>| n.map_or_else(|| "null".to_string(), |n| n.to_string());
+        let mut o = Object::open(s);
+        let mut agent = Object::open(o.key("agent"));
+        agent.str("version", &self.agent_version);
+        agent.str("target", &self.agent_target);
+        agent.close();
+        o.str("started", &time(self.started));
+        o.raw("duration_ms", &self.duration_ms.to_string());
+        o.raw("exit_code", &self.exit_code.to_string());
+        o.raw("succeeded", if self.succeeded() { "true" } else { "false" });
+        o.str("summary", &self.summary);
+        o.opt_str("last_success", self.last_success.map(time).as_deref());
         match &self.profile {
-            None => s.push_str("null"),
+            None => o.raw("profile", "null"),
             Some(p) => {
-                s.push_str("{\"generated\":");
-                json_str(s, &p.generated);
-                s.push_str(",\"accepted\":");
-                time(s, Some(p.accepted));
-                s.push_str(&format!(",\"jobs\":{},\"version\":", p.jobs));
-                num(s, p.version);
-                s.push('}');
+                let mut profile = Object::open(o.key("profile"));
+                profile.str("generated", &p.generated);
+                profile.str("accepted", &time(p.accepted));
+                profile.raw("jobs", &p.jobs.to_string());
+                profile.raw("version", &num(p.version));
+                profile.close();
             }
         }
-        s.push_str(",\"blocked_endpoints\":");
         match &self.blocked {
-            None => s.push_str("null"),
-            Some(b) => {
-                s.push('[');
-                for (i, e) in b.iter().enumerate() {
-                    if i > 0 {
-                        s.push(',');
-                    }
-                    json_str(s, e);
-                }
-                s.push(']');
-            }
+            None => o.raw("blocked_endpoints", "null"),
+            Some(b) => array(o.key("blocked_endpoints"), b.iter(), |s, e| json_str(s, e)),
         }
-        s.push_str(",\"trust\":");
         match &self.trust {
-            None => s.push_str("null"),
+            None => o.raw("trust", "null"),
             Some(t) => {
-                s.push_str(&format!("{{\"root\":{},\"timestamp\":", t.root));
-                num(s, t.timestamp);
-                s.push_str(",\"release\":");
-                num(s, t.release);
-                s.push('}');
+                let mut trust = Object::open(o.key("trust"));
+                trust.raw("root", &t.root.to_string());
+                trust.raw("timestamp", &num(t.timestamp));
+                trust.raw("release", &num(t.release));
+                trust.close();
             }
         }
-        s.push_str(",\"software_announced\":");
-        match &self.software_announced {
-            Some(v) => json_str(s, v),
-            None => s.push_str("null"),
-        }
-        s.push('}');
+        o.opt_str("software_announced", self.software_announced.as_deref());
+        o.close();
     }
 }
 
@@ -367,26 +340,7 @@ pub fn show(root: &InstallRoot, json: bool, out: &mut impl Write) -> std::io::Re
     };
     let exit_code = last.as_ref().map_or(NO_RUN_RECORDED, |l| l.exit_code);
     if json {
-        let mut s = String::from("{\"status_file\":");
-        json_str(&mut s, &path.display().to_string());
-        s.push_str(",\"running\":");
-        s.push_str(match running {
-            Some(true) => "true",
-            Some(false) => "false",
-            None => "null",
-        });
-        s.push_str(",\"last_run\":");
-        match &last {
-            Some(l) => l.to_json(&mut s),
-            None => s.push_str("null"),
-        }
-        s.push_str(",\"problem\":");
-        match &problem {
-            Some(p) => json_str(&mut s, p),
-            None => s.push_str("null"),
-        }
-        s.push_str("}\n");
-        out.write_all(s.as_bytes())?;
+        write_json(&path, running, last.as_ref(), problem.as_deref(), out)?;
         return Ok(exit_code);
     }
     if running == Some(true) {
@@ -399,62 +353,99 @@ pub fn show(root: &InstallRoot, json: bool, out: &mut impl Write) -> std::io::Re
         }
         return Ok(exit_code);
     };
-    let result = if l.succeeded() {
-        "succeeded".to_string()
-    } else {
-        format!("FAILED, exit {}", l.exit_code)
-    };
-    writeln!(
-        out,
-        "last run:     {} ({result}, {:.1} s)",
-        clock::rfc3339(l.started),
-        l.duration_ms as f64 / 1000.0
-    )?;
-    writeln!(out, "summary:      {}", l.summary)?;
-    let success = l
-        .last_success
-        .map_or_else(|| "never".to_string(), clock::rfc3339);
-    writeln!(out, "last success: {success}")?;
-    match &l.profile {
-        Some(p) => {
-            let version = p
-                .version
-                .map(|v| format!("version {v}, "))
-                .unwrap_or_default();
-            writeln!(
-                out,
-                "profile:      {} jobs, {version}generated {}, accepted {}",
-                p.jobs,
-                p.generated,
-                clock::rfc3339(p.accepted)
-            )?
-        }
-        None => writeln!(out, "profile:      none stored")?,
+    l.write_text(out)?;
+    Ok(exit_code)
+}
+
+/// `--status --json`: one object, one line.
+fn write_json(
+    path: &std::path::Path,
+    running: Option<bool>,
+    last: Option<&RunStatus>,
+    problem: Option<&str>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let mut s = String::new();
+    let mut o = Object::open(&mut s);
+    o.str("status_file", &path.display().to_string());
+    o.raw(
+        "running",
+        match running {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "null",
+        },
+    );
+    match last {
+        Some(l) => l.to_json(o.key("last_run")),
+        None => o.raw("last_run", "null"),
     }
-    match &l.blocked {
-        None => writeln!(out, "firewall:     not checked")?,
-        Some(b) if b.is_empty() => writeln!(out, "firewall:     no endpoint blocked")?,
-        Some(b) => writeln!(out, "firewall:     {} blocked: {}", b.len(), b.join(", "))?,
-    }
-    if let Some(t) = &l.trust {
-        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    o.opt_str("problem", problem);
+    o.close();
+    s.push('\n');
+    out.write_all(s.as_bytes())
+}
+
+impl RunStatus {
+    /// The run record's lines of `--status`.
+    fn write_text(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let result = if self.succeeded() {
+            "succeeded".to_string()
+        } else {
+            format!("FAILED, exit {}", self.exit_code)
+        };
         writeln!(
             out,
-            "trust:        root {}, timestamp {}, release {}",
-            t.root,
-            opt(t.timestamp),
-            opt(t.release)
+            "last run:     {} ({result}, {:.1} s)",
+            clock::rfc3339(self.started),
+            self.duration_ms as f64 / 1000.0
         )?;
+        writeln!(out, "summary:      {}", self.summary)?;
+        let success = self
+            .last_success
+            .map_or_else(|| "never".to_string(), clock::rfc3339);
+        writeln!(out, "last success: {success}")?;
+        match &self.profile {
+            Some(p) => {
+                let version = p
+                    .version
+                    .map(|v| format!("version {v}, "))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "profile:      {} jobs, {version}generated {}, accepted {}",
+                    p.jobs,
+                    p.generated,
+                    clock::rfc3339(p.accepted)
+                )?
+            }
+            None => writeln!(out, "profile:      none stored")?,
+        }
+        match &self.blocked {
+            None => writeln!(out, "firewall:     not checked")?,
+            Some(b) if b.is_empty() => writeln!(out, "firewall:     no endpoint blocked")?,
+            Some(b) => writeln!(out, "firewall:     {} blocked: {}", b.len(), b.join(", "))?,
+        }
+        if let Some(t) = &self.trust {
+            let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            writeln!(
+                out,
+                "trust:        root {}, timestamp {}, release {}",
+                t.root,
+                opt(t.timestamp),
+                opt(t.release)
+            )?;
+        }
+        if let Some(v) = &self.software_announced {
+            writeln!(out, "software:     {v} announced to ccs3updater")?;
+        }
+        writeln!(
+            out,
+            "agent:        cncopgetprofile {} ({})",
+            self.agent_version, self.agent_target
+        )?;
+        Ok(())
     }
-    if let Some(v) = &l.software_announced {
-        writeln!(out, "software:     {v} announced to ccs3updater")?;
-    }
-    writeln!(
-        out,
-        "agent:        cncopgetprofile {} ({})",
-        l.agent_version, l.agent_target
-    )?;
-    Ok(exit_code)
 }
 
 #[cfg(test)]
