@@ -219,8 +219,3 @@ fn job_json(s: &mut String, job: &Job) {
     );
     o.close();
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
