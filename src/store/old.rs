@@ -44,7 +44,7 @@ pub(super) struct OldJobs {
 
 pub(super) fn read_error(e: redb::StorageError) -> Error {
     let text = format!("cannot read the current store: {e}");
-    Error::Store(crate::error::Reason::caused_by(text, e))
+    Error::Store(crate::error::Reason::caused_by(text, redb::Error::from(e)))
 }
 
 impl OldJobs {

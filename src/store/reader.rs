@@ -48,13 +48,15 @@ pub(super) fn storage_error(path: &Path, what: &str, e: impl std::fmt::Display) 
     Error::Store(format!("{}: {what}: {e}", path.display()).into())
 }
 
-/// [`storage_error`] for a redb error, which stays the error's `source()`.
+/// [`storage_error`] for a redb error, which stays the error's `source()`
+/// as one type, `redb::Error` (each boxed type costs the binary its
+/// `Debug`), while the message shows the error as redb gave it.
 pub(super) fn storage_failure<E>(path: &Path, what: &str, e: E) -> Error
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::fmt::Display + Into<redb::Error>,
 {
     let text = format!("{}: {what}: {e}", path.display());
-    Error::Store(Reason::caused_by(text, e))
+    Error::Store(Reason::caused_by(text, e.into()))
 }
 
 /// redb reports "not a database" as InvalidData and damage as Corrupted;
