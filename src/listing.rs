@@ -11,16 +11,12 @@ use crate::json::{Object, array, json_str};
 use crate::profile::Job;
 use crate::state::StateFile;
 use crate::store::{StoreMeta, StoreReader, etag};
+use crate::trust::hex;
 use std::io::Write;
 use std::path::Path;
 
 fn out_err(e: std::io::Error) -> Error {
     Error::Store(format!("cannot write the listing: {e}").into())
-}
-
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes the listing of the store under `root` (and the ETag kept in its
