@@ -52,14 +52,7 @@ impl Error {
     /// The message without its category, for a file that is not what the
     /// category names (the run record is neither configuration nor store).
     pub fn detail(&self) -> &str {
-        match self {
-            Error::Config(m)
-            | Error::Network(m)
-            | Error::Auth(m)
-            | Error::Profile(m)
-            | Error::Store(m)
-            | Error::Locked(m) => m.as_str(),
-        }
+        self.reason().as_str()
     }
 
     /// The message and cause, whatever the category.
