@@ -29,8 +29,6 @@ use std::path::{Path, PathBuf};
 /// Jobs per durable commit while a new store file is written (see
 /// `NewFile::commit_step`).
 const COMMIT_EVERY: u32 = 8192;
-/// Index entries inserted per step of a run: 12 KiB in `job_ids` leaves.
-const STEP_ENTRIES: usize = 512;
 /// redb's cache for the new file. redb writes the pages of a transaction
 /// again at its commit (to store their checksums) if its write buffer,
 /// half of this, had to spill them before; and it spills pages of no
@@ -507,22 +505,19 @@ impl NewFile {
         self.commit_step()
     }
 
-    /// Writes the run being filled into `job_ids`, in steps.
+    /// Writes the run being filled into `job_ids`: 48 KiB of chunks, one
+    /// step.
     fn write_run(&mut self) -> Result<()> {
-        self.run.sort();
-        let mut from = 0;
-        while from < self.run.len() {
-            let to = self.run.len().min(from + STEP_ENTRIES);
-            let path = self.path.as_path();
-            let txn = self.txn.as_ref().ok_or_else(|| broken(path))?;
-            let mut ids = txn.open_table(JOB_IDS).map_err(|e| write_err(path, e))?;
-            self.run
-                .write(&mut ids, from..to)
-                .map_err(|e| write_err(path, e))?;
-            drop(ids);
-            self.commit_step()?;
-            from = to;
+        if self.run.is_empty() {
+            return Ok(());
         }
+        self.run.sort();
+        let path = self.path.as_path();
+        let txn = self.txn.as_ref().ok_or_else(|| broken(path))?;
+        let mut ids = txn.open_table(JOB_IDS).map_err(|e| write_err(path, e))?;
+        self.run.write(&mut ids).map_err(|e| write_err(path, e))?;
+        drop(ids);
+        self.commit_step()?;
         self.run.clear();
         Ok(())
     }

@@ -5,8 +5,8 @@
 //! - `meta`: name -> value, the facts below, integers little-endian;
 //! - `jobs`: document position -> job record (`record.rs`), so a read in key
 //!   order is the profile's order;
-//! - `job_ids`: the id index (`index.rs`): keys `run ++ id hash ++ document
-//!   position` (u32, u64, u32, big-endian), values empty, for lookups by id
+//! - `job_ids`: the id index (`index.rs`): sorted chunks of `id hash ++
+//!   document position` entries, keyed by their first, for lookups by id
 //!   and for refusing duplicate ids without holding a set in memory;
 //! - `endpoints`: document position -> endpoint record.
 //!
@@ -18,6 +18,8 @@
 //! `sha256` entries of a signed profile. Schema 3 replaced `job_ids`' keys
 //! (the ids themselves, with positions as values, inserted in id order) by
 //! sorted runs appended in key order, to write each index page once.
+//! Schema 4 packed each run's keys into chunks of 256 entries, an insert
+//! per chunk rather than per job.
 //! Every table is bytes to bytes: redb's B-tree code is generic over key and
 //! value types, and each extra pair of types compiles another copy of it into
 //! a binary that must fit an appliance's flash. Integers in keys are
@@ -25,7 +27,7 @@
 
 use redb::{ReadableTable, TableDefinition};
 
-pub const STORE_SCHEMA: u32 = 3;
+pub const STORE_SCHEMA: u32 = 4;
 
 pub type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
 

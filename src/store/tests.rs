@@ -439,6 +439,24 @@ fn lookups_by_id_are_exact_even_when_ids_share_a_hash() {
 }
 
 #[test]
+fn ids_of_one_hash_spread_over_several_chunks_are_all_found() {
+    // Eight bits of hash: each value about 16 times a run, so chunk
+    // boundaries fall inside groups of one hash.
+    HASH_MASK.with(|m| m.set(0xff));
+    let dir = Dir::new();
+    let mut store = dir.store();
+    let all = ids(RUN_JOBS + 700);
+    write(&mut store, &version(&all, 1)).result.unwrap();
+    let reader = store.reader().unwrap();
+    for id in &all {
+        let job = reader.job(id).unwrap().unwrap();
+        assert_eq!(&job.id.as_str(), id);
+    }
+    assert_eq!(reader.job("999").unwrap(), None);
+    HASH_MASK.with(|m| m.set(u64::MAX));
+}
+
+#[test]
 fn a_store_of_schema_2_is_rebuilt() {
     let dir = Dir::new();
     {
@@ -467,7 +485,7 @@ fn a_store_of_schema_2_is_rebuilt() {
     };
     // Nothing is compared with a store of another schema: all is new.
     assert_eq!((diff.added, diff.removed), (3, 0));
-    assert_eq!(store.meta().unwrap().schema, 3);
+    assert_eq!(store.meta().unwrap().schema, super::STORE_SCHEMA);
     assert!(!store.needs_rebuild());
     assert_eq!(
         store
