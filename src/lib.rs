@@ -51,6 +51,7 @@ mod store;
 #[cfg(not(feature = "agent"))]
 #[allow(dead_code)] // the record encoders and the tables' writers
 mod store {
+    mod blocks;
     mod damage;
     mod index;
     pub mod reader;

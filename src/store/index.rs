@@ -25,8 +25,9 @@
 //! `CHUNK_ENTRIES` are part of the format (change one and bump
 //! `STORE_SCHEMA`).
 
+use super::blocks;
+pub use super::blocks::LookupError;
 use super::record;
-use super::tables::position_key;
 use redb::{ReadableTable, StorageError};
 
 /// Jobs per run: 4096 entries of 16 bytes (64 KiB) held while a run fills.
@@ -102,20 +103,6 @@ fn positions_in(chunk: &[u8], hash: u64) -> Result<impl Iterator<Item = u32> + '
         .map(|(_, position)| position))
 }
 
-/// Why a lookup failed.
-#[derive(Debug)]
-pub enum LookupError {
-    Storage(StorageError),
-    /// An index key that is not 16 bytes, or names a position with no job.
-    Damaged,
-}
-
-impl From<StorageError> for LookupError {
-    fn from(e: StorageError) -> LookupError {
-        LookupError::Storage(e)
-    }
-}
-
 /// The position of the job with id `id` (hash `hash`) in the store whose
 /// tables are `ids` and `jobs`, and its record copied into `into`; `None`
 /// when the store has no such job.
@@ -138,12 +125,10 @@ pub fn find<T: ReadableTable<&'static [u8], &'static [u8]>>(
             let (k, v) = chunk?;
             let (_, first) = parts(k.value()).ok_or(LookupError::Damaged)?;
             for position in positions_in(v.value(), hash)? {
-                let rec = jobs
-                    .get(position_key(position).as_slice())?
-                    .ok_or(LookupError::Damaged)?;
-                if record::job_id(rec.value()) == Some(id) {
-                    into.clear();
-                    into.extend_from_slice(rec.value());
+                if !blocks::get(jobs, position, into)? {
+                    return Err(LookupError::Damaged);
+                }
+                if record::job_id(into) == Some(id) {
                     return Ok(Some(position));
                 }
             }

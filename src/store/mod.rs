@@ -11,6 +11,7 @@
 //!   (`replace.rs` writes nothing before the first difference).
 //! - Files are created with mode 0600: the store holds credentials.
 
+mod blocks;
 mod damage;
 mod dry_run;
 pub mod etag;

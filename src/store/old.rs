@@ -13,12 +13,13 @@
 //! Comparing the records themselves, where they are read anyway, replaced a
 //! SHA-256 over every record (about 14 instructions a profile byte).
 
+use super::blocks::{self, Records, TableRecords};
 use super::index::{self, LookupError};
 use super::tables::{ENDPOINTS, JOB_IDS, JOBS, position_key};
 use super::{Change, Diff, JobStore, record};
 use crate::error::{Error, Result};
 use crate::profile::Job;
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::ReadableTable;
 
 type ByteTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 type Entries = redb::Range<'static, &'static [u8], &'static [u8]>;
@@ -33,8 +34,7 @@ pub(super) struct OldJobs {
     /// Stored jobs, in document order.
     pub(super) count: u64,
     /// The stored jobs, then endpoints, read alongside the new ones.
-    in_order: Option<Entries>,
-    next_position: u32,
+    in_order: Option<TableRecords>,
     endpoints: Option<Entries>,
     /// Every new record so far is the stored one at the same position.
     same: bool,
@@ -45,6 +45,18 @@ pub(super) struct OldJobs {
 pub(super) fn read_error(e: redb::StorageError) -> Error {
     let text = format!("cannot read the current store: {e}");
     Error::Store(crate::error::Reason::caused_by(text, redb::Error::from(e)))
+}
+
+fn damaged_job() -> Error {
+    Error::Store("the current store has a damaged job record".into())
+}
+
+/// A failed read of the stored jobs' blocks.
+fn block_error(e: LookupError) -> Error {
+    match e {
+        LookupError::Storage(e) => read_error(e),
+        LookupError::Damaged => damaged_job(),
+    }
 }
 
 impl OldJobs {
@@ -60,18 +72,18 @@ impl OldJobs {
                 .transpose()
         };
         let endpoint_table = r.table(ENDPOINTS)?;
-        let count = match &jobs {
-            Some(t) => t.len().map_err(read_error)?,
-            None => 0,
+        // A block holds many jobs: the count is the meta record's.
+        let count = match (&jobs, &store.meta) {
+            (Some(_), Some(meta)) => meta.jobs,
+            _ => 0,
         };
         Ok(Some(OldJobs {
             count,
-            in_order: range(&jobs)?,
+            in_order: range(&jobs)?.map(Records::new),
             endpoints: range(&endpoint_table)?,
             endpoint_table,
             ids: r.table(JOB_IDS)?,
             jobs,
-            next_position: 0,
             same: true,
             found: vec![0; usize::try_from(count.div_ceil(64)).unwrap_or(0)],
         }))
@@ -94,13 +106,11 @@ impl OldJobs {
         new: &[u8],
         into: &mut Vec<u8>,
     ) -> Result<Option<u32>> {
-        let position = self.next_position;
-        self.next_position = position.saturating_add(1);
-        if let Some(rec) = next(&mut self.in_order)?
-            && record::same_job_id(rec.value(), new)
+        if let Some((position, rec)) = next_job(&mut self.in_order)?
+            && record::same_job_id(rec, new)
         {
             into.clear();
-            into.extend_from_slice(rec.value());
+            into.extend_from_slice(rec);
             self.same &= into.as_slice() == new;
             return Ok(Some(position));
         }
@@ -109,9 +119,8 @@ impl OldJobs {
         if let (Some(p), Some(jobs)) = (found, &self.jobs) {
             // The pass goes on after the job found (`same` is false for
             // good: the pass need not stay at the new job's position).
-            let after = position_key(p.saturating_add(1));
-            self.in_order = Some(jobs.range(after.as_slice()..).map_err(read_error)?);
-            self.next_position = p.saturating_add(1);
+            let after = p.saturating_add(1);
+            self.in_order = Some(blocks::records_from(jobs, after).map_err(read_error)?);
         }
         Ok(found)
     }
@@ -139,8 +148,9 @@ impl OldJobs {
             return Ok(0);
         };
         let mut removed = 0;
-        for (position, entry) in jobs.iter().map_err(read_error)?.enumerate() {
-            let (_, rec) = entry.map_err(read_error)?;
+        let mut records = Records::new(jobs.iter().map_err(read_error)?);
+        while let Some((position, rec)) = records.next_record().map_err(block_error)? {
+            let position = position as usize;
             let found = self
                 .found
                 .get(position / 64)
@@ -148,7 +158,7 @@ impl OldJobs {
             if found {
                 continue;
             }
-            let Some(job) = record::decode_job(rec.value()) else {
+            let Some(job) = record::decode_job(rec) else {
                 return Err(Error::Store(
                     format!("the current store has a damaged job record at position {position}")
                         .into(),
@@ -161,8 +171,22 @@ impl OldJobs {
     }
 
     /// Hands `f` the first `count` stored job records, in document order.
-    pub(super) fn each_job(&self, count: u32, f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        each(&self.jobs, count, f)
+    pub(super) fn each_job(
+        &self,
+        count: u32,
+        mut f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let Some(jobs) = &self.jobs else {
+            return Ok(());
+        };
+        let mut records = Records::new(jobs.range::<&[u8]>(..).map_err(read_error)?);
+        while let Some((position, rec)) = records.next_record().map_err(block_error)? {
+            if position >= count {
+                break;
+            }
+            f(rec)?;
+        }
+        Ok(())
     }
 
     /// Hands `f` the first `count` stored endpoint records, in order.
@@ -185,11 +209,9 @@ impl OldJobs {
     /// After the whole new profile: true when its records are the stored
     /// ones, in the same order, and no more.
     pub(super) fn unchanged(&mut self) -> Result<bool> {
-        Ok(
-            self.same
-                && next(&mut self.in_order)?.is_none()
-                && next(&mut self.endpoints)?.is_none(),
-        )
+        Ok(self.same
+            && next_job(&mut self.in_order)?.is_none()
+            && next(&mut self.endpoints)?.is_none())
     }
 
     /// Looks job `id` up by its id (see `find`). A damaged index entry
@@ -203,6 +225,15 @@ impl OldJobs {
             Err(LookupError::Damaged) => Ok(None),
             Err(LookupError::Storage(e)) => Err(read_error(e)),
         }
+    }
+}
+
+/// The next stored job record in document order and its position, `None`
+/// after the last.
+fn next_job(records: &mut Option<TableRecords>) -> Result<Option<(u32, &[u8])>> {
+    match records {
+        Some(r) => r.next_record().map_err(block_error),
+        None => Ok(None),
     }
 }
 

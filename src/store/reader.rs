@@ -5,13 +5,14 @@
 //! Opening is read-only and never modifies the file: reading the store of an
 //! unchanged run must not wear the flash.
 
+use super::blocks::{OwnedRecords, Records};
 use super::damage::{Watch, watch};
 use super::index::{self, LookupError};
 use super::record;
 use super::tables::{ENDPOINTS, JOB_IDS, JOBS, META, StoreMeta, Table};
 use crate::error::{Error, Reason, Result};
 use crate::profile::job::{Endpoint, Job};
-use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
 
 /// Cache for reads: enough for the B-tree's upper levels; records are read once.
@@ -180,7 +181,7 @@ impl StoreReader {
         };
         Ok(Jobs {
             path: self.path.clone(),
-            range,
+            records: range.map(Records::new),
         })
     }
 
@@ -203,12 +204,7 @@ impl StoreReader {
 
     /// The number of jobs stored.
     pub fn job_count(&self) -> Result<u64> {
-        match self.table(JOBS)? {
-            Some(t) => t
-                .len()
-                .map_err(|e| storage_failure(&self.path, "cannot read jobs", e)),
-            None => Ok(0),
-        }
+        Ok(self.meta()?.map_or(0, |m| m.jobs))
     }
 
     /// The profile's firewall endpoints, in document order.
@@ -232,19 +228,29 @@ impl StoreReader {
 /// Iterator over the stored jobs in document order.
 pub struct Jobs {
     path: PathBuf,
-    range: Option<redb::OwnedRange<&'static [u8], &'static [u8]>>,
+    records: Option<OwnedRecords>,
 }
 
 impl Iterator for Jobs {
     type Item = Result<Job>;
 
     fn next(&mut self) -> Option<Result<Job>> {
-        let entry = self.range.as_mut()?.next()?;
-        Some(match entry {
-            Ok((k, v)) => record::decode_job(v.value()).ok_or_else(|| {
-                storage_error(&self.path, "damaged job record", format!("{:?}", k.value()))
+        let path = &self.path;
+        Some(match self.records.as_mut()?.next_record() {
+            Ok(None) => return None,
+            Ok(Some((position, rec))) => record::decode_job(rec).ok_or_else(|| {
+                storage_error(
+                    path,
+                    "damaged job record",
+                    format!("at position {position}"),
+                )
             }),
-            Err(e) => Err(storage_failure(&self.path, "cannot read jobs", e)),
+            Err(LookupError::Damaged) => Err(storage_error(
+                path,
+                "damaged job record",
+                "a block of records",
+            )),
+            Err(LookupError::Storage(e)) => Err(storage_failure(path, "cannot read jobs", e)),
         })
     }
 }

@@ -12,6 +12,7 @@
 //!   in sorted runs, `index.rs`), so that redb, whose write buffer holds a
 //!   few pages, writes each page about once.
 
+use super::blocks;
 use super::dry_run::DryRunSink;
 use super::index::{self, LookupError, id_hash};
 use super::old::{OldJobs, compare, duplicate};
@@ -22,7 +23,6 @@ use super::{Change, Diff, JobStore, ReplaceOptions, Replaced, STORE_SCHEMA, Stor
 use crate::error::{Error, Result};
 use crate::files::{self, create_private, remove_leftover};
 use crate::profile::{Endpoint, Header, Job, ProfileSink, Summary};
-use redb::ReadableTable;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -37,11 +37,12 @@ const COMMIT_EVERY: u32 = 8192;
 /// jobs): 128 KiB wrote 1.40 / - / 1.31 times the store, 192 KiB 1.16 /
 /// 1.33 to 1.37 / 1.02, 256 KiB 1.07 / 1.18 to 1.21 / 0.92.
 const NEW_FILE_CACHE_BYTES: usize = 256 * 1024;
-/// New jobs are held back and written a batch at a time, the `jobs` table
-/// opened once per batch: opening one (and writing its root back when it is
-/// dropped) costs about as much as two inserts. A batch ends at this many
-/// jobs or bytes of records (or one bigger job).
-const BATCH_JOBS: usize = 64;
+/// New jobs are held back and written a batch at a time, as blocks
+/// (`blocks.rs`), the `jobs` table opened and the transaction committed
+/// once per batch. A batch ends at this many jobs or bytes of records (or
+/// one bigger job); the last, unfilled block of a batch waits for the next
+/// one.
+const BATCH_JOBS: usize = 256;
 const BATCH_BYTES: usize = 32 * 1024;
 
 /// A replacement of the stored profile under way (see the module header).
@@ -186,7 +187,7 @@ impl<'s> Writer<'s> {
             // happened before whatever the parser found after it.
             Err(e) => {
                 return Err(match &mut self.new {
-                    Some(new) => new.flush().err().unwrap_or(e),
+                    Some(new) => new.flush(true).err().unwrap_or(e),
                     None => e,
                 });
             }
@@ -298,6 +299,8 @@ struct NewFile {
     /// `pending_bytes`.
     pending: Vec<(u32, Range<usize>, Range<usize>)>,
     pending_bytes: Vec<u8>,
+    /// The block being written.
+    block: Vec<u8>,
     scratch: Vec<u8>,
     committed: bool,
 }
@@ -310,6 +313,17 @@ fn write_err(path: &Path, e: impl Into<redb::Error>) -> Error {
         redb::Error::Io(io) => crate::files::io_error(path, "cannot write", &io),
         other => storage_failure(path, "cannot write", other),
     }
+}
+
+/// The new file's index or blocks read back other than they were written.
+fn inconsistent(path: &Path) -> Error {
+    Error::Store(
+        format!(
+            "{}: the id index being written is inconsistent",
+            path.display()
+        )
+        .into(),
+    )
 }
 
 /// The new file after a failed commit, which already ended the
@@ -334,6 +348,7 @@ impl NewFile {
             run: index::Run::new(),
             pending: Vec::new(),
             pending_bytes: Vec::new(),
+            block: Vec::with_capacity(blocks::BLOCK_BYTES),
             scratch: Vec::new(),
             committed: false,
         };
@@ -418,30 +433,24 @@ impl NewFile {
                 }
                 continue;
             }
-            let txn = self.txn()?;
+            let txn = self.txn.as_ref().ok_or_else(|| broken(path))?;
             let jobs = txn.open_table(JOBS).map_err(|e| write_err(path, e))?;
-            let rec = jobs
-                .get(position_key(position).as_slice())
-                .map_err(|e| write_err(path, e))?;
-            if rec.is_some_and(|r| record::job_id(r.value()) == Some(id)) {
+            let found = match blocks::get(&jobs, position, &mut self.scratch) {
+                Ok(found) => found,
+                Err(LookupError::Storage(e)) => return Err(write_err(path, e)),
+                Err(LookupError::Damaged) => return Err(inconsistent(path)),
+            };
+            if found && record::job_id(&self.scratch) == Some(id) {
                 return Ok(true);
             }
         }
-        let txn = self.txn.as_ref().ok_or_else(|| {
-            Error::Store(format!("{}: an earlier write failed", path.display()).into())
-        })?;
+        let txn = self.txn.as_ref().ok_or_else(|| broken(path))?;
         let ids = txn.open_table(JOB_IDS).map_err(|e| write_err(path, e))?;
         let jobs = txn.open_table(JOBS).map_err(|e| write_err(path, e))?;
         match index::find(&ids, &jobs, id, hash, &mut self.scratch) {
             Ok(found) => Ok(found.is_some()),
             Err(LookupError::Storage(e)) => Err(write_err(path, e)),
-            Err(LookupError::Damaged) => Err(Error::Store(
-                format!(
-                    "{}: the id index being written is inconsistent",
-                    path.display()
-                )
-                .into(),
-            )),
+            Err(LookupError::Damaged) => Err(inconsistent(path)),
         }
     }
 
@@ -456,11 +465,11 @@ impl NewFile {
         self.pending
             .push((position, at..at + id.len(), at + id.len()..end));
         if self.pending.len() >= BATCH_JOBS || end >= BATCH_BYTES {
-            self.flush()?;
+            self.flush(false)?;
         }
         if self.run.push(hash, position) {
             // The jobs first: a lookup in a written run reads their records.
-            self.flush()?;
+            self.flush(true)?;
             self.write_run()?;
         }
         Ok(())
@@ -476,32 +485,58 @@ impl NewFile {
         Ok(())
     }
 
-    /// Writes the pending jobs, the table opened once. After an error they
-    /// are gone (the whole replacement failed), so a second call does not
-    /// write them again.
-    fn flush(&mut self) -> Result<()> {
+    /// Writes the pending jobs as blocks, the table opened once, and
+    /// commits; the jobs of the last block stay pending unless `all`.
+    /// After an error they are gone (the whole replacement failed), so a
+    /// second call does not write them again.
+    fn flush(&mut self, all: bool) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let mut pending = std::mem::take(&mut self.pending);
         let mut bytes = std::mem::take(&mut self.pending_bytes);
+        let mut block = std::mem::take(&mut self.block);
         let path = self.path.as_path();
         let written = self.txn().and_then(|txn| {
             let mut jobs = txn.open_table(JOBS).map_err(|e| write_err(path, e))?;
-            for (position, _, rec) in &pending {
+            let mut insert = |first: usize, block: &[u8]| {
+                let position = pending.get(first).map_or(0, |p| p.0);
+                jobs.insert(position_key(position).as_slice(), block)
+                    .map(drop)
+                    .map_err(|e| write_err(path, e))
+            };
+            // Index in `pending` of the block's first job.
+            let mut first = 0;
+            block.clear();
+            for (i, (_, _, rec)) in pending.iter().enumerate() {
                 let rec = bytes.get(rec.clone()).unwrap_or_default();
-                jobs.insert(position_key(*position).as_slice(), rec)
-                    .map_err(|e| write_err(path, e))?;
+                if !blocks::fits(block.len(), rec.len()) {
+                    insert(first, &block)?;
+                    block.clear();
+                    first = i;
+                }
+                blocks::push(&mut block, rec);
             }
-            Ok(())
+            if all {
+                insert(first, &block)?;
+                first = pending.len();
+            }
+            Ok(first)
         });
-        written?;
-        self.in_batch += pending.len() as u32;
-        // Kept for their capacity.
-        pending.clear();
-        bytes.clear();
+        let written = written?;
+        self.in_batch += written as u32;
+        // The jobs not written move to the front; the buffers are kept for
+        // their capacity.
+        let from = pending.get(written).map_or(bytes.len(), |p| p.1.start);
+        pending.drain(..written);
+        bytes.drain(..from);
+        for (_, id, rec) in &mut pending {
+            *id = id.start - from..id.end - from;
+            *rec = rec.start - from..rec.end - from;
+        }
         self.pending = pending;
         self.pending_bytes = bytes;
+        self.block = block;
         self.commit_step()
     }
 
@@ -525,7 +560,7 @@ impl NewFile {
     /// Writes what is held back and `meta`, and commits: the file is
     /// complete, ready to be renamed into place.
     fn commit(&mut self, meta: &StoreMeta) -> Result<()> {
-        self.flush()?;
+        self.flush(true)?;
         self.write_run()?;
         let path = self.path.as_path();
         let txn = self.txn.take().ok_or_else(|| {
