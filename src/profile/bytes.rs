@@ -1,16 +1,18 @@
 //! Finding bytes in markup a machine word at a time.
 //!
-//! The window is cut into units by searching for a few ASCII delimiters, and
-//! units are checked for the few bytes XML forbids; looking at one byte per
-//! step made that a tenth of the agent's instructions. These search eight
+//! The window is cut into units by searching for a few ASCII delimiters,
+//! checked for the few bytes XML forbids, and its lines are counted; looking
+//! at one byte per step made that a tenth of the agent's instructions. These search eight
 //! bytes per step with plain integer arithmetic (no SIMD, no `unsafe`), the
 //! same on every target, and fall back to one byte per step only for the
 //! last few bytes.
 //!
-//! The masks set the high bit of each byte that matches. A borrow can also
-//! set it in a byte *above* a true match, never below one and never without
-//! one: so "some byte matches" and "the lowest matching byte" (words are read
-//! little-endian, so the lowest byte is the first in the slice) are exact.
+//! The masks set the high bit of each byte that matches. In `eq` and `below`
+//! a borrow can also set it in a byte *above* a true match, never below one
+//! and never without one: so "some byte matches" and "the lowest matching
+//! byte" (words are read little-endian, so the lowest byte is the first in
+//! the slice) are exact. The `_exact` masks never borrow across bytes (a few
+//! operations more): every flag is a match, so flags can be counted.
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
@@ -26,6 +28,78 @@ pub fn eq(w: u64, b: u8) -> u64 {
 #[inline(always)]
 pub fn below(w: u64, n: u8) -> u64 {
     w.wrapping_sub(LO * u64::from(n)) & !w & HI
+}
+
+/// Bytes of `w` equal to `b`, exactly: no borrow crosses bytes, so every
+/// flag is a match (`eq` is exact only about the lowest one).
+#[inline(always)]
+fn eq_exact(w: u64, b: u8) -> u64 {
+    let x = w ^ (LO * u64::from(b));
+    !(((x & !HI) + !HI) | x) & HI
+}
+
+/// Bytes of `w` that are control characters XML does not allow (all but
+/// tab, line feed and carriage return), exactly.
+#[inline(always)]
+fn bad_controls_exact(w: u64) -> u64 {
+    let controls = !(((w & !HI) + LO * 0x60) | w) & HI;
+    controls & !(eq_exact(w, b'\t') | eq_exact(w, b'\n') | eq_exact(w, b'\r'))
+}
+
+fn is_suspect(b: u8) -> bool {
+    (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0xEF
+}
+
+/// `\n` in one word.
+#[inline(always)]
+fn lines_in(w: u64) -> u64 {
+    // One flag (0x80) per match: their sum lands in the top byte.
+    (eq_exact(w, b'\n') >> 7).wrapping_mul(LO) >> 56
+}
+
+/// How many `\n` `hay` holds.
+pub fn count_lines(hay: &[u8]) -> u64 {
+    let (words, rest) = hay.as_chunks::<8>();
+    let mut lines = 0;
+    for w in words {
+        lines += lines_in(u64::from_le_bytes(*w));
+    }
+    lines + rest.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// In one pass: how many `\n` `hay` holds, and the index of its first byte
+/// that is a control character XML does not allow or 0xEF, the first byte of
+/// U+FFFE and U+FFFF (and of other characters: the caller looks closer).
+/// Most words of markup hold neither a control nor 0xEF, and are passed
+/// over with a few operations.
+pub fn lines_and_suspect(hay: &[u8]) -> (u64, Option<usize>) {
+    let (words, rest) = hay.as_chunks::<8>();
+    let mut lines = 0;
+    let mut suspect = None;
+    for (n, w) in words.iter().enumerate() {
+        let w = u64::from_le_bytes(*w);
+        if below(w, 0x20) | eq(w, 0xEF) == 0 {
+            continue;
+        }
+        lines += lines_in(w);
+        if suspect.is_none() {
+            // Both masks are exact about their lowest flag.
+            let m = bad_controls_exact(w) | eq(w, 0xEF);
+            if m != 0 {
+                suspect = Some(n * 8 + (m.trailing_zeros() / 8) as usize);
+            }
+        }
+    }
+    let done = words.len() * 8;
+    lines += rest.iter().filter(|&&b| b == b'\n').count() as u64;
+    let suspect = suspect.or_else(|| rest.iter().position(|&b| is_suspect(b)).map(|i| done + i));
+    (lines, suspect)
+}
+
+/// The index of the first byte of `hay` that is a control character XML
+/// does not allow, or 0xEF (see `lines_and_suspect`).
+pub fn first_suspect(hay: &[u8]) -> Option<usize> {
+    position(hay, |w| bad_controls_exact(w) | eq(w, 0xEF), is_suspect)
 }
 
 /// The index of the first byte of `hay` that `byte` accepts; `word` must
@@ -93,6 +167,33 @@ mod tests {
                 .map(|i| [b'a', 0x20, 0xEE, 0xF0, 0x80][i % 5])
                 .collect();
             assert_eq!(find(&none), None, "{none:?}");
+        }
+    }
+
+    #[test]
+    fn lines_and_suspects_are_found_exactly() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        for start in 0..all.len() {
+            for len in [0, 1, 7, 8, 9, 17, 64] {
+                let hay = &all[start..(start + len).min(all.len())];
+                let lines = hay.iter().filter(|&&b| b == b'\n').count() as u64;
+                assert_eq!(count_lines(hay), lines, "{hay:?}");
+                let suspect = hay
+                    .iter()
+                    .position(|&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0xEF);
+                assert_eq!(first_suspect(hay), suspect, "{hay:?}");
+                assert_eq!(lines_and_suspect(hay), (lines, suspect), "{hay:?}");
+            }
+        }
+        // Runs of the same byte: every one counts, none hides another.
+        for b in [b'\n', b'\t', 0x01, 0x0B, 0x1F, 0xEF, 0x0A, 0x8A] {
+            for len in 0..20 {
+                let mut hay = vec![b; len];
+                hay.extend_from_slice(b"\n\tab\r\n");
+                let lines = hay.iter().filter(|&&c| c == b'\n').count() as u64;
+                assert_eq!(count_lines(&hay), lines, "{hay:?}");
+                assert_eq!(lines_and_suspect(&hay).0, lines, "{hay:?}");
+            }
         }
     }
 

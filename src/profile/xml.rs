@@ -19,7 +19,7 @@
 //! (including which error, at which byte) does not depend on how the reads
 //! split the body.
 
-use super::bytes::{below, eq, find_any};
+use super::bytes::{count_lines, find_any, first_suspect, lines_and_suspect};
 use super::job::MAX_DEPTH;
 use crate::error::{Error, Result, Shown};
 use std::cell::Cell;
@@ -162,18 +162,24 @@ pub fn read<R: Read, H: Handler + ?Sized>(body: R, handler: &mut H, limits: Limi
             Err(e) => std::str::from_utf8(avail.get(..e.valid_up_to()).unwrap_or_default())
                 .unwrap_or_default(),
         };
+        // Likewise the characters XML forbids are looked for, and lines
+        // counted, once per read (unit by unit, 7 instructions a profile
+        // byte): units that end before the first suspect byte need no check
+        // of their own, and a unit's line is counted only for a message.
+        let (lines, suspect) = lines_and_suspect(avail);
+        let clean = suspect.unwrap_or(avail.len());
         let mut done = 0;
-        let mut lines = 0;
         let mut partial = false;
         while let Some(rest) = avail.get(done..).filter(|r| !r.is_empty()) {
-            let at = input.at(done, lines);
+            let at = input.at(done);
             let view = rest.get(..max_unit).unwrap_or(rest);
             let whole_rest = input.eof && rest.len() <= max_unit;
             match scan(view, whole_rest) {
                 Scan::Unit(kind, len) => {
                     let raw = view.get(..len).unwrap_or(view);
                     let text = valid.get(done..done + raw.len());
-                    lines += doc.unit(kind, raw, text, at)?;
+                    let checked = done + raw.len() <= clean;
+                    doc.unit(kind, raw, text, checked, at)?;
                     done += raw.len();
                 }
                 Scan::Partial(kind) => {
@@ -189,7 +195,7 @@ pub fn read<R: Read, H: Handler + ?Sized>(body: R, handler: &mut H, limits: Limi
                             input.total(),
                             kind.article(),
                             at.offset,
-                            at.line
+                            at.line()
                         ).into()));
                     }
                     partial = true;
@@ -197,6 +203,8 @@ pub fn read<R: Read, H: Handler + ?Sized>(body: R, handler: &mut H, limits: Limi
                 }
             }
         }
+        // The unit left pending is counted again with the next read.
+        let lines = lines - count_lines(avail.get(done..).unwrap_or_default());
         input.consume(done, lines);
         if partial {
             input.fill()?;
@@ -274,17 +282,18 @@ impl<R: Read> Input<R> {
         Ok(())
     }
 
+    /// Consumes `len` bytes, which hold `lines` line ends.
     fn consume(&mut self, len: usize, lines: u64) {
         self.pos = self.pos.saturating_add(len).min(self.len);
         self.line += lines;
     }
 
-    /// The position `done` bytes into the unconsumed bytes, which hold
-    /// `lines` line ends before it.
-    fn at(&self, done: usize, lines: u64) -> At {
+    /// The position `done` bytes into the unconsumed bytes.
+    fn at(&self, done: usize) -> At<'_> {
         At {
             offset: self.base + (self.pos + done) as u64,
-            line: self.line + lines,
+            line: self.line,
+            before: self.pending().get(..done).unwrap_or_default(),
         }
     }
 
@@ -294,25 +303,28 @@ impl<R: Read> Input<R> {
 }
 
 /// A position in the body, for messages. Bytes count from 0, lines from 1.
+/// Its line is counted only when a message needs it: most units never do.
 #[derive(Clone, Copy, Debug)]
-struct At {
+struct At<'w> {
     offset: u64,
+    /// The line `before` starts on.
     line: u64,
+    /// The window's bytes from where `line` was counted up to here.
+    before: &'w [u8],
 }
 
-impl At {
+impl<'w> At<'w> {
+    fn line(&self) -> u64 {
+        self.line + count_lines(self.before)
+    }
+
     /// The position `idx` bytes into the unit `raw` that starts here.
-    fn within(self, raw: &[u8], idx: usize) -> At {
+    fn within(self, raw: &[u8], idx: usize) -> At<'w> {
         let idx = idx.min(raw.len());
-        let lines = raw
-            .get(..idx)
-            .unwrap_or_default()
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
         At {
             offset: self.offset + idx as u64,
-            line: self.line + lines as u64,
+            line: self.line() + count_lines(raw.get(..idx).unwrap_or_default()),
+            before: &[],
         }
     }
 
@@ -320,7 +332,8 @@ impl At {
         Error::Profile(
             format!(
                 "profile is not well-formed XML at byte {} (line {}): {msg}",
-                self.offset, self.line
+                self.offset,
+                self.line()
             )
             .into(),
         )
@@ -488,10 +501,17 @@ struct Doc<'h, H: ?Sized> {
 }
 
 impl<H: Handler + ?Sized> Doc<'_, H> {
-    /// Checks and dispatches one complete unit; returns its number of line
-    /// ends (`\n`), counted on the way.
-    /// `text` is `raw` as a string when the caller already checked it.
-    fn unit(&mut self, kind: Kind, raw: &[u8], text: Option<&str>, at: At) -> Result<u64> {
+    /// Checks and dispatches one complete unit.
+    /// `text` is `raw` as a string when the caller already checked it;
+    /// `checked`: the caller knows `raw` holds no character XML forbids.
+    fn unit(
+        &mut self,
+        kind: Kind,
+        raw: &[u8],
+        text: Option<&str>,
+        checked: bool,
+        at: At<'_>,
+    ) -> Result<()> {
         let text = match text {
             Some(text) => text,
             None => std::str::from_utf8(raw).map_err(|e| {
@@ -499,7 +519,9 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
                     .wf("invalid UTF-8 (a profile must be UTF-8)")
             })?,
         };
-        let lines = check_chars(raw, kind, at)?;
+        if !checked {
+            check_chars(raw, kind, at)?;
+        }
         let first = self.phase == Phase::Start;
         if first {
             self.phase = Phase::Prolog;
@@ -525,10 +547,10 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
                 );
             }
         }
-        Ok(lines)
+        Ok(())
     }
 
-    fn text_unit(&mut self, text: &str, at: At) -> Result<()> {
+    fn text_unit(&mut self, text: &str, at: At<'_>) -> Result<()> {
         if self.phase != Phase::Root {
             return match text.bytes().position(|b| !is_space(b)) {
                 None => Ok(()),
@@ -558,7 +580,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         self.handler.text(&self.text, self.ends.len())
     }
 
-    fn cdata(&mut self, text: &str, at: At) -> Result<()> {
+    fn cdata(&mut self, text: &str, at: At<'_>) -> Result<()> {
         let inner = match single(text, at)? {
             Token::Cdata { text, .. } => text.as_str(),
             _ => return Err(at.wf("malformed CDATA section")),
@@ -571,7 +593,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         self.handler.text(&self.text, self.ends.len())
     }
 
-    fn pi(&mut self, text: &str, at: At, first: bool) -> Result<()> {
+    fn pi(&mut self, text: &str, at: At<'_>, first: bool) -> Result<()> {
         let target_len = text
             .bytes()
             .skip(2)
@@ -608,7 +630,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         ))
     }
 
-    fn start_tag(&mut self, text: &str, at: At) -> Result<()> {
+    fn start_tag(&mut self, text: &str, at: At<'_>) -> Result<()> {
         let mut tokens = Tokenizer::from_fragment(text, 0..text.len());
         let name = self.element_name(&mut tokens, text, at)?;
         let empty = self.attributes(&mut tokens, text, at, name)?;
@@ -637,7 +659,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         &self,
         tokens: &mut Tokenizer<'t>,
         text: &'t str,
-        at: At,
+        at: At<'_>,
     ) -> Result<&'t str> {
         if !text.ends_with('>') {
             return Err(at.wf(
@@ -679,7 +701,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         &mut self,
         tokens: &mut Tokenizer<'_>,
         text: &str,
-        at: At,
+        at: At<'_>,
         name: &str,
     ) -> Result<bool> {
         self.attrs.clear();
@@ -729,7 +751,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         &mut self,
         attr: Attr,
         text: &str,
-        at: At,
+        at: At<'_>,
         start: usize,
         name: &str,
     ) -> Result<()> {
@@ -758,7 +780,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
 
     /// Unescapes into `values` the attribute values that hold a reference
     /// or white space to normalize; the others stay where they are in `text`.
-    fn unescape_values(&mut self, text: &str, at: At, name: &str) -> Result<()> {
+    fn unescape_values(&mut self, text: &str, at: At<'_>, name: &str) -> Result<()> {
         self.values.clear();
         for attr in &mut self.attrs {
             let start = self.values.len();
@@ -782,7 +804,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         Ok(())
     }
 
-    fn end_tag(&mut self, text: &str, at: At) -> Result<()> {
+    fn end_tag(&mut self, text: &str, at: At<'_>) -> Result<()> {
         let mut tokens = Tokenizer::from_fragment(text, 0..text.len());
         let name = match tokens.next() {
             Some(Ok(Token::ElementEnd {
@@ -863,7 +885,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
 }
 
 /// Tokenizes a unit that is one token.
-fn single<'t>(text: &'t str, at: At) -> Result<Token<'t>> {
+fn single<'t>(text: &'t str, at: At<'_>) -> Result<Token<'t>> {
     let mut tokens = Tokenizer::from_fragment(text, 0..text.len());
     match (tokens.next(), tokens.next()) {
         (Some(Ok(token)), None) => Ok(token),
@@ -872,35 +894,15 @@ fn single<'t>(text: &'t str, at: At) -> Result<Token<'t>> {
     }
 }
 
-/// Refuses the characters XML 1.0 does not allow, and counts `\n` on the
-/// way. The unit is valid UTF-8, so only C0 controls and U+FFFE/U+FFFF need
-/// looking for (no surrogates).
-fn check_chars(raw: &[u8], kind: Kind, at: At) -> Result<u64> {
-    let mut lines = 0;
-    let mut i = 0;
-    // A word holding neither a control character nor the first byte of
-    // U+FFFE/U+FFFF (0xEF) is skipped whole; the others are looked at bytewise.
-    let (words, _) = raw.as_chunks::<8>();
-    let mut next_word = words.iter();
-    while let Some(&b) = raw.get(i) {
-        if i % 8 == 0
-            && let Some(w) = next_word.next()
-        {
-            let w = u64::from_le_bytes(*w);
-            if below(w, 0x20) | eq(w, 0xEF) == 0 {
-                i += 8;
-                continue;
-            }
-        }
-        i += 1;
-        if b >= 0x20 && b != 0xEF {
-            continue;
-        }
-        let i = i - 1;
-        if b == b'\n' {
-            lines += 1;
-        }
-        let bad = if b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r') {
+/// Refuses the characters XML 1.0 does not allow. The unit is valid UTF-8,
+/// so only C0 controls and U+FFFE/U+FFFF need looking for (no surrogates).
+/// Called only for a unit at or after a suspect byte of its read.
+fn check_chars(raw: &[u8], kind: Kind, at: At<'_>) -> Result<()> {
+    let mut from = 0;
+    while let Some(i) = first_suspect(raw.get(from..).unwrap_or_default()).map(|i| from + i) {
+        from = i + 1;
+        let b = raw.get(i).copied().unwrap_or_default();
+        let bad = if b < 0x20 {
             Some(u32::from(b))
         } else if b == 0xEF && raw.get(i + 1) == Some(&0xBF) {
             match raw.get(i + 2) {
@@ -923,14 +925,14 @@ fn check_chars(raw: &[u8], kind: Kind, at: At) -> Result<u64> {
             });
         }
     }
-    Ok(lines)
+    Ok(())
 }
 
 /// The pseudo-attributes of an XML declaration, in the order they must come.
 const DECLARED: [&str; 3] = ["version", "encoding", "standalone"];
 
 /// Checks `<?xml ...?>` (XML 1.0 section 2.8) and that it declares UTF-8.
-fn declaration(text: &str, at: At) -> Result<()> {
+fn declaration(text: &str, at: At<'_>) -> Result<()> {
     let d = text.as_bytes();
     let mut i = "<?xml".len();
     let mut next = 0;
@@ -953,7 +955,7 @@ fn declaration(text: &str, at: At) -> Result<()> {
     Ok(())
 }
 
-fn malformed_declaration(at: At, d: &[u8], i: usize, what: &str) -> Error {
+fn malformed_declaration(at: At<'_>, d: &[u8], i: usize, what: &str) -> Error {
     at.within(d, i)
         .wf(format!("malformed XML declaration: {what}"))
 }
@@ -970,7 +972,7 @@ fn skip_spaces(d: &[u8], i: &mut usize) {
 /// the value.
 fn declared<'t>(
     text: &'t str,
-    at: At,
+    at: At<'_>,
     i: &mut usize,
     next: usize,
 ) -> Result<(usize, usize, &'t str)> {
@@ -1015,7 +1017,7 @@ fn declared<'t>(
 /// Checks the value of the declaration's `DECLARED[slot]`, which starts at
 /// byte `value_at`: a version `1.x`, an encoding name that must be UTF-8, a
 /// standalone `yes` or `no`.
-fn declared_value(slot: usize, value: &str, text: &str, at: At, value_at: usize) -> Result<()> {
+fn declared_value(slot: usize, value: &str, text: &str, at: At<'_>, value_at: usize) -> Result<()> {
     let d = text.as_bytes();
     let ok = match slot {
         0 => value
@@ -1221,7 +1223,7 @@ fn sub(s: &str, r: Range<usize>) -> &str {
 /// An xmlparser error as a message, positioned in the body. Its `Display`
 /// cannot be used: it counts rows within the unit, and it prints the
 /// offending character, which may be part of a secret.
-fn xml_error(text: &str, at: At, e: &xmlparser::Error) -> Error {
+fn xml_error(text: &str, at: At<'_>, e: &xmlparser::Error) -> Error {
     use xmlparser::Error as X;
     let (what, cause) = match e {
         X::InvalidDeclaration(c, _) => ("XML declaration", Some(c)),
