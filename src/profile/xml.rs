@@ -75,8 +75,7 @@ pub struct StartTag<'a> {
 impl<'a> StartTag<'a> {
     /// The value of attribute `name` (matched as written, prefix included).
     pub fn get(&self, name: &str) -> Option<&'a str> {
-        // Lengths first: most attributes are told apart without a memcmp.
-        let named = |a: &Attr| a.name.len() == name.len() && sub(self.src, a.name.clone()) == name;
+        let named = |a: &Attr| is_named(self.src.as_bytes(), &a.name, name.as_bytes());
         // The shape asks mostly in the order attributes are written, so the
         // search starts after the last one found; names are unique (a
         // repeated one is refused before the tag is handed on), so where
@@ -854,10 +853,9 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
 
     /// Whether `attrs` holds an attribute named as `text[name]`.
     fn has_attribute(&self, text: &str, name: &Range<usize>) -> bool {
-        let name = sub(text, name.clone());
-        self.attrs
-            .iter()
-            .any(|a| a.name.len() == name.len() && sub(text, a.name.clone()) == name)
+        let text = text.as_bytes();
+        let name = text.get(name.clone()).unwrap_or_default();
+        self.attrs.iter().any(|a| is_named(text, &a.name, name))
     }
 
     /// Unescapes into `values` the attribute values that hold a reference
@@ -1293,6 +1291,19 @@ fn qname(prefix: StrSpan<'_>, local: StrSpan<'_>) -> Range<usize> {
     } else {
         prefix.start()..local.end()
     }
+}
+
+/// Whether the name at `at` in `text` is `name`. Attribute names are a few
+/// bytes: compared here byte by byte, lengths and first bytes first, they
+/// cost less than the calls to memcmp that `==` makes (2 instructions a
+/// profile byte).
+#[inline]
+fn is_named(text: &[u8], at: &Range<usize>, name: &[u8]) -> bool {
+    at.len() == name.len()
+        && text.get(at.start) == name.first()
+        && text
+            .get(at.clone())
+            .is_some_and(|t| t.iter().zip(name).all(|(a, b)| a == b))
 }
 
 /// `s[r]`, or "" where that is not a slice of `s` (never, for ranges found
