@@ -185,6 +185,18 @@ pub fn read<R: Read, H: Handler + ?Sized>(body: R, handler: &mut H, limits: Limi
                 done += len;
                 continue;
             }
+            // The white space between tags, the commonest text, passes every
+            // check any text gets: it is handed on without them.
+            if let Some(len) = rest
+                .iter()
+                .position(|&b| !matches!(b, b' ' | b'\n' | b'\t'))
+                .filter(|&len| len > 0 && len < max_unit && rest.get(len) == Some(&b'<'))
+                && let Some(text) = valid.get(done..done + len)
+            {
+                doc.blank(text)?;
+                done += len;
+                continue;
+            }
             let view = rest.get(..max_unit).unwrap_or(rest);
             let whole_rest = input.eof && rest.len() <= max_unit;
             match scan(view, whole_rest) {
@@ -591,6 +603,19 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         unescape(text, false, &mut self.text)
             .map_err(|e| at.within(text.as_bytes(), e.at).wf(e.describe(text, false)))?;
         self.handler.text(&self.text, self.ends.len())
+    }
+
+    /// A text unit of spaces, tabs and line feeds only, which `text_unit`
+    /// would accept as it is.
+    fn blank(&mut self, text: &str) -> Result<()> {
+        match self.phase {
+            Phase::Root => self.handler.text(text, self.ends.len()),
+            Phase::Start => {
+                self.phase = Phase::Prolog;
+                Ok(())
+            }
+            Phase::Prolog | Phase::Epilog => Ok(()),
+        }
     }
 
     fn cdata(&mut self, text: &str, at: At<'_>) -> Result<()> {
