@@ -3,7 +3,8 @@
 //! Layout (bump `STORE_SCHEMA` on any change; an agent that finds another
 //! schema rebuilds the store from a full download):
 //! - `meta`: name -> value, the facts below, integers little-endian;
-//! - `jobs`: document position -> job record (`record.rs`), so a read in key
+//! - `jobs`: document position of a block's first job -> a block of
+//!   consecutive job records (`blocks.rs`, `record.rs`), so a read in key
 //!   order is the profile's order;
 //! - `job_ids`: the id index (`index.rs`): sorted chunks of `id hash ++
 //!   document position` entries, keyed by their first, for lookups by id
@@ -19,7 +20,8 @@
 //! (the ids themselves, with positions as values, inserted in id order) by
 //! sorted runs appended in key order, to write each index page once.
 //! Schema 4 packed each run's keys into chunks of 256 entries, an insert
-//! per chunk rather than per job.
+//! per chunk rather than per job (never released: main held it for an
+//! hour), and schema 5 packed the job records into blocks of a leaf page.
 //! Every table is bytes to bytes: redb's B-tree code is generic over key and
 //! value types, and each extra pair of types compiles another copy of it into
 //! a binary that must fit an appliance's flash. Integers in keys are
@@ -27,7 +29,7 @@
 
 use redb::{ReadableTable, TableDefinition};
 
-pub const STORE_SCHEMA: u32 = 4;
+pub const STORE_SCHEMA: u32 = 5;
 
 pub type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
