@@ -738,9 +738,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
     /// attributes are in `attrs` and `values`, and hands it on.
     fn open(&mut self, name: &str, text: &str, empty: bool) -> Result<()> {
         self.phase = Phase::Root;
-        self.names.push_str(name);
-        self.ends.push(self.names.len());
-        let depth = self.ends.len();
+        let depth = self.ends.len() + 1;
         self.handler.start(&StartTag {
             name,
             depth,
@@ -750,8 +748,15 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
             next: Cell::new(0),
         })?;
         if empty {
-            self.close()?;
+            // Closed at once, as `close` would: its name never needs the
+            // stack (most of a profile's elements are empty).
+            if self.ends.is_empty() {
+                self.phase = Phase::Epilog;
+            }
+            return self.handler.end(name, depth);
         }
+        self.names.push_str(name);
+        self.ends.push(self.names.len());
         Ok(())
     }
 
