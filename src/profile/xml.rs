@@ -1223,6 +1223,16 @@ fn normalize_line_ends(raw: &str, out: &mut String) {
 
 /// The reference starting with the `&` at `raw[at]`: its character and length.
 fn reference(raw: &str, at: usize) -> std::result::Result<(char, usize), RefError> {
+    // The five predefined entities, most references, need no search for
+    // the ';' (it found the same one) and no string compares.
+    match raw.as_bytes().get(at + 1..).unwrap_or_default() {
+        [b'a', b'm', b'p', b';', ..] => return Ok(('&', 5)),
+        [b'l', b't', b';', ..] => return Ok(('<', 4)),
+        [b'g', b't', b';', ..] => return Ok(('>', 4)),
+        [b'q', b'u', b'o', b't', b';', ..] => return Ok(('"', 6)),
+        [b'a', b'p', b'o', b's', b';', ..] => return Ok(('\'', 6)),
+        _ => {}
+    }
     let fail = |kind| RefError { at, kind };
     let Some(len) = raw.get(at + 1..).and_then(|rest| rest.find(';')) else {
         return Err(fail(RefKind::Unterminated));
