@@ -289,14 +289,15 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
         let id = job_id(tag, self.job_number)?;
         let who = Who::Job(id);
         let job = &mut self.job;
-        job.id = fit(id, who, Attr::Own("id"))?;
-        job.name = fit(job_name(tag, who)?, who, Attr::Own("name"))?;
+        put(&mut job.id, id, who, Attr::Own("id"))?;
+        put(&mut job.name, job_name(tag, who)?, who, Attr::Own("name"))?;
         job.job_type = job_type(tag, who)?;
         if let Some(enabled) = tag.get("enabled") {
             job.enabled = yes_or_no(enabled, who)?;
         }
         if let Some(schedule) = optional_attr(tag, who, Attr::Own("schedule"), MAX_VALUE)? {
-            job.schedule = fit(job_schedule(schedule, who)?, who, Attr::Own("schedule"))?;
+            let schedule = job_schedule(schedule, who)?;
+            put(&mut job.schedule, schedule, who, Attr::Own("schedule"))?;
         }
         if let Some(retries) = tag.get("retries") {
             job.retries = job_retries(retries, who)?;
@@ -371,14 +372,14 @@ impl<S: ProfileSink + ?Sized> Shape<'_, S> {
                 if job_target.is_some() {
                     return Err(refuse(format!("{who}: a second target element")));
                 }
-                *job_target = Some(target(tag, who)?);
+                target(job_target.insert(Target::default()), tag, who)?;
                 return Ok(true);
             }
             "credential" => {
                 if job_credential.is_some() {
                     return Err(refuse(format!("{who}: a second credential element")));
                 }
-                *job_credential = Some(credential(tag, who)?);
+                credential(job_credential.insert(Credential::default()), tag, who)?;
                 return Ok(true);
             }
             _ => return Ok(false),
@@ -472,32 +473,33 @@ fn job_retries(retries: &str, who: Who<'_>) -> Result<u8> {
 }
 
 /// A job's `<target host port user>`.
-fn target(tag: &StartTag<'_>, who: Who<'_>) -> Result<Target> {
+/// Filled in place (see `put`); left half-filled only with an error.
+fn target(slot: &mut Target, tag: &StartTag<'_>, who: Who<'_>) -> Result<()> {
     let host = required_non_empty(tag, who, Attr::Child("target", "host"), MAX_VALUE)?;
-    let port = port(tag, who, Attr::Child("target", "port"))?;
+    slot.port = port(tag, who, Attr::Child("target", "port"))?;
     let user = optional_attr(tag, who, Attr::Child("target", "user"), MAX_VALUE)?;
-    Ok(Target {
-        host: fit(host, who, Attr::Child("target", "host"))?,
-        port,
-        user: user
-            .map(|u| fit(u, who, Attr::Child("target", "user")))
-            .transpose()?,
-    })
+    put(&mut slot.host, host, who, Attr::Child("target", "host"))?;
+    if let Some(user) = user {
+        let field = Attr::Child("target", "user");
+        put(slot.user.insert(job::Value::new()), user, who, field)?;
+    }
+    Ok(())
 }
 
 /// A job's `<credential user password>`.
-fn credential(tag: &StartTag<'_>, who: Who<'_>) -> Result<Credential> {
+/// Filled in place (see `put`); left half-filled only with an error.
+fn credential(slot: &mut Credential, tag: &StartTag<'_>, who: Who<'_>) -> Result<()> {
     let user = required(tag, who, Attr::Child("credential", "user"))?;
-    let user = fit(user, who, Attr::Child("credential", "user"))?;
+    put(&mut slot.user, user, who, Attr::Child("credential", "user"))?;
     let password = required(tag, who, Attr::Child("credential", "password"))?;
     // The password is a secret: no message may carry it, so none is built
     // from it, whatever is wrong.
-    let password = job::Value::try_from(password).map_err(|_| {
+    slot.password.clear();
+    slot.password.push_str(password).map_err(|_| {
         refuse(format!(
             "{who}: credential/@password is longer than {MAX_VALUE} bytes"
         ))
-    })?;
-    Ok(Credential { user, password })
+    })
 }
 
 fn refuse(msg: impl Into<String>) -> Error {
@@ -596,7 +598,22 @@ fn optional_attr<'t>(
 }
 
 fn fit<const N: usize>(value: &str, who: Who<'_>, field: Attr) -> Result<HString<N>> {
-    HString::try_from(value).map_err(|_| {
+    let mut fitted = HString::new();
+    put(&mut fitted, value, who, field)?;
+    Ok(fitted)
+}
+
+/// `value` into `slot`, in place. A job's strings have hundreds of bytes of
+/// room each: made apart and moved in, as `fit` makes them, they were
+/// copied whole, twice (2 instructions a profile byte).
+fn put<const N: usize>(
+    slot: &mut HString<N>,
+    value: &str,
+    who: Who<'_>,
+    field: Attr,
+) -> Result<()> {
+    slot.clear();
+    slot.push_str(value).map_err(|_| {
         refuse(format!(
             "{who}: {field} is {} bytes, the limit is {N}",
             value.len()
