@@ -44,6 +44,9 @@ const NEW_FILE_CACHE_BYTES: usize = 256 * 1024;
 /// one.
 const BATCH_JOBS: usize = 256;
 const BATCH_BYTES: usize = 32 * 1024;
+/// Room beyond `BATCH_BYTES` for the job that ends a batch: a bigger one
+/// (rare) grows the buffer.
+const BATCH_SLACK: usize = 4 * 1024;
 
 /// A replacement of the stored profile under way (see the module header).
 pub struct Replacement<'s> {
@@ -347,7 +350,9 @@ impl NewFile {
             seen: Seen::new(),
             run: index::Run::new(),
             pending: Vec::new(),
-            pending_bytes: Vec::new(),
+            // Taken whole: growing it by doubling as the batch fills would
+            // hold the old and the new buffer at once.
+            pending_bytes: Vec::with_capacity(BATCH_BYTES + BATCH_SLACK),
             block: Vec::with_capacity(blocks::BLOCK_BYTES),
             scratch: Vec::new(),
             committed: false,
