@@ -77,14 +77,13 @@ impl<'a> StartTag<'a> {
     pub fn get(&self, name: &str) -> Option<&'a str> {
         let named = |a: &Attr| is_named(self.src.as_bytes(), &a.name, name.as_bytes());
         // The shape asks mostly in the order attributes are written, so the
-        // search starts after the last one found; names are unique (a
-        // repeated one is refused before the tag is handed on), so where
-        // it starts does not change what is found.
-        let from = self.next.get().min(self.attrs.len());
-        let (before, after) = self.attrs.split_at(from);
-        let i = match after.iter().position(named) {
-            Some(i) => from + i,
-            None => before.iter().position(named)?,
+        // one after the last found is tried first; names are unique (a
+        // repeated one is refused before the tag is handed on), so what is
+        // tried first does not change what is found.
+        let next = self.next.get();
+        let i = match self.attrs.get(next) {
+            Some(a) if named(a) => next,
+            _ => self.attrs.iter().position(named)?,
         };
         self.next.set(i + 1);
         self.attrs.get(i).map(|a| self.value(a))
