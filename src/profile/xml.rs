@@ -46,6 +46,10 @@ pub const MAX_ATTRIBUTES: usize = 256;
 /// `MAX_DEPTH * MAX_NAME_LEN` bytes; no profile element comes near it.
 pub const MAX_NAME_LEN: usize = 1024;
 
+/// The longest white space between tags handed on without `scan` (see
+/// `read`): indentation is far shorter.
+const BLANK_RUN: usize = 256;
+
 /// The window's sizes; tests shrink them to drive the refill paths hard.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -188,8 +192,12 @@ pub fn read<R: Read, H: Handler + ?Sized>(body: R, handler: &mut H, limits: Limi
                 continue;
             }
             // The white space between tags, the commonest text, passes every
-            // check any text gets: it is handed on without them.
+            // check any text gets: it is handed on without them. Looked for
+            // bytewise, so only in a run's first bytes: a longer one (rare)
+            // is left to `scan`, which is not slowed down by it.
             if let Some(len) = rest
+                .get(..BLANK_RUN)
+                .unwrap_or(rest)
                 .iter()
                 .position(|&b| !matches!(b, b' ' | b'\n' | b'\t'))
                 .filter(|&len| len > 0 && len < max_unit && rest.get(len) == Some(&b'<'))
