@@ -149,6 +149,11 @@ pub fn read<R: Read, H: Handler + ?Sized>(body: R, handler: &mut H, limits: Limi
     input.skip_bom()?;
     // Where the start tag the last read ended inside starts.
     let mut cut_tag = u64::MAX;
+    // The unit the last read ended inside, which opens the window after
+    // the next: its length, line feeds, and where it may first hold a
+    // character XML forbids. The pass below does not look at it again (a
+    // 256 KiB unit read 16 KiB at a time would be looked at sixteen times).
+    let mut seen: (usize, u64, Option<usize>) = (0, 0, None);
     loop {
         let avail = input.pending();
         if avail.is_empty() {
@@ -175,7 +180,10 @@ pub fn read<R: Read, H: Handler + ?Sized>(body: R, handler: &mut H, limits: Limi
         // counted, once per read (unit by unit, 7 instructions a profile
         // byte): units that end before the first suspect byte need no check
         // of their own, and a unit's line is counted only for a message.
-        let (lines, suspect) = lines_and_suspect(avail);
+        let (seen_len, seen_lines, seen_suspect) = seen;
+        let (new_lines, new_suspect) = lines_and_suspect(avail.get(seen_len..).unwrap_or_default());
+        let lines = seen_lines + new_lines;
+        let suspect = seen_suspect.or(new_suspect.map(|s| seen_len + s));
         let clean = suspect.unwrap_or(avail.len());
         let mut done = 0;
         let mut partial = false;
@@ -245,9 +253,26 @@ pub fn read<R: Read, H: Handler + ?Sized>(body: R, handler: &mut H, limits: Limi
                 }
             }
         }
-        // The unit left pending is counted again with the next read.
-        let lines = lines - count_lines(avail.get(done..).unwrap_or_default());
-        input.consume(done, lines);
+        // Lines are counted on the shorter side of `done`.
+        let (pending, pending_lines) = match avail.split_at_checked(done) {
+            Some((consumed, pending)) if consumed.len() < pending.len() => {
+                (pending, lines - count_lines(consumed))
+            }
+            Some((_, pending)) => (pending, count_lines(pending)),
+            None => (&[][..], 0),
+        };
+        seen = (
+            pending.len(),
+            pending_lines,
+            match suspect {
+                _ if pending.is_empty() => None,
+                // A suspect before the pending unit says nothing of it: it
+                // is taken as suspect from its start (checked alone).
+                Some(s) => Some(s.saturating_sub(done)),
+                None => None,
+            },
+        );
+        input.consume(done, lines - pending_lines);
         if partial {
             input.fill()?;
         }
