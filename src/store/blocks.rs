@@ -247,10 +247,11 @@ mod tests {
         assert!(split(&[1, 0, 0]).is_err());
     }
 
-    /// A `jobs` table of blocks of the given records (positions from 0).
+    /// A `jobs` table of the given blocks: each its first position and
+    /// its records.
     fn table_of(
         dir: &std::path::Path,
-        blocks: &[&[&[u8]]],
+        blocks: &[(u32, &[&[u8]])],
     ) -> (
         redb::Database,
         redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
@@ -259,15 +260,13 @@ mod tests {
         let txn = db.begin_write().unwrap();
         {
             let mut t = txn.open_table(super::super::tables::JOBS).unwrap();
-            let mut position = 0u32;
-            for recs in blocks {
+            for (position, recs) in blocks {
                 let mut block = Vec::new();
                 for rec in *recs {
                     push(&mut block, rec);
                 }
-                t.insert(position_key(position).as_slice(), block.as_slice())
+                t.insert(position_key(*position).as_slice(), block.as_slice())
                     .unwrap();
-                position += recs.len() as u32;
             }
         }
         txn.commit().unwrap();
@@ -291,7 +290,10 @@ mod tests {
     fn records_are_read_across_blocks_from_any_position() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let (_db, t) = table_of(dir, &[&[b"a", b"b"], &[b"c"], &[b"d", b"e", b"f"]]);
+        let (_db, t) = table_of(
+            dir,
+            &[(0, &[b"a", b"b"]), (2, &[b"c"]), (3, &[b"d", b"e", b"f"])],
+        );
         let names = |v: Vec<(u32, Vec<u8>)>| -> Vec<(u32, String)> {
             v.into_iter()
                 .map(|(p, r)| (p, String::from_utf8(r).unwrap()))
@@ -317,24 +319,7 @@ mod tests {
     #[test]
     fn a_gap_between_blocks_is_damage() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        let db = redb::Database::create(dir.join("t.db")).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut t = txn.open_table(super::super::tables::JOBS).unwrap();
-            for (position, rec) in [(0u32, b"a"), (2, b"c")] {
-                let mut block = Vec::new();
-                push(&mut block, rec);
-                t.insert(position_key(position).as_slice(), block.as_slice())
-                    .unwrap();
-            }
-        }
-        txn.commit().unwrap();
-        let t = db
-            .begin_read()
-            .unwrap()
-            .open_table(super::super::tables::JOBS)
-            .unwrap();
+        let (_db, t) = table_of(tmp.path(), &[(0, &[b"a"]), (2, &[b"c"])]);
         let r = all(Records::new(t.range::<&[u8]>(..).unwrap()));
         assert!(matches!(r, Err(LookupError::Damaged)));
     }
