@@ -127,6 +127,8 @@ pub struct Records<I, G> {
     position: u32,
     /// Records before this position are skipped (`records_from`).
     skip: u32,
+    /// An error was returned: the iteration is over.
+    failed: bool,
 }
 
 impl<I, G> Records<I, G>
@@ -149,11 +151,34 @@ where
             at: 0,
             position: 0,
             skip: position,
+            failed: false,
         }
     }
 
-    /// The next record and its position; `None` after the last.
+    /// The next record and its position; `None` after the last, and
+    /// after an error (a reader that goes on past one does not meet it
+    /// again and again).
     pub fn next_record(&mut self) -> Result<Option<(u32, &[u8])>, LookupError> {
+        if self.failed {
+            return Ok(None);
+        }
+        match self.step() {
+            Ok(Some((position, start))) => {
+                let block = self.block.as_ref().map(Bytes::bytes).unwrap_or_default();
+                let rec = block.get(start..self.at).ok_or(LookupError::Damaged)?;
+                Ok(Some((position, rec)))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves to the next record: its position and where it starts in
+    /// `block` (it ends at `at`).
+    fn step(&mut self) -> Result<Option<(u32, usize)>, LookupError> {
         loop {
             let len = match &self.block {
                 Some(block) => {
@@ -169,9 +194,7 @@ where
                 if position < self.skip {
                     continue;
                 }
-                let block = self.block.as_ref().map(Bytes::bytes).unwrap_or_default();
-                let rec = block.get(start..self.at).ok_or(LookupError::Damaged)?;
-                return Ok(Some((position, rec)));
+                return Ok(Some((position, start)));
             }
             let Some(entry) = self.blocks.next() else {
                 return Ok(None);
@@ -247,11 +270,19 @@ mod tests {
         assert!(split(&[1, 0, 0]).is_err());
     }
 
-    /// A `jobs` table of the given blocks: each its first position and
-    /// its records.
+    /// A block of the given records.
+    fn block_of(recs: &[&[u8]]) -> Vec<u8> {
+        let mut block = Vec::new();
+        for rec in recs {
+            push(&mut block, rec);
+        }
+        block
+    }
+
+    /// A `jobs` table of the given blocks, each keyed by its first position.
     fn table_of(
         dir: &std::path::Path,
-        blocks: &[(u32, &[&[u8]])],
+        blocks: &[(u32, Vec<u8>)],
     ) -> (
         redb::Database,
         redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
@@ -260,11 +291,7 @@ mod tests {
         let txn = db.begin_write().unwrap();
         {
             let mut t = txn.open_table(super::super::tables::JOBS).unwrap();
-            for (position, recs) in blocks {
-                let mut block = Vec::new();
-                for rec in *recs {
-                    push(&mut block, rec);
-                }
+            for (position, block) in blocks {
                 t.insert(position_key(*position).as_slice(), block.as_slice())
                     .unwrap();
             }
@@ -292,7 +319,11 @@ mod tests {
         let dir = tmp.path();
         let (_db, t) = table_of(
             dir,
-            &[(0, &[b"a", b"b"]), (2, &[b"c"]), (3, &[b"d", b"e", b"f"])],
+            &[
+                (0, block_of(&[b"a", b"b"])),
+                (2, block_of(&[b"c"])),
+                (3, block_of(&[b"d", b"e", b"f"])),
+            ],
         );
         let names = |v: Vec<(u32, Vec<u8>)>| -> Vec<(u32, String)> {
             v.into_iter()
@@ -317,11 +348,30 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_between_blocks_is_damage() {
+    fn a_gap_between_blocks_or_a_record_cut_short_is_damage_told_once() {
         let tmp = tempfile::tempdir().unwrap();
-        let (_db, t) = table_of(tmp.path(), &[(0, &[b"a"]), (2, &[b"c"])]);
-        let r = all(Records::new(t.range::<&[u8]>(..).unwrap()));
-        assert!(matches!(r, Err(LookupError::Damaged)));
+        let cut_short = vec![5, 0, 0, 0, b'x'];
+        for (blocks, what) in [
+            (vec![(0, block_of(&[b"a"])), (2, block_of(&[b"c"]))], "gap"),
+            (vec![(0, block_of(&[b"a"])), (1, cut_short)], "cut short"),
+        ] {
+            let dir = tmp.path().join(what);
+            std::fs::create_dir(&dir).unwrap();
+            let (_db, t) = table_of(&dir, &blocks);
+            let mut r = Records::new(t.range::<&[u8]>(..).unwrap());
+            assert_eq!(
+                r.next_record().unwrap(),
+                Some((0, b"a".as_slice())),
+                "{what}"
+            );
+            assert!(
+                matches!(r.next_record(), Err(LookupError::Damaged)),
+                "{what}"
+            );
+            // Once: a reader that goes on is told the end, not the error
+            // again and again.
+            assert_eq!(r.next_record().unwrap(), None, "{what}");
+        }
     }
 
     #[test]
