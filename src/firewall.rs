@@ -122,9 +122,12 @@ pub fn run(
 }
 
 /// The endpoints the stored profile needs (`endpoints_to_check` of its
-/// endpoints and enabled jobs' targets); `None` when no profile is stored.
+/// endpoints and enabled jobs' targets); `None` when no profile is stored,
+/// or only one of another store schema, which this run could not rebuild
+/// (its tables are not this schema's).
 fn endpoints_of(store: &JobStore) -> Result<Option<Vec<EndpointKey>>> {
-    let Some(reader) = store.reader().filter(|_| store.meta().is_some()) else {
+    let stored = store.meta().is_some() && !store.needs_rebuild();
+    let Some(reader) = store.reader().filter(|_| stored) else {
         return Ok(None);
     };
     let endpoints = reader.endpoints()?;

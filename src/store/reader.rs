@@ -9,7 +9,7 @@ use super::blocks::{OwnedRecords, Records};
 use super::damage::{Watch, watch};
 use super::index::{self, LookupError};
 use super::record;
-use super::tables::{ENDPOINTS, JOB_IDS, JOBS, META, StoreMeta, Table};
+use super::tables::{ENDPOINTS, JOB_IDS, JOBS, META, STORE_SCHEMA, StoreMeta, Table};
 use crate::error::{Error, Reason, Result};
 use crate::profile::job::{Endpoint, Job};
 use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable};
@@ -170,8 +170,25 @@ impl StoreReader {
         }
     }
 
+    /// Refuses a store of another schema: its tables are laid out
+    /// otherwise (`tables.rs`), and read as this schema's they would give
+    /// garbage or "damaged" records.
+    fn same_schema(&self) -> Result<()> {
+        match self.meta()? {
+            Some(m) if m.schema != STORE_SCHEMA => Err(storage_error(
+                &self.path,
+                &format!("store schema {}", m.schema),
+                format!(
+                    "this program reads store schema {STORE_SCHEMA}; the next run of cncopgetprofile rebuilds the store"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Every job, in the order of the profile document.
     pub fn jobs(&self) -> Result<Jobs> {
+        self.same_schema()?;
         let range = match self.table(JOBS)? {
             Some(t) => Some(
                 t.range_owned::<&[u8]>(..)
@@ -187,6 +204,7 @@ impl StoreReader {
 
     /// One job by id.
     pub fn job(&self, id: &str) -> Result<Option<Job>> {
+        self.same_schema()?;
         let (Some(ids), Some(jobs)) = (self.table(JOB_IDS)?, self.table(JOBS)?) else {
             return Ok(None);
         };
@@ -209,6 +227,7 @@ impl StoreReader {
 
     /// The profile's firewall endpoints, in document order.
     pub fn endpoints(&self) -> Result<Vec<Endpoint>> {
+        self.same_schema()?;
         let Some(t) = self.table(ENDPOINTS)? else {
             return Ok(Vec::new());
         };

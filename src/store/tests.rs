@@ -475,6 +475,22 @@ fn a_store_of_schema_2_is_rebuilt() {
     }
     let mut store = dir.store();
     assert!(store.needs_rebuild());
+    // A reader refuses it by name, rather than read its tables as this
+    // schema's.
+    let reader = StoreReader::open(&dir.path).unwrap().unwrap();
+    for err in [
+        reader.jobs().err(),
+        reader.job("1000").err(),
+        reader.endpoints().err(),
+    ] {
+        let err = err.expect("a store of schema 2 is refused").to_string();
+        assert!(
+            err.contains("store schema 2: this program reads store schema")
+                && err.contains("rebuilds"),
+            "{err}"
+        );
+    }
+    drop(reader);
     let opts = ReplaceOptions {
         force: true,
         ..ReplaceOptions::default()
