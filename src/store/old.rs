@@ -38,6 +38,10 @@ pub(super) struct OldJobs {
     endpoints: Option<Entries>,
     /// Every new record so far is the stored one at the same position.
     same: bool,
+    /// The pass in document order met a damaged block: the stored profile
+    /// is not the new one, whatever else matched (the new store replaces
+    /// the damaged one, as it does a damaged index entry).
+    damaged: bool,
     /// One bit per stored document position: found by a new job.
     found: Vec<u64>,
 }
@@ -85,6 +89,7 @@ impl OldJobs {
             ids: r.table(JOB_IDS)?,
             jobs,
             same: true,
+            damaged: false,
             found: vec![0; usize::try_from(count.div_ceil(64)).unwrap_or(0)],
         }))
     }
@@ -106,7 +111,7 @@ impl OldJobs {
         new: &[u8],
         into: &mut Vec<u8>,
     ) -> Result<Option<u32>> {
-        if let Some((position, rec)) = next_job(&mut self.in_order)?
+        if let Some((position, rec)) = next_job(&mut self.in_order, &mut self.damaged)?
             && record::same_job_id(rec, new)
         {
             into.clear();
@@ -149,7 +154,20 @@ impl OldJobs {
         };
         let mut removed = 0;
         let mut records = Records::new(jobs.iter().map_err(read_error)?);
-        while let Some((position, rec)) = records.next_record().map_err(block_error)? {
+        loop {
+            let (position, rec) = match records.next_record() {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                // The jobs after a damaged block cannot be named; the new
+                // store replaces them all the same.
+                Err(LookupError::Damaged) => {
+                    log::warn!(
+                        "the current store has a damaged block of job records; jobs removed after it are not listed"
+                    );
+                    break;
+                }
+                Err(LookupError::Storage(e)) => return Err(read_error(e)),
+            };
             let position = position as usize;
             let found = self
                 .found
@@ -180,11 +198,13 @@ impl OldJobs {
             return Ok(());
         };
         let mut records = Records::new(jobs.range::<&[u8]>(..).map_err(read_error)?);
-        while let Some((position, rec)) = records.next_record().map_err(block_error)? {
-            if position >= count {
-                break;
+        // Not one record further: the block after the prefix may be the
+        // damaged one that ended the pass (`next_job`).
+        for _ in 0..count {
+            match records.next_record().map_err(block_error)? {
+                Some((_, rec)) => f(rec)?,
+                None => break,
             }
-            f(rec)?;
         }
         Ok(())
     }
@@ -210,7 +230,8 @@ impl OldJobs {
     /// ones, in the same order, and no more.
     pub(super) fn unchanged(&mut self) -> Result<bool> {
         Ok(self.same
-            && next_job(&mut self.in_order)?.is_none()
+            && next_job(&mut self.in_order, &mut self.damaged)?.is_none()
+            && !self.damaged
             && next(&mut self.endpoints)?.is_none())
     }
 
@@ -229,11 +250,22 @@ impl OldJobs {
 }
 
 /// The next stored job record in document order and its position, `None`
-/// after the last.
-fn next_job(records: &mut Option<TableRecords>) -> Result<Option<(u32, &[u8])>> {
-    match records {
-        Some(r) => r.next_record().map_err(block_error),
-        None => Ok(None),
+/// after the last, and after a damaged block (`damaged` is then set: the
+/// pass ends there, and the blocks are fused, so it stays ended).
+fn next_job<'r>(
+    records: &'r mut Option<TableRecords>,
+    damaged: &mut bool,
+) -> Result<Option<(u32, &'r [u8])>> {
+    let Some(r) = records else {
+        return Ok(None);
+    };
+    match r.next_record() {
+        Ok(next) => Ok(next),
+        Err(LookupError::Damaged) => {
+            *damaged = true;
+            Ok(None)
+        }
+        Err(LookupError::Storage(e)) => Err(read_error(e)),
     }
 }
 
