@@ -76,22 +76,18 @@ pub fn get<T: ReadableTable<&'static [u8], &'static [u8]>>(
     into: &mut Vec<u8>,
 ) -> Result<bool, LookupError> {
     let key = position_key(position);
-    let Some(entry) = jobs.range::<&[u8]>(..=key.as_slice())?.next_back() else {
+    // The block that holds `position` starts at or before it.
+    let Some(block) = jobs.range::<&[u8]>(..=key.as_slice())?.next_back() else {
         return Ok(false);
     };
-    let (first, block) = entry?;
-    let mut at = first_position(first.value())?;
-    let mut rest = block.value();
-    while let Some((rec, after)) = split(rest)? {
-        if at == position {
+    match Records::from(std::iter::once(block), position).next_record()? {
+        Some((_, rec)) => {
             into.clear();
             into.extend_from_slice(rec);
-            return Ok(true);
+            Ok(true)
         }
-        at = at.checked_add(1).ok_or(LookupError::Damaged)?;
-        rest = after;
+        None => Ok(false),
     }
-    Ok(false)
 }
 
 fn first_position(key: &[u8]) -> Result<u32, LookupError> {
