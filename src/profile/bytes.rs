@@ -49,11 +49,11 @@ fn is_suspect(b: u8) -> bool {
     (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0xEF
 }
 
-/// `\n` in one word.
+/// How many bytes an exact mask flags: one flag (0x80) per byte, so their
+/// sum lands in the top byte.
 #[inline(always)]
-fn lines_in(w: u64) -> u64 {
-    // One flag (0x80) per match: their sum lands in the top byte.
-    (eq_exact(w, b'\n') >> 7).wrapping_mul(LO) >> 56
+fn flags(exact: u64) -> u64 {
+    (exact >> 7).wrapping_mul(LO) >> 56
 }
 
 /// How many `\n` `hay` holds.
@@ -61,7 +61,7 @@ pub fn count_lines(hay: &[u8]) -> u64 {
     let (words, rest) = hay.as_chunks::<8>();
     let mut lines = 0;
     for w in words {
-        lines += lines_in(u64::from_le_bytes(*w));
+        lines += flags(eq_exact(u64::from_le_bytes(*w), b'\n'));
     }
     lines + rest.iter().filter(|&&b| b == b'\n').count() as u64
 }
@@ -82,8 +82,7 @@ pub fn lines_and_suspect(hay: &[u8]) -> (u64, Option<usize>) {
             continue;
         }
         let line_feeds = eq_exact(w, b'\n');
-        // One flag (0x80) per line feed: their sum lands in the top byte.
-        lines += (line_feeds >> 7).wrapping_mul(LO) >> 56;
+        lines += flags(line_feeds);
         // Line feeds are most of the controls; anything else, or 0xEF,
         // is looked at closer.
         if suspect.is_none() && (controls_exact(w) != line_feeds || eq(w, 0xEF) != 0) {
