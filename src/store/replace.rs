@@ -33,9 +33,11 @@ const COMMIT_EVERY: u32 = 8192;
 /// again at its commit (to store their checksums) if its write buffer,
 /// half of this, had to spill them before; and it spills pages of no
 /// particular age, the ones still being filled among them. Measured with
-/// `store::tests` (a step per batch; 2 000 / 5 000 to 40 000 / 100 000
-/// jobs): 128 KiB wrote 1.40 / - / 1.31 times the store, 192 KiB 1.16 /
-/// 1.33 to 1.37 / 1.02, 256 KiB 1.07 / 1.18 to 1.21 / 0.92.
+/// `store::tests` on store schema 5 (first profiles of twelve sizes from
+/// 1 000 to 100 000 jobs): 128 KiB wrote up to 1.55 times the store,
+/// 256 KiB up to 1.29 (at 40 000 jobs). (Schema 3, 2 000 / 5 000 to
+/// 40 000 / 100 000 jobs: 128 KiB 1.40 / - / 1.31, 192 KiB 1.16 / 1.33 to
+/// 1.37 / 1.02, 256 KiB 1.07 / 1.18 to 1.21 / 0.92.)
 const NEW_FILE_CACHE_BYTES: usize = 256 * 1024;
 /// New jobs are held back and written a batch at a time, as blocks
 /// (`blocks.rs`), the `jobs` table opened and the transaction committed
@@ -568,9 +570,7 @@ impl NewFile {
         self.flush(true)?;
         self.write_run()?;
         let path = self.path.as_path();
-        let txn = self.txn.take().ok_or_else(|| {
-            Error::Store(format!("{}: an earlier write failed", path.display()).into())
-        })?;
+        let txn = self.txn.take().ok_or_else(|| broken(path))?;
         {
             let mut table = txn.open_table(META).map_err(|e| write_err(path, e))?;
             meta.write(&mut table).map_err(|e| write_err(path, e))?;

@@ -5,8 +5,8 @@
 //! repeats it, before the parser reads on, so that the error and the change
 //! lines printed before it are the same as with one insert per job. Every
 //! id written goes into this fixed-size Bloom filter: "no" is certain, and
-//! only a "maybe" costs a look in the store (the run in memory, then one key
-//! range per run written, `index.rs`). Its 128 KiB do not grow with the
+//! only a "maybe" costs a look in the store (the run in memory, then a
+//! chunk or two per run written, `index.rs`). Its 128 KiB do not grow with the
 //! profile; at the 100 000-job limit about one id in 65 is a "maybe". (With
 //! 64 KiB, one in twelve: their lookups cost a 100 000-job ingest a third
 //! more CPU, and the index pages they read pushed pages being written out of
