@@ -13,6 +13,14 @@ use cncopgetprofile::{
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The same allocator in every build. The static builds' libc (zig's, which
+/// cargo-zigbuild links) rounds each block up to a power of two, and a redb
+/// page buffer (4 KiB and its 16-byte count) took 8 KiB: the store cache cost
+/// twice its size, and the peak RSS grew with the profile (README
+/// "Dependencies").
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 const USAGE: &str = "usage: cncopgetprofile [-?] [-d] [-c CONFIG] [--noupdate] [--update] [--recreate] [--dry-run] [--list [--json]] [--status [--json]] [--version]";
 
 /// Fetch this appliance's backup jobs from the cncop network and keep them in
