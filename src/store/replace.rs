@@ -320,15 +320,19 @@ fn write_err(path: &Path, e: impl Into<redb::Error>) -> Error {
     }
 }
 
-/// The new file's index or blocks read back other than they were written.
-fn inconsistent(path: &Path) -> Error {
-    Error::Store(
-        format!(
-            "{}: the id index being written is inconsistent",
-            path.display()
-        )
-        .into(),
-    )
+/// A failed lookup in the new file; `Damaged` means its index or blocks
+/// read back other than they were written.
+fn lookup_err(path: &Path, e: LookupError) -> Error {
+    match e {
+        LookupError::Storage(e) => write_err(path, e),
+        LookupError::Damaged => Error::Store(
+            format!(
+                "{}: the id index being written is inconsistent",
+                path.display()
+            )
+            .into(),
+        ),
+    }
 }
 
 /// The new file after a failed commit, which already ended the
@@ -442,11 +446,8 @@ impl NewFile {
             }
             let txn = self.txn.as_ref().ok_or_else(|| broken(path))?;
             let jobs = txn.open_table(JOBS).map_err(|e| write_err(path, e))?;
-            let found = match blocks::get(&jobs, position, &mut self.scratch) {
-                Ok(found) => found,
-                Err(LookupError::Storage(e)) => return Err(write_err(path, e)),
-                Err(LookupError::Damaged) => return Err(inconsistent(path)),
-            };
+            let found =
+                blocks::get(&jobs, position, &mut self.scratch).map_err(|e| lookup_err(path, e))?;
             if found && record::job_id(&self.scratch) == Some(id) {
                 return Ok(true);
             }
@@ -454,11 +455,9 @@ impl NewFile {
         let txn = self.txn.as_ref().ok_or_else(|| broken(path))?;
         let ids = txn.open_table(JOB_IDS).map_err(|e| write_err(path, e))?;
         let jobs = txn.open_table(JOBS).map_err(|e| write_err(path, e))?;
-        match index::find(&ids, &jobs, id, hash, &mut self.scratch) {
-            Ok(found) => Ok(found.is_some()),
-            Err(LookupError::Storage(e)) => Err(write_err(path, e)),
-            Err(LookupError::Damaged) => Err(inconsistent(path)),
-        }
+        index::find(&ids, &jobs, id, hash, &mut self.scratch)
+            .map(|found| found.is_some())
+            .map_err(|e| lookup_err(path, e))
     }
 
     /// Adds the job at `position` (the next one), id `id` of hash `hash`,
