@@ -18,8 +18,12 @@ use std::time::{Duration, Instant};
 /// Below the install root.
 const DEFAULT_COMMAND: &str = "bin/cncopreporter";
 const DEFAULT_TIMEOUT_SECS: u64 = 300;
-/// How often a running reporter is checked on.
-const POLL: Duration = Duration::from_millis(50);
+/// How often a running reporter is checked on: first after a millisecond,
+/// then twice as long each time, up to `POLL_MAX`. A reporter with nothing
+/// to upload ends within milliseconds, and a fixed 50 ms poll made every
+/// run of the agent that much longer.
+const POLL_FIRST: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(50);
 /// How long to wait for the last output once the reporter has ended. Output
 /// can outlive it when it left a background child holding the pipe; the
 /// agent does not wait for that child.
@@ -235,6 +239,7 @@ fn spawn_error(e: &std::io::Error) -> String {
 fn wait(child: &mut Child, timeout: Duration) -> Outcome {
     // A caller's huge timeout must not panic: cap it at a day.
     let deadline = Instant::now() + timeout.min(Duration::from_secs(86_400));
+    let mut poll = POLL_FIRST;
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Outcome::Exited(status),
@@ -242,7 +247,10 @@ fn wait(child: &mut Child, timeout: Duration) -> Outcome {
                 stop(child);
                 return Outcome::TimedOut;
             }
-            Ok(None) => std::thread::sleep(POLL),
+            Ok(None) => {
+                std::thread::sleep(poll);
+                poll = (poll * 2).min(POLL_MAX);
+            }
             Err(e) => {
                 stop(child);
                 return Outcome::Failed(format!("could not be waited for: {e}"));
