@@ -18,6 +18,7 @@ use base64::Engine as _;
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
+use super::devices::ProfileBody;
 use super::http::Response;
 use super::{State, TestNetwork};
 
@@ -492,7 +493,7 @@ pub(super) fn sign_profile_answer(
     r: &mut Response,
     device: &str,
     version: u64,
-    body: &[u8],
+    body: &ProfileBody,
 ) {
     let Some(s) = &st.published.signing else {
         return;
@@ -506,8 +507,8 @@ pub(super) fn sign_profile_answer(
         "device={} version={} size={} sha256={} expires={}",
         lie.device.as_deref().unwrap_or(device),
         lie.version.unwrap_or(version),
-        lie.size.unwrap_or(body.len() as u64),
-        hex(&lie.sha256.unwrap_or_else(|| sha256(body))),
+        lie.size.unwrap_or(body.bytes.len() as u64),
+        hex(&lie.sha256.unwrap_or(body.sha256)),
         utc(expires)
     );
     r.header(MANIFEST_HEADER, &value);
