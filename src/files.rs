@@ -143,7 +143,22 @@ pub(crate) fn store_backend(
     file: std::fs::File,
     path: &Path,
 ) -> std::result::Result<write_tap::TappedBackend, redb::DatabaseError> {
-    write_tap::TappedBackend::new(file, path)
+    write_tap::TappedBackend::new(file, path, None)
+}
+
+/// The redb backend of a new store file, which nothing reads before it is
+/// renamed into place: its syncs are skipped while `syncs_held` is true.
+/// Only the last commit, made after it is set to false, has to reach the
+/// disk before the rename, and its `fdatasync` writes all of the file's
+/// data, not just what came since an earlier one. A crash before that
+/// leaves a leftover that the next run removes. The skipped syncs were
+/// about 30 at 100 000 jobs, a tenth of that ingest's time.
+pub(crate) fn new_store_backend(
+    file: std::fs::File,
+    path: &Path,
+    syncs_held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::result::Result<write_tap::TappedBackend, redb::DatabaseError> {
+    write_tap::TappedBackend::new(file, path, Some(syncs_held))
 }
 
 /// Removes `path`; `Ok(false)` when there was none.

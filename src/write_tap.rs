@@ -18,6 +18,8 @@ use std::cell::RefCell;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One file operation, as the agent hands it to the kernel.
 #[derive(Debug)]
@@ -72,16 +74,20 @@ pub(crate) fn report(event: Event<'_>) {
 pub(crate) struct TappedBackend {
     inner: FileBackend,
     path: PathBuf,
+    /// While this is true, syncs are skipped (`files::new_store_backend`).
+    syncs_held: Option<Arc<AtomicBool>>,
 }
 
 impl TappedBackend {
     pub(crate) fn new(
         file: std::fs::File,
         path: &Path,
+        syncs_held: Option<Arc<AtomicBool>>,
     ) -> Result<TappedBackend, redb::DatabaseError> {
         Ok(TappedBackend {
             inner: FileBackend::new(file)?,
             path: path.to_path_buf(),
+            syncs_held,
         })
     }
 }
@@ -105,6 +111,13 @@ impl StorageBackend for TappedBackend {
     }
 
     fn sync_data(&self) -> Result<(), BackendIoError> {
+        if self
+            .syncs_held
+            .as_ref()
+            .is_some_and(|held| held.load(Ordering::Acquire))
+        {
+            return Ok(());
+        }
         self.inner.sync_data()?;
         report(Event::Sync(&self.path));
         Ok(())

@@ -25,6 +25,8 @@ use crate::files::{self, create_private, remove_leftover};
 use crate::profile::{Endpoint, Header, Job, ProfileSink, Summary};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Jobs per durable commit while a new store file is written (see
 /// `NewFile::commit_step`).
@@ -172,17 +174,16 @@ impl<'s> Writer<'s> {
     /// The new file, created at the first call with a copy of the stored
     /// jobs and endpoints so far (equal to the new ones, see `job`).
     fn new_file(&mut self) -> Result<&mut NewFile> {
-        let file = match self.new.take() {
-            Some(file) => file,
-            None => {
-                let mut file = NewFile::create(&self.tmp)?;
-                if let Some(old) = &self.old {
-                    file.copy_prefix(old, self.next_job, self.next_endpoint)?;
-                }
-                file
+        // Called for every record: `take` and `insert` would move the
+        // whole `NewFile` twice each time.
+        if self.new.is_none() {
+            let mut file = NewFile::create(&self.tmp)?;
+            if let Some(old) = &self.old {
+                file.copy_prefix(old, self.next_job, self.next_endpoint)?;
             }
-        };
-        Ok(self.new.insert(file))
+            self.new = Some(file);
+        }
+        self.new.as_mut().ok_or_else(|| broken(&self.tmp))
     }
 
     fn finish(mut self, parsed: Result<Summary>) -> Result<Replaced> {
@@ -294,6 +295,8 @@ struct NewFile {
     /// (aborted) first.
     txn: Option<redb::WriteTransaction>,
     db: Option<redb::Database>,
+    /// True until the last commit (`files::new_store_backend`).
+    syncs_held: Arc<AtomicBool>,
     /// Jobs written since the last durable commit.
     in_batch: u32,
     /// The ids of the new jobs, written or pending.
@@ -345,13 +348,15 @@ impl NewFile {
     fn create(path: &Path) -> Result<NewFile> {
         remove_leftover(path)?;
         let file = create_private(path)?;
-        let backend = files::store_backend(file, path)
+        let syncs_held = Arc::new(AtomicBool::new(true));
+        let backend = files::new_store_backend(file, path, Arc::clone(&syncs_held))
             .map_err(|e| storage_failure(path, "cannot create", e))?;
         // From here on, dropping `NewFile` removes the file.
         let mut new = NewFile {
             path: path.to_path_buf(),
             txn: None,
             db: None,
+            syncs_held,
             in_batch: 0,
             seen: Seen::new(),
             run: index::Run::new(),
@@ -405,13 +410,13 @@ impl NewFile {
     /// a transaction again at its commit (to store their checksums) when
     /// its write buffer had to spill them before: a step must fit in that
     /// buffer (`NEW_FILE_CACHE_BYTES`) for each page to be written about
-    /// once. Steps are non-durable commits (no sync); every `COMMIT_EVERY`
-    /// jobs one is durable, because redb remembers the pages of
-    /// non-durable commits until a durable one, memory that would grow with
-    /// the profile. (A durable commit for each step wrote more: it flushes
-    /// the pages still being filled.) The new file is invisible until it is
-    /// renamed, so these intermediate commits change nothing for readers or
-    /// for crash safety.
+    /// once. Steps are non-durable commits; every `COMMIT_EVERY` jobs one
+    /// is durable, because redb remembers the pages of non-durable commits
+    /// until a durable one, memory that would grow with the profile. (A
+    /// durable commit for each step wrote more: it flushes the pages still
+    /// being filled.) None of them syncs (`syncs_held`): the new file is
+    /// invisible until it is renamed, so these intermediate commits change
+    /// nothing for readers or for crash safety.
     fn commit_step(&mut self) -> Result<()> {
         let durable = self.in_batch >= COMMIT_EVERY;
         if let Some(mut txn) = self.txn.take() {
@@ -574,6 +579,7 @@ impl NewFile {
             let mut table = txn.open_table(META).map_err(|e| write_err(path, e))?;
             meta.write(&mut table).map_err(|e| write_err(path, e))?;
         }
+        self.syncs_held.store(false, Ordering::Release);
         txn.commit().map_err(|e| write_err(path, e))?;
         self.db = None;
         self.committed = true;

@@ -67,15 +67,28 @@ fn endpoint(port: u16) -> Endpoint {
 struct Counter {
     written: RefCell<u64>,
     created: RefCell<Vec<String>>,
+    /// What happened to the new store file, in order: `w` a write, `s` a
+    /// sync, `r` its rename into place.
+    new_file: RefCell<String>,
 }
 
 impl Tap for Counter {
     fn event(&self, event: &Event<'_>) {
-        match event {
-            Event::Write { data, .. } => *self.written.borrow_mut() += data.len() as u64,
-            Event::Create(p) => self.created.borrow_mut().push(p.display().to_string()),
-            _ => {}
-        }
+        let new_file = |p: &Path| p.extension().is_some_and(|e| e == "new");
+        let op = match event {
+            Event::Write { path, data, .. } => {
+                *self.written.borrow_mut() += data.len() as u64;
+                new_file(path).then_some('w')
+            }
+            Event::Create(p) => {
+                self.created.borrow_mut().push(p.display().to_string());
+                None
+            }
+            Event::Sync(p) => new_file(p).then_some('s'),
+            Event::Rename { from, .. } => new_file(from).then_some('r'),
+            _ => None,
+        };
+        self.new_file.borrow_mut().extend(op);
     }
 }
 
@@ -102,6 +115,7 @@ struct Run {
     changes: Vec<String>,
     written: u64,
     created: Vec<String>,
+    new_file: String,
 }
 
 /// Feeds `jobs` (ids, each with its content version), then `endpoints`,
@@ -139,11 +153,13 @@ fn feed(
     write_tap::install(None);
     let written = *counter.written.borrow();
     let created = counter.created.borrow().clone();
+    let new_file = counter.new_file.borrow().clone();
     Run {
         result,
         changes,
         written,
         created,
+        new_file,
     }
 }
 
@@ -552,6 +568,29 @@ fn flash_writes_of_a_profile_change_stay_within_1_3_times_the_store() {
 #[test]
 fn flash_writes_at_100_000_jobs() {
     flash_writes_stay_within_budget(100_000);
+}
+
+#[test]
+fn the_new_file_is_synced_once_it_is_complete_and_not_before() {
+    // 20 000 jobs: some of the commits before the last are durable ones.
+    let dir = Dir::new();
+    let mut store = dir.store();
+    let run = write(&mut store, &version(&ids(20_000), 1));
+    assert!(matches!(run.result, Ok(Replaced::Written(..))));
+    let ops = &run.new_file;
+    assert!(
+        ops.ends_with("sr"),
+        "not synced right before its rename: {ops}"
+    );
+    // The first sync is the last commit's: after it come only the few
+    // pages redb writes between its syncs (its header, and its allocator
+    // state when the file is closed).
+    let synced = ops.find('s').unwrap_or_default();
+    let (all, later) = (ops.matches('w').count(), ops[synced..].matches('w').count());
+    assert!(
+        later * 100 <= all,
+        "{later} of {all} writes after the first sync: {ops}"
+    );
 }
 
 #[test]
