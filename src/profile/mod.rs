@@ -10,6 +10,7 @@
 
 mod bytes;
 pub mod job;
+mod start_tag;
 pub(crate) mod xml;
 
 pub use job::{Child, Credential, EmailWhen, Endpoint, Header, Job, JobType, Target};

@@ -26,6 +26,7 @@
 
 use super::bytes::{count_lines, find_any, first_suspect, lines_and_suspect};
 use super::job::MAX_DEPTH;
+use super::start_tag;
 use crate::error::{Error, Result, Shown};
 use std::cell::Cell;
 use std::fmt;
@@ -729,51 +730,86 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
     /// The two cut a well-formed tag alike: its first `>` outside a quoted
     /// value, with no `<` before it (xmlparser refuses `<` in a value).
     fn start_tag_in(&mut self, rest: &str, max: usize, at: At<'_>) -> Result<Option<usize>> {
-        let mut tokens = Tokenizer::from_fragment(rest, 0..rest.len());
-        let name = match tokens.next() {
-            Some(Ok(Token::ElementStart { prefix, local, .. })) => sub(rest, qname(prefix, local)),
-            _ => return Ok(None),
+        self.attrs.clear();
+        let attrs = &mut self.attrs;
+        let scanned = start_tag::scan(rest.as_bytes(), MAX_ATTRIBUTES, |name, value| {
+            attrs.push(Attr {
+                name,
+                value,
+                unescaped: false,
+            });
+        });
+        let Some(tag) = scanned.or_else(|| self.tokenize_start_tag(rest)) else {
+            return Ok(None);
         };
-        if self.phase == Phase::Epilog || name.len() > MAX_NAME_LEN || self.ends.len() >= MAX_DEPTH
+        let name = sub(rest, tag.name);
+        if self.phase == Phase::Epilog
+            || name.len() > MAX_NAME_LEN
+            || self.ends.len() >= MAX_DEPTH
+            || self.repeats_attribute(rest)
         {
             return Ok(None);
         }
+        let text = sub(rest, 0..tag.len);
+        if tag.len > max || self.unescape_values(text, at, name).is_err() {
+            return Ok(None);
+        }
+        self.open(name, text, tag.empty)?;
+        Ok(Some(tag.len))
+    }
+
+    /// `start_tag_in`'s way for a tag `start_tag::scan` leaves alone:
+    /// xmlparser's tokens, into `attrs`.
+    fn tokenize_start_tag(&mut self, rest: &str) -> Option<start_tag::Scanned> {
         self.attrs.clear();
-        let (empty, len) = loop {
-            match tokens.next() {
-                Some(Ok(Token::Attribute {
+        let mut tokens = Tokenizer::from_fragment(rest, 0..rest.len());
+        let name = match tokens.next()? {
+            Ok(Token::ElementStart { prefix, local, .. }) => qname(prefix, local),
+            _ => return None,
+        };
+        loop {
+            match tokens.next()?.ok()? {
+                Token::Attribute {
                     prefix,
                     local,
                     value,
                     ..
-                })) => {
-                    let name = qname(prefix, local);
-                    if self.attrs.len() >= MAX_ATTRIBUTES || self.has_attribute(rest, &name) {
-                        return Ok(None);
+                } => {
+                    if self.attrs.len() >= MAX_ATTRIBUTES {
+                        return None;
                     }
                     self.attrs.push(Attr {
-                        name,
+                        name: qname(prefix, local),
                         value: value.range(),
                         unescaped: false,
                     });
                 }
-                Some(Ok(Token::ElementEnd {
-                    end: ElementEnd::Open,
+                Token::ElementEnd {
+                    end: end @ (ElementEnd::Open | ElementEnd::Empty),
                     span,
-                })) => break (false, span.end()),
-                Some(Ok(Token::ElementEnd {
-                    end: ElementEnd::Empty,
-                    span,
-                })) => break (true, span.end()),
-                _ => return Ok(None),
+                } => {
+                    return Some(start_tag::Scanned {
+                        name,
+                        empty: end == ElementEnd::Empty,
+                        len: span.end(),
+                    });
+                }
+                _ => return None,
             }
-        };
-        let text = sub(rest, 0..len);
-        if len > max || self.unescape_values(text, at, name).is_err() {
-            return Ok(None);
         }
-        self.open(name, text, empty)?;
-        Ok(Some(len))
+    }
+
+    /// Whether two of `attrs` have the same name.
+    fn repeats_attribute(&self, text: &str) -> bool {
+        let text = text.as_bytes();
+        self.attrs.iter().enumerate().any(|(i, a)| {
+            let name = text.get(a.name.clone()).unwrap_or_default();
+            self.attrs
+                .get(..i)
+                .unwrap_or_default()
+                .iter()
+                .any(|b| is_named(text, &b.name, name))
+        })
     }
 
     /// Opens element `name`, whose start tag `text` is checked and whose
