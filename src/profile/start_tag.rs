@@ -13,7 +13,9 @@
 //! from the text before the window's first suspect byte (`xml::read`).
 
 use super::bytes::{eq, position};
+use super::xml::qname;
 use std::ops::Range;
+use xmlparser::{ElementEnd, Token, Tokenizer};
 
 /// What a start tag is made of; ranges are in the tag's text.
 pub struct Scanned {
@@ -85,6 +87,48 @@ pub fn scan(
     }
 }
 
+/// The same from xmlparser's tokens, for the tags `scan` leaves alone
+/// (`None` for any tag xmlparser refuses).
+pub fn tokenize(
+    tag: &str,
+    max_attrs: usize,
+    mut attr: impl FnMut(Range<usize>, Range<usize>),
+) -> Option<Scanned> {
+    let mut tokens = Tokenizer::from_fragment(tag, 0..tag.len());
+    let name = match tokens.next()? {
+        Ok(Token::ElementStart { prefix, local, .. }) => qname(prefix, local),
+        _ => return None,
+    };
+    let mut count = 0;
+    loop {
+        match tokens.next()?.ok()? {
+            Token::Attribute {
+                prefix,
+                local,
+                value,
+                ..
+            } => {
+                if count >= max_attrs {
+                    return None;
+                }
+                attr(qname(prefix, local), value.range());
+                count += 1;
+            }
+            Token::ElementEnd {
+                end: end @ (ElementEnd::Open | ElementEnd::Empty),
+                span,
+            } => {
+                return Some(Scanned {
+                    name,
+                    empty: end == ElementEnd::Empty,
+                    len: span.end(),
+                });
+            }
+            _ => return None,
+        }
+    }
+}
+
 /// The end of the name at `from`: ASCII, no prefix. `None` where xmlparser
 /// would read more into it (a `:` or a non-ASCII character) or where it
 /// does not start a name.
@@ -118,7 +162,6 @@ fn skip_spaces(tag: &[u8], at: &mut usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xmlparser::{ElementEnd, Token, Tokenizer};
 
     type Spans = (Range<usize>, Vec<(Range<usize>, Range<usize>)>, bool, usize);
 
@@ -130,31 +173,9 @@ mod tests {
 
     /// What xmlparser makes of the tag `text` opens with.
     fn tokenized(text: &str) -> Option<Spans> {
-        let mut tokens = Tokenizer::from_fragment(text, 0..text.len());
-        let name = match tokens.next()? {
-            Ok(Token::ElementStart { prefix, local, .. }) if prefix.is_empty() => local.range(),
-            _ => return None,
-        };
         let mut attrs = Vec::new();
-        loop {
-            match tokens.next()?.ok()? {
-                Token::Attribute {
-                    prefix,
-                    local,
-                    value,
-                    ..
-                } if prefix.is_empty() => attrs.push((local.range(), value.range())),
-                Token::ElementEnd {
-                    end: ElementEnd::Open,
-                    span,
-                } => return Some((name, attrs, false, span.end())),
-                Token::ElementEnd {
-                    end: ElementEnd::Empty,
-                    span,
-                } => return Some((name, attrs, true, span.end())),
-                _ => return None,
-            }
-        }
+        let s = tokenize(text, 256, |n, v| attrs.push((n, v)))?;
+        Some((s.name, attrs, s.empty, s.len))
     }
 
     #[test]
@@ -183,6 +204,8 @@ mod tests {
             "<a\u{e9}>",
             "<a x='1'y='2'>",
             "<a x='1<'>",
+            "<a x='v<>",
+            "<a x='v< y='1'>",
             "<a x=1>",
             "<a x>",
             "<a / >",

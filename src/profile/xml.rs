@@ -731,16 +731,26 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
     /// value, with no `<` before it (xmlparser refuses `<` in a value).
     fn start_tag_in(&mut self, rest: &str, max: usize, at: At<'_>) -> Result<Option<usize>> {
         self.attrs.clear();
-        let attrs = &mut self.attrs;
-        let scanned = start_tag::scan(rest.as_bytes(), MAX_ATTRIBUTES, |name, value| {
-            attrs.push(Attr {
-                name,
-                value,
-                unescaped: false,
-            });
+        let attr = |name, value| Attr {
+            name,
+            value,
+            unescaped: false,
+        };
+        let scanned = start_tag::scan(rest.as_bytes(), MAX_ATTRIBUTES, |n, v| {
+            self.attrs.push(attr(n, v));
         });
-        let Some(tag) = scanned.or_else(|| self.tokenize_start_tag(rest)) else {
-            return Ok(None);
+        let tag = match scanned {
+            Some(tag) => tag,
+            None => {
+                self.attrs.clear();
+                let tokenized = start_tag::tokenize(rest, MAX_ATTRIBUTES, |n, v| {
+                    self.attrs.push(attr(n, v));
+                });
+                let Some(tag) = tokenized else {
+                    return Ok(None);
+                };
+                tag
+            }
         };
         let name = sub(rest, tag.name);
         if self.phase == Phase::Epilog
@@ -756,47 +766,6 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         }
         self.open(name, text, tag.empty)?;
         Ok(Some(tag.len))
-    }
-
-    /// `start_tag_in`'s way for a tag `start_tag::scan` leaves alone:
-    /// xmlparser's tokens, into `attrs`.
-    fn tokenize_start_tag(&mut self, rest: &str) -> Option<start_tag::Scanned> {
-        self.attrs.clear();
-        let mut tokens = Tokenizer::from_fragment(rest, 0..rest.len());
-        let name = match tokens.next()? {
-            Ok(Token::ElementStart { prefix, local, .. }) => qname(prefix, local),
-            _ => return None,
-        };
-        loop {
-            match tokens.next()?.ok()? {
-                Token::Attribute {
-                    prefix,
-                    local,
-                    value,
-                    ..
-                } => {
-                    if self.attrs.len() >= MAX_ATTRIBUTES {
-                        return None;
-                    }
-                    self.attrs.push(Attr {
-                        name: qname(prefix, local),
-                        value: value.range(),
-                        unescaped: false,
-                    });
-                }
-                Token::ElementEnd {
-                    end: end @ (ElementEnd::Open | ElementEnd::Empty),
-                    span,
-                } => {
-                    return Some(start_tag::Scanned {
-                        name,
-                        empty: end == ElementEnd::Empty,
-                        len: span.end(),
-                    });
-                }
-                _ => return None,
-            }
-        }
     }
 
     /// Whether two of `attrs` have the same name.
@@ -1403,7 +1372,7 @@ fn is_space(b: u8) -> bool {
 
 /// The name as written, prefix included.
 #[inline]
-fn qname(prefix: StrSpan<'_>, local: StrSpan<'_>) -> Range<usize> {
+pub(super) fn qname(prefix: StrSpan<'_>, local: StrSpan<'_>) -> Range<usize> {
     if prefix.is_empty() {
         local.range()
     } else {
