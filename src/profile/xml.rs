@@ -18,11 +18,12 @@
 //! reads is never looked at before its unit is complete, and the outcome
 //! (including which error, at which byte) does not depend on how the reads
 //! split the body. Start tags, most of a profile, are the one shortcut:
-//! xmlparser tokenizes one where it lies, in the window's checked text, and
-//! the tag ends where its tokens do; only a tag that xmlparser takes whole
-//! and that passes every check is handed on so. Any other (cut by the end of
-//! the read, malformed, refused) is cut and checked as any unit instead,
-//! which finds the same end and gives the same verdict.
+//! one is read where it lies, in the window's checked text (by
+//! `start_tag::scan` when it has the common shape, else by xmlparser), and
+//! the tag ends where its tokens do; only a tag taken whole that passes
+//! every check is handed on so. Any other (cut by the end of the read,
+//! malformed, refused) is cut and checked as any unit instead, which finds
+//! the same end and gives the same verdict.
 
 use super::bytes::{count_lines, find_any, first_suspect, lines_and_suspect};
 use super::job::MAX_DEPTH;
@@ -719,10 +720,10 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         self.open(name, text, empty)
     }
 
-    /// The start tag that opens `rest`, tokenized where it lies: xmlparser
-    /// finds its end, so it is scanned once, not first by `tag_end` (most
-    /// of a profile is start tags; the second scan cost 7 instructions a
-    /// profile byte). `Some(length)` once it is handed on. `None`, nothing
+    /// The start tag that opens `rest`, read where it lies (`start_tag`:
+    /// scanned, or tokenized by xmlparser): that finds its end, so it is
+    /// looked at once, not first by `tag_end` (most of a profile is start
+    /// tags; the second scan cost 7 instructions a profile byte). `Some(length)` once it is handed on. `None`, nothing
     /// done, unless it is a complete, well-formed start tag of at most
     /// `max` bytes that `start_tag` would accept as it is: it is then cut
     /// and checked as any unit, which finds what is wrong and says so.
