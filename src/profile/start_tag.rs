@@ -13,7 +13,7 @@
 //! from the text before the window's first suspect byte (`xml::read`).
 
 use super::bytes::{eq, position};
-use super::xml::qname;
+use super::xml::{is_space, qname};
 use std::ops::Range;
 use xmlparser::{ElementEnd, Token, Tokenizer};
 
@@ -150,10 +150,7 @@ fn name_end(tag: &[u8], from: usize) -> Option<usize> {
 /// Moves `at` past XML white space; true if there was some.
 fn skip_spaces(tag: &[u8], at: &mut usize) -> bool {
     let from = *at;
-    while tag
-        .get(*at)
-        .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
+    while tag.get(*at).copied().is_some_and(is_space) {
         *at += 1;
     }
     *at > from

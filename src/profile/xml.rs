@@ -723,10 +723,11 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
     /// The start tag that opens `rest`, read where it lies (`start_tag`:
     /// scanned, or tokenized by xmlparser): that finds its end, so it is
     /// looked at once, not first by `tag_end` (most of a profile is start
-    /// tags; the second scan cost 7 instructions a profile byte). `Some(length)` once it is handed on. `None`, nothing
-    /// done, unless it is a complete, well-formed start tag of at most
-    /// `max` bytes that `start_tag` would accept as it is: it is then cut
-    /// and checked as any unit, which finds what is wrong and says so.
+    /// tags; the second scan cost 7 instructions a profile byte).
+    /// `Some(length)` once it is handed on. `None`, nothing done, unless
+    /// it is a complete, well-formed start tag of at most `max` bytes that
+    /// `start_tag` would accept as it is: it is then cut and checked as
+    /// any unit, which finds what is wrong and says so.
     ///
     /// The two cut a well-formed tag alike: its first `>` outside a quoted
     /// value, with no `<` before it (xmlparser refuses `<` in a value).
@@ -771,15 +772,10 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
 
     /// Whether two of `attrs` have the same name.
     fn repeats_attribute(&self, text: &str) -> bool {
-        let text = text.as_bytes();
-        self.attrs.iter().enumerate().any(|(i, a)| {
-            let name = text.get(a.name.clone()).unwrap_or_default();
-            self.attrs
-                .get(..i)
-                .unwrap_or_default()
-                .iter()
-                .any(|b| is_named(text, &b.name, name))
-        })
+        self.attrs
+            .iter()
+            .enumerate()
+            .any(|(i, a)| has_attribute(self.attrs.get(..i).unwrap_or_default(), text, &a.name))
     }
 
     /// Opens element `name`, whose start tag `text` is checked and whose
@@ -918,7 +914,7 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
                 Shown::bare(name)
             )));
         }
-        if self.has_attribute(text, &attr.name) {
+        if has_attribute(&self.attrs, text, &attr.name) {
             return Err(here().wf(format!(
                 "attribute {} appears twice on <{}>",
                 Shown::bare(attr_name),
@@ -927,13 +923,6 @@ impl<H: Handler + ?Sized> Doc<'_, H> {
         }
         self.attrs.push(attr);
         Ok(())
-    }
-
-    /// Whether `attrs` holds an attribute named as `text[name]`.
-    fn has_attribute(&self, text: &str, name: &Range<usize>) -> bool {
-        let text = text.as_bytes();
-        let name = text.get(name.clone()).unwrap_or_default();
-        self.attrs.iter().any(|a| is_named(text, &a.name, name))
     }
 
     /// Unescapes into `values` the attribute values that hold a reference
@@ -1367,7 +1356,14 @@ fn is_name(s: &str) -> bool {
     chars.next().is_some_and(|c| c.is_xml_name_start()) && chars.all(|c| c.is_xml_name())
 }
 
-fn is_space(b: u8) -> bool {
+/// Whether `attrs` holds an attribute named as `text[name]`.
+fn has_attribute(attrs: &[Attr], text: &str, name: &Range<usize>) -> bool {
+    let text = text.as_bytes();
+    let name = text.get(name.clone()).unwrap_or_default();
+    attrs.iter().any(|a| is_named(text, &a.name, name))
+}
+
+pub(super) fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
