@@ -155,9 +155,7 @@ pub(super) fn profile(shared: &Shared, req: &Request, id: &str) -> Response {
         };
         (data, etag, st.gzip)
     };
-    let sign = |r: &mut Response| {
-        super::trust::sign_profile_answer(&shared.state(), r, id, data.version, &data)
-    };
+    let sign = |r: &mut Response| super::trust::sign_profile_answer(&shared.state(), r, id, &data);
     if let Some(inm) = req.header("if-none-match") {
         let matches = inm.split(',').map(str::trim).any(|tag| {
             tag == "*"

@@ -486,15 +486,9 @@ pub(super) fn document(st: &State, path: &str) -> Option<Response> {
     Some(r)
 }
 
-/// Adds the manifest headers of profile `version` with `body` of `device`
-/// to a 200 or 304 answer, when the network signs profiles.
-pub(super) fn sign_profile_answer(
-    st: &State,
-    r: &mut Response,
-    device: &str,
-    version: u64,
-    body: &ProfileBody,
-) {
+/// Adds the manifest headers of `device`'s profile `body` to a 200 or 304
+/// answer, when the network signs profiles.
+pub(super) fn sign_profile_answer(st: &State, r: &mut Response, device: &str, body: &ProfileBody) {
     let Some(s) = &st.published.signing else {
         return;
     };
@@ -506,7 +500,7 @@ pub(super) fn sign_profile_answer(
     let value = format!(
         "device={} version={} size={} sha256={} expires={}",
         lie.device.as_deref().unwrap_or(device),
-        lie.version.unwrap_or(version),
+        lie.version.unwrap_or(body.version),
         lie.size.unwrap_or(body.bytes.len() as u64),
         hex(&lie.sha256.unwrap_or(body.sha256)),
         utc(expires)
